@@ -1,0 +1,265 @@
+"""Training configuration: one frozen dataclass with the papers' defaults.
+
+Ray Tune, Optuna and the command line all hand us plain dicts; `TrainConfig.from_dict` is the one
+place they become a config, and it rejects unknown keys (naming the valid ones) and validates every
+field before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+LabelMethod = Literal["onehot", "uniform", "similarity", "confidence"]
+LABEL_METHODS: tuple[str, ...] = ("onehot", "uniform", "similarity", "confidence")
+# Confidence labels (paper B) come from one of these score sources (see simlab.sources).
+CONFIDENCE_SOURCES: tuple[str, ...] = ("pairs", "predictions")
+RELAXATIONS: tuple[str, ...] = ("none", "l2")
+NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
+SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def default_cache_dir() -> str:
+    """Where decoded datasets and similarity matrices are cached (``$SIMLAB_CACHE`` overrides)."""
+    return os.environ.get("SIMLAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "simlab"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = "digits"  # a simlab.data.DATASETS key
+    data_dir: str | None = None  # raw data (torchvision root, image-folder zip/folder); None = dataset default
+    cache_dir: str | None = None  # decoded uint8 tensors + similarity store; None = default_cache_dir()
+    val_fraction: float = 0.1  # of the training split, held out (stratified, seeded) for selection/post-hoc
+    subset_per_class: int | None = None  # class-balanced training subset (scaled-down runs); None = all
+    # --- model ------------------------------------------------------------------------------
+    model: str = "small_cnn"  # a simlab.models.MODELS key
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the model
+    # --- labels (paper A eq. 17-18, paper B eq. 1-3) ---------------------------------------------
+    label: LabelMethod = "onehot"
+    similarity: str | None = None  # simlab.sources.SIMILARITIES key (similarity/confidence labels)
+    similarity_args: dict[str, Any] = field(default_factory=dict)  # parameters of that source
+    alpha: float = 0.1  # smoothing mass on the other classes (paper A eq. 18; uniform LS too)
+    beta: float | None = None  # softmax sharpness over z-scored distances (paper A eq. 17)
+    confidence_own: float = 0.6  # hand-made pair labels for noisy samples (paper B §4.1)
+    confidence_other: float = 0.4
+    trusted_own: float = 0.95  # ... and for the trusted set
+    trusted_other: float = 0.05
+    # --- loss -------------------------------------------------------------------------------
+    loss: str = "ce"  # a simlab.losses.LOSSES key
+    relaxation: Literal["none", "l2"] = "none"  # paper B eq. 9, applied to non-trusted samples only
+    mixup: float = 0.0  # Beta(mixup, mixup) mixing coefficient when > 0 (mixup baseline)
+    # --- label noise (paper B §4.1) ---------------------------------------------------------------
+    noise_kind: Literal["none", "symmetric", "asymmetric"] = "none"
+    noise_rate: float = 0.0  # probability that a non-trusted training label flips
+    trusted_size: int = 0  # M: class-balanced trusted samples (never flipped, trusted labels)
+    # --- optimisation -----------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 128  # global batch (split across DDP ranks)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: int = 0  # linear warm-up before the cosine schedule
+    plateau_factor: float = 0.5  # ReduceLROnPlateau as in paper B §4.1.1
+    plateau_patience: int = 5
+    # --- evaluation -------------------------------------------------------------------------
+    n_bins: int = 15  # histogram ECE bins (paper A §6.1)
+    recalibrate: bool = True  # fit TS, ETS and Dir-ODIR on validation logits at the end
+    eval_every: int = 1  # evaluate every this many epochs (and always at the last)
+    # --- runtime ----------------------------------------------------------------------------
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model
+    augment: bool = True  # random crop (4-pixel padding) + horizontal flip, on the training device
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, validate: bool = True) -> TrainConfig:
+        """Build from a plain dict (Ray/Optuna/CLI), rejecting unknown keys."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"config: expected a mapping, got {type(values).__name__}")
+        names = set(cls.field_names())
+        unknown = sorted(k for k in values if k not in names)
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), sorted(names), n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(
+                f"config: unknown key(s) {', '.join(hints)}; valid keys are: {', '.join(sorted(names))}"
+            )
+        cfg = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+        if validate:
+            cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def resolved_cache_dir(self) -> str:
+        return self.cache_dir or default_cache_dir()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self, *, check_registries: bool = True) -> None:
+        """Raise ValueError naming the field for any out-of-range or incompatible setting."""
+        _choice("label", self.label, LABEL_METHODS)
+        _choice("relaxation", self.relaxation, RELAXATIONS)
+        _choice("noise_kind", self.noise_kind, NOISE_KINDS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("device", self.device, DEVICES)
+        _unit("alpha", self.alpha)
+        _unit("noise_rate", self.noise_rate)
+        _unit("val_fraction", self.val_fraction, open_high=True)
+        for name in ("confidence_own", "confidence_other", "trusted_own", "trusted_other"):
+            _unit(name, getattr(self, name))
+        for own, other in (("confidence_own", "confidence_other"), ("trusted_own", "trusted_other")):
+            total = getattr(self, own) + getattr(self, other)
+            if abs(total - 1.0) > 1e-9:
+                raise ValueError(f"{own} + {other} must be 1, got {total}")
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("n_bins", self.n_bins)
+        _positive_int("eval_every", self.eval_every)
+        _nonneg_int("warmup_epochs", self.warmup_epochs)
+        _nonneg_int("trusted_size", self.trusted_size)
+        _nonneg_int("plateau_patience", self.plateau_patience)
+        _nonneg_int("seed", self.seed)
+        if self.subset_per_class is not None:
+            _positive_int("subset_per_class", self.subset_per_class)
+        for name in ("lr",):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("momentum", "weight_decay", "mixup"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ValueError(f"{name} must be >= 0, got {v!r}")
+        if not (0 < self.plateau_factor < 1):
+            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs must be < epochs ({self.epochs}), got {self.warmup_epochs}")
+        if not isinstance(self.model_args, dict):
+            raise ValueError(f"model_args must be a dict, got {type(self.model_args).__name__}")
+        if not isinstance(self.similarity_args, dict):
+            raise ValueError(f"similarity_args must be a dict, got {type(self.similarity_args).__name__}")
+
+        # Options that only make sense together.
+        if self.beta is not None:
+            if self.label != "similarity":
+                raise ValueError(f"beta only applies to label='similarity', got label={self.label!r}")
+            if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
+                raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        if self.label == "similarity":
+            if self.similarity is None:
+                raise ValueError("similarity must name a source (e.g. 'l2', 'we') when label='similarity'")
+            if self.similarity in CONFIDENCE_SOURCES:
+                raise ValueError(
+                    f"similarity={self.similarity!r} gives confidence scores; use label='confidence' with it"
+                )
+            if self.beta is None:
+                raise ValueError("beta is required when label='similarity' (paper A eq. 17)")
+        elif self.label == "confidence":
+            if self.similarity not in CONFIDENCE_SOURCES:
+                raise ValueError(
+                    f"similarity must be one of {', '.join(CONFIDENCE_SOURCES)} when label='confidence', "
+                    f"got {self.similarity!r}"
+                )
+        elif self.similarity is not None:
+            raise ValueError(f"similarity only applies to label='similarity' or 'confidence', got label={self.label!r}")
+        if self.relaxation != "none" and self.label != "confidence":
+            raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
+        if self.noise_kind == "none" and self.noise_rate != 0:
+            raise ValueError(f"noise_rate={self.noise_rate} needs noise_kind 'symmetric' or 'asymmetric'")
+
+        if check_registries:
+            self._check_registries()
+
+    def _check_registries(self) -> None:
+        # Imported here: the registries pull in torch/torchvision, which config itself does not need.
+        from simlab.data import DATASETS
+        from simlab.losses import LOSSES
+        from simlab.models import MODELS
+
+        _choice("dataset", self.dataset, tuple(DATASETS))
+        _choice("model", self.model, tuple(MODELS))
+        _choice("loss", self.loss, tuple(LOSSES))
+        if self.similarity is not None:
+            from simlab.sources import SIMILARITIES
+
+            _choice("similarity", self.similarity, tuple(SIMILARITIES))
+
+
+# ---------------------------------------------------------------------------------------------
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name}: unknown value {value!r}; valid values are: {', '.join(valid)}")
+
+
+def _unit(name: str, value: Any, *, open_high: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    if ok and open_high and value >= 1:
+        ok = False
+    if not ok:
+        rng = "[0, 1)" if open_high else "[0, 1]"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _nonneg_int(name: str, value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+_FIELD_TYPES: dict[str, Any] = {}
+
+
+def _coerce(cls: type, key: str, value: Any) -> Any:
+    """Undo what CLIs and JSON do to numbers (``'0.1'``, ``3.0`` for an int field, numpy scalars)."""
+    if not _FIELD_TYPES:
+        _FIELD_TYPES.update({f.name: f.type for f in dataclasses.fields(cls)})
+    kind = str(_FIELD_TYPES[key])
+    if hasattr(value, "item") and not isinstance(value, (dict, list, str)):  # numpy / torch scalar
+        value = value.item()
+    try:
+        if kind in ("int",) and isinstance(value, (str, float)) and float(value).is_integer():
+            return int(float(value))
+        if kind in ("int | None",) and value is not None and isinstance(value, (str, float)):
+            if str(value).lower() == "none":
+                return None
+            if float(value).is_integer():
+                return int(float(value))
+        if kind in ("float", "float | None") and isinstance(value, (str, int)) and not isinstance(value, bool):
+            if kind == "float | None" and str(value).lower() == "none":
+                return None
+            return float(value)
+        if kind == "bool" and isinstance(value, str):
+            low = value.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+        if kind == "str | None" and isinstance(value, str) and value.lower() == "none":
+            return None
+    except ValueError as err:
+        raise ValueError(f"{key}: cannot read {value!r} as {kind}") from err
+    return value
