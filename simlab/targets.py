@@ -1,0 +1,149 @@
+"""Per-class training targets: which label matrix a `TrainConfig` trains with.
+
+`label_matrices` turns the config's label method (and, for similarity/confidence labels, the source
+matrix from `simlab.sources`) into two ``[K, K]`` matrices whose row k is the target of a sample
+labelled k: one for ordinary (possibly noisy) samples, one for the trusted set of paper B §4.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from simlab.config import TrainConfig
+
+__all__ = ["LABEL_BUILDERS", "confidence_pairs", "label_matrices", "needs_source_matrix", "prediction_tau"]
+
+
+def needs_source_matrix(cfg: TrainConfig) -> bool:
+    """Whether `label_matrices` needs a source matrix for this config (paper A distances or paper B scores).
+
+    The hand-made pair labels of paper B §4.1 are built from the class names alone.
+    """
+    return cfg.label == "similarity" or (cfg.label == "confidence" and cfg.similarity != "pairs")
+
+
+def prediction_tau(scores: torch.Tensor) -> torch.Tensor:
+    """Per-class threshold of paper B §4.2.2 (SPEC §2): ``tau[a] = mean(scores[a]) + std(scores[a])``.
+
+    ``scores`` ``[K, K]``; returns ``[K]``. Population std (``correction=0``) as SPEC §2 fixes it.
+    """
+    return scores.mean(dim=1) + scores.std(dim=1, correction=0)
+
+
+def _onehot(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
+    eye = torch.eye(len(names), dtype=torch.float64)
+    return eye, eye.clone()
+
+
+def _uniform(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
+    from simlab.labels import uniform_smooth_labels
+
+    labels = uniform_smooth_labels(len(names), cfg.alpha)
+    return labels, labels.clone()
+
+
+def _similarity(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
+    from simlab.labels import smooth_labels
+    from simlab.similarity import similarity_from_distances
+
+    # paper A eq. 17 (similarity from z-scored distances), then eq. 18 (smoothing with it).
+    labels = smooth_labels(similarity_from_distances(source, cfg.beta), cfg.alpha)
+    return labels, labels.clone()
+
+
+def confidence_pairs(
+    cfg: TrainConfig, class_names: Sequence[str], source_matrix: np.ndarray | torch.Tensor | None = None
+) -> list[tuple[int, int]]:
+    """The class pairs ``(a, b)`` of paper B §4.1 for this config: labels and asymmetric noise share them.
+
+    From the ``pairs`` source's 0/1 matrix when given (``{(a, b) : a < b, M[a, b] = 1}``), else from the
+    names in ``cfg.similarity_args["pairs"]``, else `simlab.labels.class_pairs` defaults (the CIFAR-10
+    pairs truck-automobile, bird-airplane, deer-horse, cat-dog, frog-ship).
+    """
+    from simlab.labels import class_pairs
+
+    if source_matrix is not None:
+        m = torch.as_tensor(source_matrix)
+        k = len(class_names)
+        if tuple(m.shape) != (k, k):
+            raise ValueError(f"source_matrix: expected shape ({k}, {k}) pair matrix, got {tuple(m.shape)}")
+        return [(a, b) for a in range(k) for b in range(a + 1, k) if float(m[a, b]) == 1.0]
+    name_pairs = cfg.similarity_args.get("pairs") if cfg.similarity == "pairs" else None
+    return class_pairs(list(class_names), None if name_pairs is None else [tuple(p) for p in name_pairs])
+
+
+def _confidence(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
+    from simlab.labels import confidence_labels, pair_confidence_labels
+
+    if cfg.similarity == "pairs":
+        # paper B §4.1: 0.6/0.4 for (possibly noisy) samples, 0.95/0.05 for the trusted set.
+        pairs = confidence_pairs(cfg, names, source)
+        labels = pair_confidence_labels(len(names), pairs, cfg.confidence_own, cfg.confidence_other)
+        trusted = pair_confidence_labels(len(names), pairs, cfg.trusted_own, cfg.trusted_other)
+        return labels, trusted
+    # paper B eq. 1-3 with the per-class threshold of §4.2.2.
+    labels = confidence_labels(source, prediction_tau(source))
+    return labels, labels.clone()
+
+
+LABEL_BUILDERS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
+    "onehot": _onehot,
+    "uniform": _uniform,
+    "similarity": _similarity,
+    "confidence": _confidence,
+}
+
+
+def label_matrices(
+    cfg: TrainConfig,
+    class_names: Sequence[str],
+    source_matrix: np.ndarray | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels [K, K], trusted_labels [K, K])`` in float64 on the CPU.
+
+    Row k of ``labels`` is the target of a (possibly noisy) training sample labelled k; row k of
+    ``trusted_labels`` the target of a trusted sample of class k (paper B §4.1). They differ only for
+    the hand-made pair labels; otherwise both are the same matrix.
+
+    ``source_matrix`` ``[K, K]``: class distances D for ``label="similarity"`` (paper A eq. 13-16), or
+    class scores S for ``label="confidence"`` with a score source (paper B §4.2.2), or the ``pairs``
+    source's 0/1 pair matrix (optional: without it the pairs come from `confidence_pairs`). Ignored
+    for one-hot and uniform labels.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names: expected a sequence of str, got {type(class_names).__name__}")
+    if len(class_names) < 2 or not all(isinstance(n, str) for n in class_names):
+        raise ValueError(f"class_names: expected at least 2 class names (str), got {list(class_names)!r}")
+    num_classes = len(class_names)
+    source: torch.Tensor | None = None
+    if needs_source_matrix(cfg) and source_matrix is None:
+        raise ValueError(
+            f"source_matrix: label={cfg.label!r} with similarity={cfg.similarity!r} needs a [K, K] "
+            "source matrix, got None"
+        )
+    if needs_source_matrix(cfg) or (cfg.label == "confidence" and source_matrix is not None):
+        if isinstance(source_matrix, np.ndarray):
+            source = torch.from_numpy(np.asarray(source_matrix, dtype=np.float64))
+        elif isinstance(source_matrix, torch.Tensor):
+            source = source_matrix.detach().to("cpu", torch.float64)
+        else:
+            raise TypeError(
+                f"source_matrix: expected a numpy array or torch.Tensor, got {type(source_matrix).__name__}"
+            )
+        if tuple(source.shape) != (num_classes, num_classes):
+            raise ValueError(
+                f"source_matrix: expected shape ({num_classes}, {num_classes}) for {num_classes} classes, "
+                f"got {tuple(source.shape)}"
+            )
+        if not bool(torch.isfinite(source).all()):
+            raise ValueError("source_matrix: expected finite values, got NaN/inf entries")
+    builder = LABEL_BUILDERS.get(cfg.label)
+    if builder is None:  # TrainConfig.validate already rejects this; kept for configs built unvalidated
+        raise ValueError(f"label: unknown value {cfg.label!r}; valid values are: {', '.join(LABEL_BUILDERS)}")
+    labels, trusted = builder(cfg, list(class_names), source)
+    return labels.to(torch.float64), trusted.to(torch.float64)

@@ -1,0 +1,149 @@
+"""simlab.targets.label_matrices against the formulas of SPEC §1-2 written out directly."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simlab.config import TrainConfig
+from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig.from_dict(kw, validate=False)
+
+
+def _ref_similarity_labels(dist: np.ndarray, beta: float, alpha: float) -> np.ndarray:
+    """Paper A eq. 17 (SPEC §1 exact form) then eq. 18, one scalar at a time."""
+    k = dist.shape[0]
+    out = np.zeros((k, k))
+    for a in range(k):
+        others = [j for j in range(k) if j != a]
+        d = [dist[a, j] for j in others]
+        mean = sum(d) / len(d)
+        std = math.sqrt(sum((x - mean) ** 2 for x in d) / len(d))
+        z = [(x - mean) / std if std > 0 else 0.0 for x in d]
+        e = [math.exp(-beta * v) for v in z]
+        for j, ej in zip(others, e, strict=True):
+            out[a, j] = alpha * ej / sum(e)
+        out[a, a] = 1 - alpha
+    return out
+
+
+def test_onehot_is_identity():
+    labels, trusted = label_matrices(_cfg(label="onehot"), ["a", "b", "c"], None)
+    np.testing.assert_array_equal(labels.numpy(), np.eye(3))
+    np.testing.assert_array_equal(trusted.numpy(), np.eye(3))
+
+
+def test_uniform_matches_cross_entropy_label_smoothing_convention():
+    k, alpha = 4, 0.2
+    labels, trusted = label_matrices(_cfg(label="uniform", alpha=alpha), list("abcd"), None)
+    expected = np.full((k, k), alpha / k) + (1 - alpha) * np.eye(k)
+    np.testing.assert_allclose(labels.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(trusted.numpy(), expected, atol=1e-12)
+    # Training on these rows is F.cross_entropy(label_smoothing=alpha) on the class indices.
+    logits = torch.randn(6, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 1, 0])
+    soft = -(labels[y] * logits.log_softmax(1)).sum(1).mean()
+    ref = torch.nn.functional.cross_entropy(logits, y, label_smoothing=alpha)
+    torch.testing.assert_close(soft, ref)
+
+
+@pytest.mark.parametrize("as_numpy", [True, False])
+def test_similarity_labels_from_distances(as_numpy):
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(5, 3))
+    dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1) + 0.3  # nonzero diagonal like eq. 15
+    cfg = _cfg(label="similarity", similarity="l2", beta=2.5, alpha=0.15)
+    source = dist if as_numpy else torch.tensor(dist)
+    labels, trusted = label_matrices(cfg, list("abcde"), source)
+    expected = _ref_similarity_labels(dist, 2.5, 0.15)
+    np.testing.assert_allclose(labels.numpy(), expected, atol=1e-10)
+    np.testing.assert_allclose(trusted.numpy(), expected, atol=1e-10)
+    assert labels.dtype == torch.float64
+
+
+def test_confidence_pairs_cifar10():
+    cfg = _cfg(label="confidence", similarity="pairs")
+    labels, trusted = label_matrices(cfg, CIFAR10, None)
+    idx = {n: i for i, n in enumerate(CIFAR10)}
+    pairs = [
+        ("truck", "automobile"), ("bird", "airplane"), ("deer", "horse"), ("cat", "dog"), ("frog", "ship")
+    ]
+
+    def expected(own, other):
+        m = np.zeros((10, 10))
+        for a, b in pairs:
+            m[idx[a], idx[a]] = m[idx[b], idx[b]] = own
+            m[idx[a], idx[b]] = m[idx[b], idx[a]] = other
+        return m
+
+    np.testing.assert_allclose(labels.numpy(), expected(0.6, 0.4), atol=1e-12)
+    np.testing.assert_allclose(trusted.numpy(), expected(0.95, 0.05), atol=1e-12)
+    assert not needs_source_matrix(cfg)
+
+
+def test_confidence_pairs_custom_values():
+    cfg = _cfg(label="confidence", similarity="pairs", confidence_own=0.7, confidence_other=0.3)
+    labels, trusted = label_matrices(cfg, CIFAR10, None)
+    assert labels[9, 9].item() == pytest.approx(0.7) and labels[9, 1].item() == pytest.approx(0.3)
+    assert trusted[9, 9].item() == pytest.approx(0.95)
+
+
+def test_confidence_from_prediction_scores():
+    rng = np.random.default_rng(2)
+    scores = rng.dirichlet(np.ones(6) * 0.5, size=6)
+    cfg = _cfg(label="confidence", similarity="predictions")
+    labels, trusted = label_matrices(cfg, list("abcdef"), scores)
+    expected = np.zeros((6, 6))
+    for a in range(6):
+        tau = scores[a].mean() + scores[a].std()  # numpy std is the population std (ddof=0)
+        group = [b for b in range(6) if scores[a, b] > tau]
+        z = sum(math.exp(scores[a, b]) for b in group)
+        for b in group:
+            expected[a, b] = math.exp(scores[a, b]) / z
+    np.testing.assert_allclose(labels.numpy(), expected, atol=1e-10)
+    np.testing.assert_allclose(trusted.numpy(), expected, atol=1e-10)
+
+
+def test_missing_or_bad_source_matrix():
+    cfg = _cfg(label="similarity", similarity="l2", beta=1.0)
+    with pytest.raises(ValueError, match="source_matrix.*needs a \\[K, K\\]"):
+        label_matrices(cfg, list("abc"), None)
+    with pytest.raises(ValueError, match=r"source_matrix: expected shape \(3, 3\).*\(2, 2\)"):
+        label_matrices(cfg, list("abc"), np.ones((2, 2)))
+    with pytest.raises(TypeError, match="source_matrix: expected a numpy array"):
+        label_matrices(cfg, list("abc"), [[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    bad = np.ones((3, 3))
+    bad[0, 1] = np.nan
+    with pytest.raises(ValueError, match="source_matrix: expected finite"):
+        label_matrices(cfg, list("abc"), bad)
+
+
+def test_bad_cfg_and_names():
+    with pytest.raises(TypeError, match="cfg: expected a TrainConfig"):
+        label_matrices({"label": "onehot"}, list("abc"))
+    with pytest.raises(TypeError, match="class_names"):
+        label_matrices(_cfg(), "abc")
+    with pytest.raises(ValueError, match="class_names: expected at least 2"):
+        label_matrices(_cfg(), ["a"])
+
+
+def test_confidence_pairs_from_pair_matrix_and_names():
+    names = ["a", "b", "c", "d", "e"]
+    m = np.zeros((5, 5))
+    m[0, 3] = m[3, 0] = 1.0  # pair a-d only
+    labels, trusted = label_matrices(_cfg(label="confidence", similarity="pairs"), names, m)
+    expected = np.eye(5)
+    expected[0, 0] = expected[3, 3] = 0.6
+    expected[0, 3] = expected[3, 0] = 0.4
+    np.testing.assert_allclose(labels.numpy(), expected, atol=1e-12)
+    assert confidence_pairs(_cfg(label="confidence", similarity="pairs"), names, m) == [(0, 3)]
+    cfg = _cfg(label="confidence", similarity="pairs", similarity_args={"pairs": [["e", "b"]]})
+    assert confidence_pairs(cfg, names) == [(4, 1)]
+    labels, _ = label_matrices(cfg, names)
+    assert labels[4, 1].item() == pytest.approx(0.4) and labels[0, 0].item() == 1.0
