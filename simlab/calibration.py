@@ -1,0 +1,402 @@
+"""Calibration metrics of SPEC §5: histogram and KDE expected calibration error, accuracy, NLL, Brier.
+
+Every metric takes ``probs [N, K]`` (rows sum to 1) and integer ``labels [N]`` and returns a Python
+``float`` as a fraction. Two scopes (paper A §3.1):
+
+- ``scope="prediction"``: the top-label problem, ``N`` pairs (``max_k p_ik``, ``1[argmax_k p_ik = y_i]``);
+- ``scope="output"``: every output, ``N*K`` pairs (``p_ik``, ``1[y_i = k]``) (paper A eq. 2-4).
+
+Inputs are validated before any work (shape, dtype, range, finiteness, rows summing to one); nothing
+here guesses whether a tensor holds logits or probabilities. Work is vectorised and done in float64
+on the input's device, in row chunks so that ``N*K`` entries never need more than a few tens of MB.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+Scope = Literal["prediction", "output"]
+SCOPES: tuple[str, ...] = ("prediction", "output")
+
+# Row chunks hold at most this many entries: bounds memory for N*K up to 1e8 and beyond.
+_CHUNK_ELEMENTS = 1 << 22
+
+# Zhang et al. 2020 (Mix-n-Match) reference constants, SPEC §5 step 4.
+_KDE_GRID_MIN = -0.6
+_KDE_GRID_MAX = 1.6
+_KDE_GRID_POINTS = 2**14
+# Triweight kernel (35/32)(1-u^2)^3 on [-1, 1] has variance 1/9: support = 3 std.
+_TRIWEIGHT_SUPPORT_IN_STD = 3.0
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+def _as_tensor(x: object, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise TypeError(f"{name} must be a torch.Tensor (or numpy array), got {type(x).__name__}")
+
+
+def _row_sum_tolerance(dtype: torch.dtype) -> float:
+    # ~1e-3 for float32/float64; low-precision dtypes round each entry, so allow a few ulps of 1.
+    return max(1e-3, 4.0 * torch.finfo(dtype).eps)
+
+
+def check_probs(probs: object, name: str = "probs") -> torch.Tensor:
+    """Validate ``probs [N, K]``: 2-D float, finite, non-negative, rows summing to 1. Returns it."""
+    probs = _as_tensor(probs, name)
+    if not torch.is_floating_point(probs):
+        raise TypeError(f"{name} must be a floating-point tensor of probabilities, got dtype {probs.dtype}")
+    if probs.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, K], got shape {tuple(probs.shape)}")
+    if probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(probs.shape)}")
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf entries")
+    if bool((probs < 0).any()):
+        raise ValueError(
+            f"{name} must be non-negative (probabilities, not logits), got min {probs.min().item()}"
+        )
+    sums = probs.sum(dim=1, dtype=torch.float64)
+    tol = _row_sum_tolerance(probs.dtype)
+    worst = (sums - 1.0).abs().max().item()
+    if worst > tol:
+        raise ValueError(
+            f"{name} rows must sum to 1 (tolerance {tol:g}); got a row summing to "
+            f"{sums[(sums - 1.0).abs().argmax()].item():.6g} (pass softmax(logits), not logits)"
+        )
+    return probs
+
+
+def check_labels(labels: object, n: int, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """Validate integer ``labels [N]`` with values in ``[0, K)``. Returns them as int64."""
+    labels = _as_tensor(labels, name)
+    if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape [{n}] (one class index per row), got {tuple(labels.shape)}")
+    lo, hi = int(labels.min().item()), int(labels.max().item())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes - 1}], got values in [{lo}, {hi}]")
+    return labels.long()
+
+
+def _check_scope(scope: object) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(repr(s) for s in SCOPES)}, got {scope!r}")
+    return str(scope)
+
+
+def _check_n_bins(n_bins: object) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    return int(n_bins)
+
+
+def _prepare(probs: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = check_probs(probs)
+    labels = check_labels(labels, probs.shape[0], probs.shape[1]).to(probs.device)
+    return probs, labels
+
+
+def _row_chunks(probs: torch.Tensor, labels: torch.Tensor):
+    """Yield ``(p [R, K] float64, y [R])`` row chunks of at most ``_CHUNK_ELEMENTS`` entries."""
+    rows = max(1, _CHUNK_ELEMENTS // probs.shape[1])
+    for start in range(0, probs.shape[0], rows):
+        yield probs[start : start + rows].double(), labels[start : start + rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# simple metrics
+# --------------------------------------------------------------------------------------------------
+def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose argmax (first index on ties) equals the label.
+
+    ``probs [N, K]``, ``labels [N]``.
+    """
+    probs, labels = _prepare(probs, labels)
+    return (probs.argmax(dim=1) == labels).double().mean().item()
+
+
+def nll(probs: torch.Tensor, labels: torch.Tensor, *, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood ``-1/N sum_i log max(p_{i, y_i}, eps)``.
+
+    ``probs [N, K]``, ``labels [N]``. ``eps`` keeps a zero probability on the true class finite
+    (``-log 1e-12 ~ 27.6``) instead of returning inf.
+    """
+    probs, labels = _prepare(probs, labels)
+    if not (isinstance(eps, (int, float)) and 0 <= eps < 1):
+        raise ValueError(f"eps must be a float in [0, 1), got {eps!r}")
+    p_true = probs.gather(1, labels[:, None]).squeeze(1).double()
+    return (-torch.log(p_true.clamp_min(eps))).mean().item()
+
+
+def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Brier score: mean over samples of ``sum_k (p_ik - 1[y_i = k])^2`` (range [0, 2]).
+
+    ``probs [N, K]``, ``labels [N]``. Summed over classes, averaged over samples (Brier 1950;
+    the multi-class convention of Guo et al. 2017), not averaged over the ``N*K`` entries.
+    """
+    probs, labels = _prepare(probs, labels)
+    total = torch.zeros((), dtype=torch.float64, device=probs.device)
+    for p, y in _row_chunks(probs, labels):
+        # sum_k (p - onehot)^2 = sum_k p^2 - 2 p_y + 1: no one-hot matrix needed.
+        p_true = p.gather(1, y[:, None]).squeeze(1)
+        total += ((p * p).sum(dim=1) - 2.0 * p_true + 1.0).sum()
+    return (total / probs.shape[0]).item()
+
+
+# --------------------------------------------------------------------------------------------------
+# histogram ECE
+# --------------------------------------------------------------------------------------------------
+def bin_statistics(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, scope: Scope = "prediction"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-bin ``(count, sum of confidences, sum of outcomes)``, each float64 ``[n_bins]``.
+
+    Bin m (1-based) is ``((m-1)/M, m/M]``; the first bin also takes 0 (SPEC §5, paper A eq. 3).
+    One vectorised pass: bucketize + index_add, chunked over rows; works on any device.
+    """
+    probs, labels = _prepare(probs, labels)
+    n_bins = _check_n_bins(n_bins)
+    scope = _check_scope(scope)
+    device = probs.device
+    # Inner edges 1/M .. (M-1)/M; bucketize(right=False) puts b_{m-1} < c <= b_m in bin m, and
+    # everything <= 1/M (0 included) in bin 0. Confidences are compared in float64, exactly.
+    edges = torch.arange(1, n_bins, dtype=torch.float64, device=device) / n_bins
+    count = torch.zeros(n_bins, dtype=torch.float64, device=device)
+    conf = torch.zeros(n_bins, dtype=torch.float64, device=device)
+    hits = torch.zeros(n_bins, dtype=torch.float64, device=device)
+    for p, y in _row_chunks(probs, labels):
+        if scope == "prediction":
+            c, pred = p.max(dim=1)
+            h = (pred == y).double()
+            idx = torch.bucketize(c, edges)
+            count.index_add_(0, idx, torch.ones_like(c))
+            conf.index_add_(0, idx, c)
+            hits.index_add_(0, idx, h)
+        else:
+            c = p.reshape(-1)
+            idx = torch.bucketize(c, edges)
+            count.index_add_(0, idx, torch.ones_like(c))
+            conf.index_add_(0, idx, c)
+            # Outcomes are 1 only at (i, y_i): add one per row into the bin of p_{i, y_i}.
+            c_true = p.gather(1, y[:, None]).squeeze(1)
+            hits.index_add_(0, torch.bucketize(c_true, edges), torch.ones_like(c_true))
+    return count, conf, hits
+
+
+def hist_ece(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, scope: Scope = "prediction"
+) -> float:
+    """Histogram ECE ``sum_m |B_m|/n |acc(B_m) - conf(B_m)|`` (paper A eq. 3-4) as a fraction.
+
+    ``probs [N, K]``, ``labels [N]``; ``n = N`` pairs for ``scope="prediction"`` (top label),
+    ``n = N*K`` for ``scope="output"``. Bins ``((m-1)/M, m/M]``, the first also takes 0.
+    """
+    count, conf, hits = bin_statistics(probs, labels, n_bins=n_bins, scope=scope)
+    # |B_m|/n * |acc - conf| = |sum_{B_m} (h - c)| / n.
+    return ((hits - conf).abs().sum() / count.sum()).item()
+
+
+# --------------------------------------------------------------------------------------------------
+# KDE ECE (Zhang et al. 2020, "Mix-n-Match", ece_kde_binary with order 1)
+# --------------------------------------------------------------------------------------------------
+def _kde_grid(device: torch.device) -> torch.Tensor:
+    return torch.linspace(_KDE_GRID_MIN, _KDE_GRID_MAX, _KDE_GRID_POINTS, dtype=torch.float64, device=device)
+
+
+def _linear_bin_mirrored(values: torch.Tensor, counts: torch.Tensor, x_min: float, dx: float) -> None:
+    """Add the linear-binning weights of ``values`` and of their reflections into ``counts [G + 1]``.
+
+    Reflection (SPEC §5 step 3): ``c < 0.5 -> -c``, ``c >= 0.5 -> 2 - c``. Linear binning as KDEpy's
+    ``linbin_cython``: a point at fractional grid position t gives ``1 - frac(t)`` to ``floor(t)`` and
+    ``frac(t)`` to ``floor(t) + 1``.
+    """
+    mirrored = torch.where(values < 0.5, -values, 2.0 - values)
+    for v in (values, mirrored):
+        t = (v - x_min) / dx
+        lo = torch.floor(t)
+        frac = t - lo
+        lo = lo.long()
+        counts.index_add_(0, lo, 1.0 - frac)
+        counts.index_add_(0, lo + 1, frac)
+
+
+def _triweight_fft_kde(counts: torch.Tensor, bw: float, dx: float) -> torch.Tensor:
+    """Convolve grid counts ``[G]`` with the triweight kernel of std ``bw`` sampled at the grid spacing.
+
+    Exactly KDEpy's FFTKDE: the kernel ``(35/32)(1-u^2)^3 / h`` with ``h = 3 bw`` (so its std is bw) is
+    evaluated at offsets ``l*dx`` for ``|l| <= L = floor(h / dx)`` and convolved ("same" mode).
+    """
+    g = counts.shape[0]
+    h = _TRIWEIGHT_SUPPORT_IN_STD * bw
+    half = int(min(math.floor(h / dx), g))
+    offsets = torch.arange(-half, half + 1, dtype=torch.float64, device=counts.device) * dx
+    u2 = (offsets / h) ** 2
+    kernel = torch.where(u2 < 1, (35.0 / 32.0) * (1.0 - u2).clamp_min(0) ** 3, torch.zeros_like(u2)) / h
+    # Linear convolution through a zero-padded real FFT; "same" output = full[half : half + g].
+    n_full = g + 2 * half
+    n_fft = 1 << (n_full - 1).bit_length()
+    full = torch.fft.irfft(torch.fft.rfft(counts, n=n_fft) * torch.fft.rfft(kernel, n=n_fft), n=n_fft)
+    return full[half : half + g]
+
+
+def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "prediction") -> float:
+    """KDE ECE of Zhang et al. 2020 (order 1, their ``ece_kde_binary``), SPEC §5 steps 1-6.
+
+    ``probs [N, K]``, ``labels [N]``. Pairs ``(c, h)``: top label (``N`` pairs) or every output
+    (``N*K`` pairs). Two triweight KDEs on the mirrored data, ``f1`` of correct confidences and ``f2``
+    of all confidences, evaluated by linear binning onto ``linspace(-0.6, 1.6, 2**14)`` and an FFT
+    convolution (as KDEpy's ``FFTKDE`` does); then ``acc(x) = min(rate f1/f2, 1)`` and
+    ``ECE = int |x - acc(x)| f2(x) dx / int f2(x) dx`` over ``[0, 1]`` by the trapezoid rule.
+
+    Returns ``nan`` (and logs a warning) when the estimator is undefined: no correct pair, or a zero
+    bandwidth because all correct confidences are equal.
+    """
+    probs, labels = _prepare(probs, labels)
+    scope = _check_scope(scope)
+    device = probs.device
+    x = _kde_grid(device)
+    g = x.shape[0]
+    x_min = x[0].item()
+    dx = (x[-1].item() - x_min) / (g - 1)  # KDEpy: (max - min) / num_intervals
+
+    # Step 1-2: correct confidences (their std sets the bandwidth), counts, rate.
+    n_pairs = probs.shape[0] * (probs.shape[1] if scope == "output" else 1)
+    correct_conf = []
+    for p, y in _row_chunks(probs, labels):
+        if scope == "prediction":
+            c, pred = p.max(dim=1)
+            correct_conf.append(c[pred == y])
+        else:
+            correct_conf.append(p.gather(1, y[:, None]).squeeze(1))
+    c1 = torch.cat(correct_conf)
+    n_correct = c1.shape[0]
+    if n_correct == 0:
+        logger.warning("kde_ece(scope=%r): no correct pair, the estimator is undefined; returning nan", scope)
+        return math.nan
+    # paper: Scott-like rule on the correct confidences, population std, with n = number of pairs.
+    bw = c1.std(correction=0).item() * (2 * n_pairs) ** (-0.2)
+    if not bw > 0:
+        logger.warning("kde_ece(scope=%r): correct confidences have zero spread (bw=0); returning nan", scope)
+        return math.nan
+    rate = n_correct / n_pairs
+
+    # Steps 3-4: mirrored, linearly binned data; +1 slot as KDEpy (the last is outside the grid).
+    counts1 = torch.zeros(g + 1, dtype=torch.float64, device=device)
+    counts2 = torch.zeros(g + 1, dtype=torch.float64, device=device)
+    _linear_bin_mirrored(c1, counts1, x_min, dx)
+    for p, _ in _row_chunks(probs, labels):
+        c = p.max(dim=1).values if scope == "prediction" else p.reshape(-1)
+        _linear_bin_mirrored(c, counts2, x_min, dx)
+    # Each density integrates to 1 over the mirrored data (2 points per pair).
+    f1 = _triweight_fft_kde(counts1[:g] / (2 * n_correct), bw, dx)
+    f2 = _triweight_fft_kde(counts2[:g] / (2 * n_pairs), bw, dx)
+    outside = (x <= 0.0) | (x >= 1.0)
+    f1 = torch.where(outside, torch.zeros_like(f1), f1 * 2.0)
+    f2 = torch.where(outside, torch.zeros_like(f2), f2 * 2.0)
+
+    # Step 5: integrand where a density is non-negligible, else the previous point's value.
+    active = torch.maximum(f1, f2) > 1e-6
+    acc = torch.clamp(rate * f1 / f2, max=1.0)  # inf (f2 = 0) -> 1; nan stays nan
+    value = torch.where(active & ~torch.isnan(acc), (x - acc).abs() * f2, torch.zeros_like(f2))
+    idx = torch.arange(g, device=device)
+    last_active = torch.cummax(torch.where(active, idx, torch.full_like(idx, -1)), dim=0).values
+    integrand = torch.where(last_active >= 0, value[last_active.clamp_min(0)], torch.zeros_like(value))
+
+    # Step 6: ratio of trapezoid integrals over the grid points in [0, 1].
+    inside = (x >= 0.0) & (x <= 1.0)
+    xs = x[inside]
+    den = torch.trapezoid(f2[inside], xs)
+    if not den.item() > 0:
+        logger.warning("kde_ece(scope=%r): density integrates to 0 on [0, 1]; returning nan", scope)
+        return math.nan
+    return (torch.trapezoid(integrand[inside], xs) / den).item()
+
+
+# --------------------------------------------------------------------------------------------------
+# reliability diagram
+# --------------------------------------------------------------------------------------------------
+def reliability_diagram(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    n_bins: int = 15,
+    scope: Scope = "prediction",
+    *,
+    title: str | None = None,
+):
+    """Reliability diagram as in paper A Fig. 1, returned as a matplotlib ``Figure`` (Agg canvas).
+
+    ``probs [N, K]``, ``labels [N]``. Top: per-bin accuracy (outcome frequency) bars against the bin
+    centres, the gap to the bin's mean confidence in red, the diagonal of perfect calibration and the
+    histogram ECE. Bottom: the fraction of pairs per bin (confidence histogram) with the mean accuracy
+    and mean confidence marked. No pyplot global state: save it with ``fig.savefig(path)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count, conf, hits = bin_statistics(probs, labels, n_bins=n_bins, scope=scope)
+    count, conf, hits = count.cpu().numpy(), conf.cpu().numpy(), hits.cpu().numpy()
+    n = count.sum()
+    nonempty = count > 0
+    safe = np.where(nonempty, count, 1.0)
+    acc_bin = np.where(nonempty, hits / safe, 0.0)
+    conf_bin = np.where(nonempty, conf / safe, 0.0)
+    ece = float(np.abs(hits - conf).sum() / n)
+    width = 1.0 / n_bins
+    left = np.arange(n_bins) * width
+
+    fig = Figure(figsize=(4.5, 6.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar(left, acc_bin, width=width, align="edge", color="tab:blue", edgecolor="black", label="Outputs")
+    gap_bottom = np.minimum(acc_bin, conf_bin)
+    gap_height = np.abs(conf_bin - acc_bin)
+    ax.bar(
+        left[nonempty],
+        gap_height[nonempty],
+        bottom=gap_bottom[nonempty],
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        hatch="//",
+        label="Gap",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="Perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Accuracy" if scope == "prediction" else "Outcome frequency")
+    ax.text(
+        0.04,
+        0.92,
+        f"ECE = {100 * ece:.2f}%",
+        transform=ax.transAxes,
+        fontsize=10,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or f"Reliability ({scope} scope, {n_bins} bins)")
+
+    ax_hist.bar(left, count / n, width=width, align="edge", color="tab:blue", edgecolor="black")
+    ax_hist.axvline(hits.sum() / n, color="black", linestyle="--", label="Accuracy")
+    ax_hist.axvline(conf.sum() / n, color="tab:red", linestyle=":", label="Avg. confidence")
+    ax_hist.set_xlabel("Confidence")
+    ax_hist.set_ylabel("Fraction")
+    ax_hist.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+METRICS = {"accuracy": accuracy, "nll": nll, "brier": brier}
