@@ -1,0 +1,246 @@
+"""Named sweeps: plain data, resolved by `sweeps.spec.build_spec` (every field overridable by `--set`).
+
+- ``quickstart``: a real sweep on this laptop-class CPU in minutes (digits, small CNN, one-hot /
+  uniform / class-similarity labels with pixel L1/L2 distances, in-process trials).
+- ``cifar10-calibration``, ``cifar100-calibration``: paper A Table 1 (α = 0.1, β in [0.5, 6], sources
+  L1 L2 AE WE, baselines one-hot / uniform LS / mixup; TS, ETS and Dir-ODIR are post-hoc rows computed
+  from each one-hot trial's recalibrated `ts_`/`ets_`/`dir_` metrics).
+- ``tinyimagenet-calibration``: paper A Table 2 (AE latent 1024; WE needs the user's vector file).
+- ``cifar10-noisy``: paper B Tables 1-3 (noise kind and rate, trusted-set size M, CE on one-hot labels
+  vs pCE / projection / log-projection on confidence pair labels with L2 relaxation).
+
+Paper A trains DenseNet-161 on CIFAR-100; its CIFAR-sized stand-in here is DenseNet-BC-100 (k = 12),
+the architecture key the model registry provides. WRN with {16, 16, 32, 64} filters is WRN-28-1.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DATA = "../shared/data"  # the project's read-only shared data, relative to the repo root
+
+# Paper A §6.1: WRN {16, 16, 32, 64} filters = widen factor 1; DenseNet-BC as the CIFAR DenseNet.
+_CIFAR_MODEL_ARGS = {
+    "wrn": {"depth": 28, "widen_factor": 1},
+    "densenet_bc": {"depth": 100, "growth_rate": 12},
+}
+# Paper A §5.4 / Table 1: the four distance sources, α = 0.1, β in [0.5, 6].
+_PAPER_A_SPACE = {
+    "label": {"choice": ["onehot", "uniform", "mixup", "similarity"]},
+    "similarity": {"choice": ["l1", "l2", "ae", "we"]},
+    "beta": {"uniform": [0.5, 6.0]},
+}
+_PAPER_A_WARM = [
+    {"label": "onehot"},
+    {"label": "uniform"},
+    {"label": "mixup"},
+    {"label": "similarity", "similarity": "l1"},
+    {"label": "similarity", "similarity": "l2"},
+    {"label": "similarity", "similarity": "ae"},
+    {"label": "similarity", "similarity": "we"},
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quickstart": {
+        "description": "digits + small CNN on CPU: one-hot vs uniform vs class-similarity LS (pixel L1/L2)",
+        "fixed": {
+            "dataset": "digits",
+            "model": "small_cnn",
+            "epochs": 3,
+            "batch_size": 64,
+            "lr": 0.05,
+            "weight_decay": 5e-4,
+            "scheduler": "cosine",
+            "augment": False,  # 8x8 digits: crops/flips would change the classes
+            "device": "cpu",
+            "amp": False,
+            "channels_last": False,
+            "val_fraction": 0.2,
+            "seed": 0,
+        },
+        "space": {
+            "label": {"choice": ["onehot", "uniform", "similarity"]},
+            "similarity": {"choice": ["l1", "l2"]},
+            "alpha": {"uniform": [0.02, 0.2]},
+            "beta": {"uniform": [0.5, 6.0]},
+        },
+        "warm_start": [
+            {"label": "onehot"},
+            {"label": "uniform"},
+            {"label": "similarity", "similarity": "l2"},
+            {"label": "similarity", "similarity": "l1"},
+        ],
+        "num_samples": 12,
+        "objective": "val_nll:min",
+        "scheduler": "none",
+        "in_process": True,
+        "cpus_per_trial": 1.0,
+        "gpus_per_trial": 0.0,
+        "tune_max_failures": 1,
+    },
+    "cifar10-calibration": {
+        "description": "paper A Table 1 protocol on CIFAR-10 (JPEG release in ../shared/data)",
+        "fixed": {
+            "dataset": "cifar10",
+            "data_dir": f"{DATA}/cifar10-jpeg.zip",
+            "alpha": 0.1,
+            "epochs": 200,
+            "batch_size": 128,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "cosine",
+            "augment": True,
+        },
+        "space": {"model": {"choice": ["resnet18", "wrn", "densenet_bc"]}, **copy.deepcopy(_PAPER_A_SPACE)},
+        "model_args": copy.deepcopy(_CIFAR_MODEL_ARGS),
+        "source_args": {
+            "we": {"vectors": f"{DATA}/vectors/cifar10-words-300d.txt", "mapping": {"automobile": "car"}},
+            "ae": {"latent_dim": 256},
+        },
+        "warm_start": copy.deepcopy(_PAPER_A_WARM),
+        "num_samples": 60,
+        "objective": "val_nll:min",
+        "scheduler": "asha",
+        "grace_period": 20,
+        "in_process": False,
+        "gpus_per_trial": 1.0,
+        "cpus_per_trial": 4.0,
+        "train_max_failures": 2,
+        "tune_max_failures": 2,
+    },
+    "cifar100-calibration": {
+        "description": "paper A Table 1 (CIFAR-100); --set data_dir=<CIFAR-100 folder/zip>",
+        "fixed": {
+            "dataset": "cifar100",
+            "alpha": 0.1,
+            "epochs": 200,
+            "batch_size": 128,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "cosine",
+            "augment": True,
+        },
+        "space": {"model": {"choice": ["resnet18", "wrn", "densenet_bc"]}, **copy.deepcopy(_PAPER_A_SPACE)},
+        "model_args": copy.deepcopy(_CIFAR_MODEL_ARGS),
+        "source_args": {
+            "we": {"vectors": f"{DATA}/vectors/cifar100-glove-100d.txt"},
+            "ae": {"latent_dim": 256},  # paper A §6.1
+        },
+        "warm_start": copy.deepcopy(_PAPER_A_WARM),
+        "num_samples": 60,
+        "objective": "val_nll:min",
+        "scheduler": "asha",
+        "grace_period": 20,
+        "in_process": False,
+        "gpus_per_trial": 1.0,
+        "cpus_per_trial": 4.0,
+        "train_max_failures": 2,
+        "tune_max_failures": 2,
+    },
+    "tinyimagenet-calibration": {
+        "description": (
+            "paper A Table 2 (Tiny-ImageNet; --set data_dir=...; add WE with "
+            "--set similarity=l1,l2,ae,we --set source_args.we.vectors=<word2vec file>)"
+        ),
+        "fixed": {
+            "dataset": "tinyimagenet",
+            "alpha": 0.1,
+            "epochs": 200,
+            "batch_size": 128,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "cosine",
+            "augment": True,
+        },
+        "space": {
+            # Paper A Table 2: DenseNet-161, ResNet-34, WRN-50-2 (here the registry's CIFAR-style nets).
+            "model": {"choice": ["resnet34", "wrn", "densenet_bc"]},
+            "label": {"choice": ["onehot", "uniform", "mixup", "similarity"]},
+            "similarity": {"choice": ["l1", "l2", "ae"]},
+            "beta": {"uniform": [0.5, 6.0]},
+        },
+        "model_args": {
+            "wrn": {"depth": 28, "widen_factor": 2},
+            "densenet_bc": {"depth": 100, "growth_rate": 12},
+        },
+        "source_args": {"ae": {"latent_dim": 1024}},  # paper A §6.1
+        "warm_start": [w for w in copy.deepcopy(_PAPER_A_WARM) if w.get("similarity") != "we"],
+        "num_samples": 60,
+        "objective": "val_nll:min",
+        "scheduler": "asha",
+        "grace_period": 20,
+        "in_process": False,
+        "gpus_per_trial": 1.0,
+        "cpus_per_trial": 4.0,
+        "train_max_failures": 2,
+        "tune_max_failures": 2,
+    },
+    "cifar10-noisy": {
+        "description": "paper B Tables 1-3: CE on one-hot vs projective losses on confidence pair labels",
+        "fixed": {
+            "dataset": "cifar10",
+            "data_dir": f"{DATA}/cifar10-jpeg.zip",
+            "model": "resnet34",
+            "confidence_source": "pairs",
+            "relaxation": "l2",  # paper B eq. 9 on noisy samples, eq. 10 (none) on the trusted set
+            "confidence_own": 0.6,  # paper B §4.1
+            "confidence_other": 0.4,
+            "trusted_own": 0.95,
+            "trusted_other": 0.05,
+            "epochs": 200,
+            "batch_size": 256,  # paper B §4.1.1
+            "lr": 0.2,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "scheduler": "plateau",
+            "plateau_factor": 0.5,
+            "plateau_patience": 5,
+            "augment": True,
+        },
+        "space": {
+            "label": {"choice": ["onehot", "confidence"]},
+            "loss": {"choice": ["ce", "projection", "log_projection", "l1", "mse"]},
+            "noise_kind": {"choice": ["asymmetric", "symmetric"]},
+            "noise_rate": {"choice": [0.0, 0.2, 0.4, 0.8]},
+            "trusted_size": {"choice": [100, 1000, 10000]},  # paper B: M = 0.1k, 1k, 10k
+        },
+        # CE on one-hot labels is the baseline with no trusted set (paper B Table 1, "M = -").
+        "only_for": {"loss": ["confidence"], "trusted_size": ["confidence"]},
+        "warm_start": [
+            {"label": "onehot", "noise_kind": "asymmetric", "noise_rate": 0.4},
+            {
+                "label": "confidence",
+                "loss": "log_projection",
+                "noise_kind": "asymmetric",
+                "noise_rate": 0.4,
+                "trusted_size": 1000,
+            },
+        ],
+        "num_samples": 48,
+        "objective": "val_accuracy:max",  # paper B reports accuracy
+        "scheduler": "asha",
+        "grace_period": 20,
+        "in_process": False,
+        "gpus_per_trial": 1.0,
+        "cpus_per_trial": 4.0,
+        "train_max_failures": 2,
+        "tune_max_failures": 2,
+    },
+}
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """A deep copy of preset `name`; an unknown name lists the valid ones."""
+    if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        from sweeps.spec import SpecError
+
+        raise SpecError("preset", f"unknown preset {name!r}{hint}; valid: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,600 @@
+"""The sweep specification: what a sweep trains, searches, optimises and where it writes.
+
+A `SweepSpec` is resolved from a preset (`sweeps.presets.PRESETS`) plus command-line overrides, and
+validated here *before* Ray, torch or MLflow are imported: `validate_spec` checks unknown keys (with
+suggestions), ranges, incompatible choices (β without similarity labels, relaxation without confidence
+labels, ...), the objective (validation metrics only: trials are selected on the validation split, test
+metrics are reported, never optimised) and that data / word-vector files exist. Registry keys (models,
+losses, datasets, similarity sources) need the torch-backed registries, so `check_registries` is a
+separate, slower step the CLI runs right after (still before Ray starts).
+
+Search dimensions are plain data so presets stay declarative:
+``{"choice": [...]}``, ``{"uniform": [low, high]}``, ``{"loguniform": [low, high]}``,
+``{"int": [low, high]}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from simlab.config import CONFIDENCE_SOURCES, LABEL_METHODS, TrainConfig
+
+# The label "methods" a sweep searches over: TrainConfig's label methods plus the mixup baseline of
+# paper A §6.1, which trains on one-hot labels with mixup (TrainConfig.mixup > 0).
+SWEEP_LABELS: tuple[str, ...] = (*LABEL_METHODS, "mixup")
+
+# Fields that only mean something for some label methods (paper A eq. 17-18, paper B eq. 1-10). The
+# search space samples them only there, and a fixed value is applied only there; elsewhere the field
+# keeps TrainConfig's default. `confidence_source` is the sweep's name for `similarity` under confidence
+# labels: Optuna needs one name per set of choices (its categorical spaces cannot change per trial).
+CONDITIONAL: dict[str, tuple[str, ...]] = {
+    "alpha": ("uniform", "similarity"),
+    "beta": ("similarity",),
+    "similarity": ("similarity",),
+    "confidence_source": ("confidence",),
+    "relaxation": ("confidence",),
+    "confidence_own": ("confidence",),
+    "confidence_other": ("confidence",),
+    "trusted_own": ("confidence",),
+    "trusted_other": ("confidence",),
+    "mixup": ("mixup",),
+}
+
+# Names of a sweep's search/fixed parameters that are not TrainConfig fields.
+EXTRA_PARAMS: tuple[str, ...] = ("confidence_source",)
+
+# SPEC §6 metric names; the objective must be one of them on the validation split.
+BASE_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "nll",
+    "brier",
+    "ece_hist_prediction",
+    "ece_hist_output",
+    "ece_kde_prediction",
+    "ece_kde_output",
+)
+VALID_OBJECTIVES: tuple[str, ...] = tuple(f"val_{m}" for m in BASE_METRICS)
+DIMENSION_KINDS: tuple[str, ...] = ("choice", "uniform", "loguniform", "int")
+SCHEDULER_CHOICES: tuple[str, ...] = ("asha", "none")
+# similarity_args values under these keys are files that must exist before anything starts.
+PATH_ARG_KEYS: tuple[str, ...] = ("vectors", "path", "file", "wnids", "words")
+
+Direction = Literal["min", "max"]
+
+
+class SpecError(ValueError):
+    """A bad sweep specification; `field` names the offending entry (dotted for nested ones)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        # Messages from TrainConfig already start with the field name: do not repeat it.
+        super().__init__(
+            message
+            if message.startswith(f"{field} ") or message.startswith(f"{field}:")
+            else f"{field}: {message}"
+        )
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One search dimension: `kind` in DIMENSION_KINDS, `values` the choices or `(low, high)`."""
+
+    kind: str
+    values: tuple[Any, ...]
+
+    @classmethod
+    def parse(cls, name: str, raw: Any) -> Dimension:
+        if isinstance(raw, Dimension):
+            return raw
+        if not (isinstance(raw, Mapping) and len(raw) == 1):
+            raise SpecError(
+                f"space.{name}", f"expected one of {{{', '.join(DIMENSION_KINDS)}}}: [...], got {raw!r}"
+            )
+        ((kind, values),) = raw.items()
+        if kind not in DIMENSION_KINDS:
+            raise SpecError(
+                f"space.{name}", f"unknown dimension kind {kind!r}; valid: {', '.join(DIMENSION_KINDS)}"
+            )
+        if not isinstance(values, Sequence) or isinstance(values, str) or len(values) == 0:
+            raise SpecError(f"space.{name}", f"{kind} needs a non-empty list, got {values!r}")
+        values = tuple(values)
+        if kind != "choice":
+            if len(values) != 2 or not all(_is_number(v) for v in values):
+                raise SpecError(f"space.{name}", f"{kind} needs [low, high] numbers, got {list(values)!r}")
+            low, high = values
+            if not low < high:
+                raise SpecError(f"space.{name}", f"{kind} needs low < high, got [{low}, {high}]")
+            if kind == "loguniform" and low <= 0:
+                raise SpecError(f"space.{name}", f"loguniform needs low > 0, got {low}")
+            if kind == "int" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise SpecError(f"space.{name}", f"int needs integer bounds, got {list(values)!r}")
+        elif len(set(map(_hashable, values))) != len(values):
+            raise SpecError(f"space.{name}", f"choice has duplicates: {list(values)!r}")
+        return cls(kind, values)
+
+    def corners(self) -> tuple[Any, ...]:
+        """The values that bound the dimension: every choice, or both ends of a range."""
+        return self.values
+
+    def to_json(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.values)}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: Direction
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.mode}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A fully resolved sweep. `fixed` and `space` together cover the searched TrainConfig fields."""
+
+    preset: str
+    name: str
+    description: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)  # field -> value (TrainConfig or EXTRA_PARAMS)
+    space: dict[str, Dimension] = field(default_factory=dict)  # field -> search dimension
+    only_for: dict[str, tuple[str, ...]] = field(default_factory=dict)  # extra conditions (field -> labels)
+    source_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # similarity source -> its args
+    model_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # model key -> its args
+    warm_start: tuple[dict[str, Any], ...] = ()  # partial configs Optuna evaluates first (coverage)
+    num_samples: int = 12
+    objectives: tuple[Objective, ...] = (Objective("val_nll", "min"),)
+    scheduler: str = "none"  # "asha" (single objective only) or "none"
+    grace_period: int = 1  # ASHA: epochs before a trial may be stopped
+    in_process: bool = True  # True: trials call fit in the Tune actor; False: a TorchTrainer per trial
+    workers_per_trial: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # 0 = as many as resources allow
+    train_max_failures: int = 0  # Ray Train FailureConfig (worker deaths), TorchTrainer mode
+    tune_max_failures: int = 1  # Ray Tune FailureConfig (a trial's driver)
+    storage: str = "~/simlab_sweeps"  # local folder or s3://bucket/prefix
+    tracking_uri: str | None = None  # None: sqlite:///<storage>/<name>/mlflow.db
+    sampler_seed: int = 0  # Optuna TPE sampler seed
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label methods this sweep can produce."""
+        if "label" in self.space:
+            return tuple(self.space["label"].values)
+        return (self.fixed.get("label", TrainConfig.label),)
+
+    def applies(self, name: str, label: str) -> bool:
+        """Whether field `name` is used (sampled / applied) by trials with label method `label`."""
+        allowed = self.only_for.get(name, CONDITIONAL.get(name))
+        return allowed is None or label in allowed
+
+    @property
+    def storage_dir(self) -> str:
+        """The storage root with `~` expanded; local paths made absolute (Ray wants absolute)."""
+        if "://" in self.storage:
+            return self.storage
+        return os.path.abspath(os.path.expanduser(self.storage))
+
+    @property
+    def sweep_dir(self) -> str:
+        return f"{self.storage_dir.rstrip('/')}/{self.name}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if "://" in self.storage:
+            raise SpecError("tracking_uri", "required when storage is remote (e.g. http://<head>:5000)")
+        return f"sqlite:///{self.sweep_dir}/mlflow.db"
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["space"] = {k: v.to_json() for k, v in self.space.items()}
+        out["objectives"] = [str(o) for o in self.objectives]
+        out["only_for"] = {k: list(v) for k, v in self.only_for.items()}
+        out["warm_start"] = [dict(w) for w in self.warm_start]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SweepSpec:
+        data = dict(data)
+        data["space"] = {k: Dimension.parse(k, v) for k, v in data.get("space", {}).items()}
+        data["objectives"] = parse_objectives(",".join(data.get("objectives", [])) or "val_nll:min")
+        data["only_for"] = {k: tuple(v) for k, v in data.get("only_for", {}).items()}
+        data["warm_start"] = tuple(dict(w) for w in data.get("warm_start", ()))
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+def parse_objectives(text: str) -> tuple[Objective, ...]:
+    """``"val_accuracy:max,val_ece_hist_output:min"`` -> objectives; a missing direction is inferred
+    (accuracy is maximised, every other SPEC metric minimised)."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("objective", f"expected 'metric[:min|max][,...]', got {text!r}")
+    out = []
+    for part in text.split(","):
+        metric, _, mode = part.strip().partition(":")
+        metric = metric.strip()
+        mode = (mode.strip() or ("max" if metric.endswith("accuracy") else "min")).lower()
+        if metric not in VALID_OBJECTIVES:
+            hint = _suggest(metric, VALID_OBJECTIVES)
+            why = (
+                " (test metrics are reported, never optimised)" if f"val_{metric}" in VALID_OBJECTIVES else ""
+            )
+            raise SpecError(
+                "objective",
+                f"unknown metric {metric!r}{hint}{why}; valid: {', '.join(VALID_OBJECTIVES)}",
+            )
+        if mode not in ("min", "max"):
+            raise SpecError("objective", f"direction of {metric!r} must be 'min' or 'max', got {mode!r}")
+        out.append(Objective(metric, mode))  # type: ignore[arg-type]
+    if len({o.metric for o in out}) != len(out):
+        raise SpecError("objective", f"a metric is listed twice in {text!r}")
+    return tuple(out)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON/YAML scalars and lists (``0.1``, ``true``, ``[1, 2]``, ``{"a": 1}``),
+    ``a,b,c`` -> a choice, ``lo..hi`` -> uniform, ``lo..hi:log`` -> loguniform, ``lo..hi:int`` -> int."""
+    import yaml  # light (~40 ms); keeps the validation path free of heavy imports
+
+    text = text.strip()
+    if ".." in text and not text.startswith(("[", "{", "/", ".")):
+        bounds, _, kind = text.partition(":")
+        low, _, high = bounds.partition("..")
+        try:
+            lo, hi = yaml.safe_load(low), yaml.safe_load(high)
+        except yaml.YAMLError:
+            lo = hi = None
+        if _is_number(lo) and _is_number(hi):
+            kind = {"": "uniform", "log": "loguniform", "int": "int"}.get(kind.strip())
+            if kind is None:
+                raise SpecError("--set", f"range suffix must be ':log' or ':int', got {text!r}")
+            return {kind: [lo, hi]}
+    if "," in text and not text.startswith(("[", "{")):
+        return {"choice": [_scalar(p) for p in text.split(",")]}
+    return _scalar(text)
+
+
+def _scalar(text: str) -> Any:
+    import yaml
+
+    text = text.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text.lower() not in ("null", "none", "~") else value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` strings to a raw preset dict (returns a new dict).
+
+    A TrainConfig field (or ``confidence_source``) given a plain value becomes fixed (and leaves the
+    search space); given a choice/range it becomes a search dimension. ``source_args.<src>.<arg>=v`` and
+    ``model_args.<model>.<arg>=v`` set per-source / per-model arguments; other top-level sweep keys
+    (``num_samples``, ``grace_period``, ...) are set directly.
+    """
+    out = json.loads(json.dumps(raw))  # deep copy of plain data
+    out.setdefault("fixed", {})
+    out.setdefault("space", {})
+    user_keys: set[str] = set()
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise SpecError("--set", f"expected key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        value = parse_value(text)
+        user_keys.add(key)
+        if key.startswith(("source_args.", "model_args.")) and key.count(".") == 2:
+            top, owner, arg = key.split(".")
+            out.setdefault(top, {}).setdefault(owner, {})[arg] = value
+        elif key in TrainConfig.field_names() or key in EXTRA_PARAMS:
+            is_dim = isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DIMENSION_KINDS
+            if is_dim and key not in ("model_args", "similarity_args"):
+                out["space"][key] = value
+                out["fixed"].pop(key, None)
+            else:
+                out["fixed"][key] = value
+                out["space"].pop(key, None)
+        elif key in _SWEEP_KEYS:
+            out[key] = value
+        else:
+            valid = sorted({*TrainConfig.field_names(), *EXTRA_PARAMS, *_SWEEP_KEYS})
+            raise SpecError(key, f"unknown key{_suggest(key, valid)}; valid keys: {', '.join(valid)}")
+    if "label" in user_keys:
+        _prune_for_labels(out, user_keys)
+    return out
+
+
+def _prune_for_labels(out: dict[str, Any], user_keys: set[str]) -> None:
+    """After the user narrows the labels, drop the preset's settings that no remaining label uses
+    (a user's own setting stays, so validation can name it: e.g. beta with one-hot)."""
+    label = out["space"].get("label", {}).get("choice") or [out["fixed"].get("label", TrainConfig.label)]
+    only_for = out.get("only_for", {})
+    for section in ("fixed", "space"):
+        for key in list(out[section]):
+            allowed = only_for.get(key, CONDITIONAL.get(key))
+            if key not in user_keys and allowed is not None and not set(label) & set(allowed):
+                del out[section][key]
+    kept = []
+    for warm in out.get("warm_start", []):
+        if "label" in warm and warm["label"] not in label:
+            continue
+        kept.append({k: v for k, v in warm.items() if k in out["space"]})
+    out["warm_start"] = [w for w in kept if w]
+
+
+_SWEEP_KEYS: tuple[str, ...] = (
+    "num_samples",
+    "scheduler",
+    "grace_period",
+    "max_concurrent",
+    "train_max_failures",
+    "tune_max_failures",
+    "sampler_seed",
+    "in_process",
+    "workers_per_trial",
+    "cpus_per_trial",
+    "gpus_per_trial",
+)
+
+
+def build_spec(raw: Mapping[str, Any], **top: Any) -> SweepSpec:
+    """Turn a raw (preset + overrides) dict into a validated `SweepSpec`; `top` overrides sweep keys."""
+    raw = dict(raw)
+    raw.update({k: v for k, v in top.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(SweepSpec)} | {"objective"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpecError(
+            unknown[0],
+            f"unknown sweep key{_suggest(unknown[0], sorted(known))}; valid: {', '.join(sorted(known))}",
+        )
+    objective = raw.pop("objective", None)
+    objectives = parse_objectives(objective) if isinstance(objective, str) else raw.pop("objectives", None)
+    space = {k: Dimension.parse(k, v) for k, v in dict(raw.pop("space", {})).items()}
+    if not isinstance(raw.get("fixed", {}), Mapping):
+        raise SpecError("fixed", f"expected a mapping of field -> value, got {raw.get('fixed')!r}")
+    spec = SweepSpec(
+        space=space,
+        objectives=objectives if objectives else SweepSpec.objectives,
+        only_for={k: tuple(v) for k, v in dict(raw.pop("only_for", {})).items()},
+        warm_start=tuple(dict(w) for w in raw.pop("warm_start", ())),
+        fixed=dict(raw.pop("fixed", {})),
+        **raw,
+    )
+    validate_spec(spec)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+def validate_spec(spec: SweepSpec) -> None:
+    """Raise `SpecError` naming the field for anything wrong with `spec`. Cheap: no torch/Ray imports."""
+    _check_sweep_fields(spec)
+    names = {*TrainConfig.field_names(), *EXTRA_PARAMS}
+    for section, keys in (("fixed", spec.fixed), ("space", spec.space), ("only_for", spec.only_for)):
+        for key in keys:
+            if key not in names:
+                raise SpecError(
+                    f"{section}.{key}",
+                    f"unknown key{_suggest(key, sorted(names))}; valid keys: {', '.join(sorted(names))}",
+                )
+    overlap = set(spec.fixed) & set(spec.space)
+    if overlap:
+        raise SpecError(sorted(overlap)[0], "is both fixed and searched; give it one or the other")
+    for key in ("label", "similarity", "confidence_source", "model"):
+        if key in spec.space and spec.space[key].kind != "choice":
+            raise SpecError(f"space.{key}", f"must be a choice, got {spec.space[key].kind}")
+    for label in spec.labels:
+        if label not in SWEEP_LABELS:
+            raise SpecError(
+                "label",
+                f"unknown value {label!r}{_suggest(label, SWEEP_LABELS)}; valid: {', '.join(SWEEP_LABELS)}",
+            )
+    for key, labels in spec.only_for.items():
+        bad = [lab for lab in labels if lab not in SWEEP_LABELS]
+        if bad:
+            raise SpecError(f"only_for.{key}", f"unknown label {bad[0]!r}; valid: {', '.join(SWEEP_LABELS)}")
+
+    # A conditional field that no label of the sweep can use is a mistake (e.g. beta with one-hot).
+    for key in [*spec.fixed, *spec.space]:
+        if key == "label":
+            continue
+        if not any(spec.applies(key, lab) for lab in spec.labels):
+            used_by = spec.only_for.get(key, CONDITIONAL.get(key, ()))
+            raise SpecError(
+                key,
+                f"only applies to label {' or '.join(map(repr, used_by))}, but this sweep's label is "
+                f"{' / '.join(map(repr, spec.labels))}",
+            )
+    for src in _values(spec, "confidence_source"):
+        if src not in CONFIDENCE_SOURCES:
+            raise SpecError(
+                "confidence_source", f"must be one of {', '.join(CONFIDENCE_SOURCES)}, got {src!r}"
+            )
+    for src in _values(spec, "similarity"):
+        if src in CONFIDENCE_SOURCES:
+            raise SpecError(
+                "similarity",
+                f"{src!r} gives confidence scores; search it as confidence_source with label 'confidence'",
+            )
+    if "similarity" in spec.labels and not _values(spec, "similarity"):
+        raise SpecError("similarity", "label 'similarity' needs a similarity source (e.g. l2, we)")
+    if "confidence" in spec.labels and not _values(spec, "confidence_source"):
+        raise SpecError(
+            "confidence_source", "label 'confidence' needs a confidence source (pairs or predictions)"
+        )
+
+    # Every corner of the space must give a valid TrainConfig (names the field on failure).
+    from sweeps.space import corner_configs, train_config_dict
+
+    for params in corner_configs(spec):
+        values = train_config_dict(spec, params)
+        try:
+            TrainConfig.from_dict(values, validate=False).validate(check_registries=False)
+        except (TypeError, ValueError) as err:
+            field_name = str(err).split(" ", 1)[0].rstrip(":")
+            shown = {k: v for k, v in params.items()}
+            raise SpecError(field_name if field_name in names else "config", f"{err} (at {shown})") from err
+    for warm in spec.warm_start:
+        for key, value in warm.items():
+            if key not in spec.space:
+                raise SpecError(f"warm_start.{key}", "is not a search dimension of this sweep")
+            dim = spec.space[key]
+            if dim.kind == "choice" and value not in dim.values:
+                raise SpecError(f"warm_start.{key}", f"{value!r} is not one of {list(dim.values)!r}")
+    _check_files(spec)
+
+
+def _check_sweep_fields(spec: SweepSpec) -> None:
+    if not isinstance(spec.name, str) or not spec.name or "/" in spec.name or spec.name.startswith("."):
+        raise SpecError("name", f"expected a folder name (no '/'), got {spec.name!r}")
+    _int_at_least("num_samples", spec.num_samples, 1)
+    _int_at_least("grace_period", spec.grace_period, 1)
+    _int_at_least("workers_per_trial", spec.workers_per_trial, 1)
+    _int_at_least("max_concurrent", spec.max_concurrent, 0)
+    _int_at_least("train_max_failures", spec.train_max_failures, -1)
+    _int_at_least("tune_max_failures", spec.tune_max_failures, -1)
+    _int_at_least("sampler_seed", spec.sampler_seed, 0)
+    if spec.scheduler not in SCHEDULER_CHOICES:
+        raise SpecError(
+            "scheduler", f"expected one of {', '.join(SCHEDULER_CHOICES)}, got {spec.scheduler!r}"
+        )
+    if spec.scheduler == "asha" and spec.multi_objective:
+        raise SpecError(
+            "scheduler", "ASHA stops trials on one metric; use --scheduler none with several objectives"
+        )
+    for name in ("cpus_per_trial", "gpus_per_trial"):
+        v = getattr(spec, name)
+        if not (_is_number(v) and v >= 0):
+            raise SpecError(name, f"expected a number >= 0, got {v!r}")
+    if spec.cpus_per_trial <= 0:
+        raise SpecError("cpus_per_trial", f"expected > 0, got {spec.cpus_per_trial}")
+    if spec.gpus_per_trial > 1 and spec.gpus_per_trial != int(spec.gpus_per_trial):
+        raise SpecError("gpus_per_trial", f"fractions only below 1 (packing), got {spec.gpus_per_trial}")
+    if not isinstance(spec.in_process, bool):
+        raise SpecError("in_process", f"expected true/false, got {spec.in_process!r}")
+    if spec.in_process and spec.workers_per_trial > 1:
+        raise SpecError("workers_per_trial", "in-process trials run one worker; use --train-workers for DDP")
+    if not isinstance(spec.storage, str) or not spec.storage:
+        raise SpecError("storage", f"expected a folder or s3:// URI, got {spec.storage!r}")
+    if spec.tracking_uri is not None and not isinstance(spec.tracking_uri, str):
+        raise SpecError("tracking_uri", f"expected a URI string, got {spec.tracking_uri!r}")
+    for key in ("source_args", "model_args"):
+        value = getattr(spec, key)
+        if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+            raise SpecError(key, f"expected a mapping of name -> {{arg: value}}, got {value!r}")
+    for i, obj in enumerate(spec.objectives):
+        if not isinstance(obj, Objective) or obj.metric not in VALID_OBJECTIVES:
+            raise SpecError("objective", f"entry {i} is not a validation metric: {obj!r}")
+
+
+def _check_files(spec: SweepSpec) -> None:
+    for data_dir in _values(spec, "data_dir"):
+        if data_dir is not None and not os.path.exists(os.path.expanduser(str(data_dir))):
+            raise SpecError("data_dir", f"no such file or folder: {data_dir!r} (from {os.getcwd()})")
+    used_sources = set(_values(spec, "similarity")) | set(_values(spec, "confidence_source"))
+    for source, args in spec.source_args.items():
+        if source not in used_sources:
+            continue
+        for arg, value in args.items():
+            if arg in PATH_ARG_KEYS and value is not None:
+                if not isinstance(value, (str, os.PathLike)) or not Path(value).expanduser().exists():
+                    raise SpecError(
+                        f"source_args.{source}.{arg}", f"file not found: {value!r} (from {os.getcwd()})"
+                    )
+    if "we" in used_sources and not any(spec.source_args.get("we", {}).get(k) for k in ("vectors", "path")):
+        raise SpecError(
+            "source_args.we.vectors",
+            "the word-embedding source needs a word-vector file (--set source_args.we.vectors=PATH)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+def _values(spec: SweepSpec, key: str) -> tuple[Any, ...]:
+    if key in spec.space:
+        return spec.space[key].values
+    if key in spec.fixed:
+        return (spec.fixed[key],)
+    return ()
+
+
+def _suggest(word: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _hashable(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise SpecError(name, f"expected an integer >= {low}, got {value!r}")
+
+
+def check_registries(spec: SweepSpec) -> None:
+    """Check every dataset / model / loss / similarity-source key against the library's registries.
+
+    Slower than `validate_spec` (the registries import torch, ~2-3 s) but still before Ray starts. A
+    registry module that is not importable yet is skipped with a warning rather than failing the sweep.
+    """
+    import importlib
+    import logging
+
+    log = logging.getLogger(__name__)
+    checks = (
+        ("dataset", "simlab.data", "DATASETS"),
+        ("model", "simlab.models", "MODELS"),
+        ("loss", "simlab.losses", "LOSSES"),
+        ("similarity", "simlab.sources", "SIMILARITIES"),
+        ("confidence_source", "simlab.sources", "SIMILARITIES"),
+    )
+    for key, module, attr in checks:
+        values = _values(spec, key)
+        if not values and key in ("dataset", "model", "loss"):
+            values = (getattr(TrainConfig, key),)
+        if not values:
+            continue
+        try:
+            registry = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            log.warning("%s not checked: %s.%s is not importable (%s)", key, module, attr, err)
+            continue
+        for value in values:
+            if value not in registry:
+                raise SpecError(
+                    key,
+                    f"unknown value {value!r}{_suggest(str(value), list(registry))}; "
+                    f"valid: {', '.join(map(str, registry))}",
+                )
+            kind = getattr(registry[value], "kind", None)
+            if key in ("similarity", "confidence_source") and hasattr(registry[value], "defaults"):
+                from simlab.sources import resolve_params
+
+                try:
+                    resolve_params(registry[value], spec.source_args.get(value, {}))
+                except (TypeError, ValueError) as err:
+                    raise SpecError(f"source_args.{value}", str(err)) from err
+            if key == "similarity" and kind not in (None, "distance"):
+                raise SpecError(
+                    key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
+                )
