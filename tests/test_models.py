@@ -1,0 +1,159 @@
+"""Contract tests for every registered model, and parameter counts against published figures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from simlab.models import MODELS, build_model, count_parameters
+
+# Published parameter counts (10 classes unless noted) and where they come from:
+# - CIFAR ResNet-18 / ResNet-34 (3x3 stem, no max-pool): 11,173,962 / 21,282,122, the torchsummary
+#   figures of kuangliu/pytorch-cifar models/resnet.py, reproduced by many CIFAR projects.
+# - WRN-28-10: 36,479,194 and DenseNet-BC-100 (k=12): 769,162 — osmr/imgclsmob's CIFAR-10 table
+#   (pytorch/README.md); Zagoruyko & Komodakis 2016 Table 1 rounds WRN-28-10 to 36.5M.
+# - WRN-16-4: 2,748,890 (reference tables of WRN-d-k counts, e.g. xternalz/WideResNet-pytorch results;
+#   the paper rounds it to 2.7M).
+# - DenseNet-BC-190 (k=40): 25.6M (Huang et al. 2017 Table 2 rounds to 0.1M; no exact figure is published).
+EXACT_COUNTS = [
+    ("resnet18", {}, 11_173_962),
+    ("resnet34", {}, 21_282_122),
+    ("wrn", {"depth": 28, "widen_factor": 10}, 36_479_194),
+    ("wrn", {"depth": 16, "widen_factor": 4}, 2_748_890),
+    ("densenet_bc", {"depth": 100, "growth_rate": 12}, 769_162),
+]
+ROUNDED_COUNTS = [  # (name, args, published millions, rounding step in millions)
+    ("densenet_bc", {"depth": 190, "growth_rate": 40}, 25.6, 0.1),
+    ("densenet_bc", {"depth": 100, "growth_rate": 12}, 0.8, 0.1),
+    ("wrn", {"depth": 28, "widen_factor": 10}, 36.5, 0.1),
+]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_maps_images_to_logits(name):
+    g = torch.Generator().manual_seed(0)
+    model = build_model(name, 7, generator=g).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 32, 32, generator=g))
+    assert logits.shape == (2, 7)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_one_channel_input_and_backward(name):
+    model = build_model(name, 10, in_channels=1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_small_cnn_accepts_64px_input():
+    model = build_model("small_cnn", 5).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(("name", "args", "expected"), EXACT_COUNTS)
+def test_parameter_counts_match_published(name, args, expected):
+    assert count_parameters(build_model(name, 10, **args)) == expected
+
+
+@pytest.mark.parametrize(("name", "args", "millions", "step"), ROUNDED_COUNTS)
+def test_parameter_counts_match_rounded_publications(name, args, millions, step):
+    n = count_parameters(build_model(name, 10, **args))
+    assert abs(n / 1e6 - millions) <= step / 2 + 1e-9, n
+
+
+@pytest.mark.parametrize(("name", "tv_factory"), [("resnet18", "resnet18"), ("resnet34", "resnet34")])
+def test_resnet_matches_torchvision_with_cifar_stem(name, tv_factory):
+    # Independent reference: torchvision's ImageNet ResNet with the CIFAR changes (3x3 stride-1 stem,
+    # no max-pool) has exactly the same parameter tensors.
+    ref = getattr(torchvision.models, tv_factory)(num_classes=100)
+    ref.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    ref.maxpool = nn.Identity()
+    ours = build_model(name, 100)
+    assert sorted(tuple(p.shape) for p in ours.parameters()) == sorted(
+        tuple(p.shape) for p in ref.parameters()
+    )
+    assert count_parameters(ours) == sum(p.numel() for p in ref.parameters())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in ours.modules())
+
+
+def test_wrn28_1_has_paper_a_filters():
+    model = build_model("wrn28_1", 100)
+    widths = {m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)}
+    assert widths == {16, 32, 64}  # paper A: "WRN with {16, 16, 32, 64} filters"
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 1 + 2 * (28 - 4) // 6 * 3  # stem + 2 convs per block, 4 blocks per group, 3 groups
+
+
+def test_count_parameters_by_hand_and_trainable_only():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # 3*4+4 + 4*2+2 = 26
+    assert count_parameters(model) == 26
+    model[0].weight.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == 14
+    assert count_parameters(model) == 26
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        count_parameters("resnet18")
+
+
+def test_generator_init_is_reproducible_and_leaves_global_rng_alone():
+    before = torch.get_rng_state()
+    a = build_model("resnet18", 10, generator=torch.Generator().manual_seed(3))
+    b = build_model("resnet18", 10, generator=torch.Generator().manual_seed(3))
+    c = build_model("resnet18", 10, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(torch.get_rng_state(), before)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert not torch.equal(a.fc.weight, c.fc.weight)
+    assert all(torch.isfinite(v).all() for v in sa.values() if v.is_floating_point())
+    assert all(m.running_var.eq(1).all() for m in a.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_generator_init_distribution():
+    model = build_model("resnet18", 10, generator=torch.Generator().manual_seed(0))
+    conv = model.layers[-1].conv2  # 512 -> 512, 3x3: Kaiming normal, fan_out = 512 * 9
+    expected_std = math.sqrt(2.0 / (512 * 9))
+    assert abs(conv.weight.std().item() / expected_std - 1) < 0.01
+    assert abs(conv.weight.mean().item()) < 0.01 * expected_std * 10
+    bound = 1 / math.sqrt(512)
+    assert model.fc.weight.abs().max().item() <= bound
+    assert model.fc.weight.abs().max().item() > 0.95 * bound
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown name 'resnet19'.*did you mean 'resnet18'.*small_cnn"):
+        build_model("resnet19", 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "wrn", "num_classes": 10, "width": 3}, "model_args: 'wrn' does not accept 'width'.*depth"),
+        ({"name": "wrn", "num_classes": 10, "depth": 27}, "depth: WideResNet needs depth = 6n \\+ 4"),
+        ({"name": "densenet_bc", "num_classes": 10, "depth": 99}, "depth: DenseNet-BC needs"),
+        ({"name": "wrn", "num_classes": 10, "dropout": 1.5}, "dropout must be in \\[0, 1\\)"),
+        ({"name": "small_cnn", "num_classes": 0}, "num_classes must be a positive integer, got 0"),
+        (
+            {"name": "small_cnn", "num_classes": 10, "in_channels": 2.0},
+            "in_channels must be a positive integer",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(**kwargs)
+
+
+def test_bad_generator_type():
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        build_model("small_cnn", 10, generator=0)
