@@ -1,0 +1,272 @@
+"""Class distances and class similarities (SPEC §1, paper A §5).
+
+``N`` samples, ``D`` features per sample, ``K`` classes. A distance matrix ``D[k, j]`` is the mean
+distance between the samples of class k and the samples of class j (paper A eq. 13-15); a similarity
+matrix ``S[k]`` is a distribution over the classes other than k (paper A eq. 17).
+
+All pairs of samples are used, but no ``N x N`` matrix is ever built: temporaries hold about
+``chunk_size**2`` numbers whatever ``N`` is.
+
+- p = 2: blocks of ``||a||^2 + ||b||^2 - 2 a.b`` from matrix products in float64 (float32 loses
+  ~1e-5 relative to cancellation at image-sized norms), clamped at 0, square-rooted and summed per
+  class pair with one-hot matrix products. Only blocks on or above the diagonal are computed.
+- p = 1, uint8 features (8-bit images): exact, from per-class per-dimension 256-bin histograms:
+  ``sum_{pairs} |u - v| = sum_dims h_k^T |U - V| h_j`` (integer counts, exact in float64).
+- p = 1, other features: exact per dimension from sorted values and prefix sums
+  (``sum_b |a - b| = a (2c - n) - 2 P[c] + P[n]`` with ``c = #{b < a}``), O(N log N) per dimension
+  and class pair instead of O(N^2).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from simlab._core_checks import (
+    as_generator,
+    check_finite,
+    check_labels,
+    check_num_classes,
+    check_real,
+    check_square,
+    check_tensor,
+    generator_device,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "autoencoder_distances",
+    "class_distance_matrix",
+    "similarity_from_distances",
+    "word_vector_distances",
+]
+
+
+def class_distance_matrix(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    p: float = 2.0,
+    max_per_class: int | None = None,
+    generator: torch.Generator | int | None = None,
+    *,
+    chunk_size: int = 2048,
+) -> torch.Tensor:
+    """Mean pairwise L_p distance between the samples of every two classes (paper A eq. 13, 15).
+
+    Args:
+        features: ``[N, ...]`` float or integer tensor, flattened to ``[N, D]`` per sample.
+        labels: ``[N]`` integer class indices in ``[0, num_classes)``.
+        num_classes: ``K``; every class must have at least one sample.
+        p: 1 or 2.
+        max_per_class: if set, a random subset of at most this many samples per class is used first
+            (an approximation for large data; the result is then an estimate).
+        generator: randomness of that subset (a ``torch.Generator`` or an integer seed).
+        chunk_size: memory bound; temporaries hold about ``chunk_size**2`` numbers.
+
+    Returns:
+        float64 ``[K, K]`` on ``features.device``; ``D[k, j]`` = mean over all pairs ``(x in k,
+        x' in j)`` of ``||x - x'||_p``, self-pairs included on the diagonal. Symmetric.
+    """
+    # --- validate -----------------------------------------------------------------------------
+    features = check_tensor("features", features)
+    if features.is_complex() or features.dtype == torch.bool:
+        raise TypeError(f"features: expected a real float or integer tensor, got dtype {features.dtype}")
+    if features.dim() < 1 or features.shape[0] == 0:
+        raise ValueError(f"features: expected a non-empty [N, ...] tensor, got shape {tuple(features.shape)}")
+    n = features.shape[0]
+    num_classes = check_num_classes("num_classes", num_classes)
+    labels = check_labels("labels", labels, num_classes, n=n)
+    p = check_real("p", p)
+    if p not in (1.0, 2.0):
+        raise ValueError(f"p: expected 1 or 2, got {p!r}")
+    if max_per_class is not None:
+        max_per_class = check_num_classes("max_per_class", max_per_class)
+    chunk_size = check_num_classes("chunk_size", chunk_size)
+    gen = as_generator("generator", generator)
+    x = features.reshape(n, -1)
+    if x.shape[1] == 0:
+        raise ValueError(
+            f"features: expected at least one feature per sample, got shape {tuple(features.shape)}"
+        )
+    labels = labels.to(device=x.device, dtype=torch.long)
+    counts = torch.bincount(labels, minlength=num_classes)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"labels: class{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
+            f"of num_classes={num_classes} ha{'ve' if len(empty) > 1 else 's'} no samples"
+        )
+    check_finite("features", x)
+
+    # --- transform ----------------------------------------------------------------------------
+    if max_per_class is not None and int(counts.max()) > max_per_class:
+        keep = _subset_per_class(labels, num_classes, max_per_class, gen)
+        x, labels = x[keep], labels[keep]
+        counts = torch.bincount(labels, minlength=num_classes)
+    order = torch.argsort(labels, stable=True)  # class-contiguous blocks for the per-class paths
+    x, labels = x[order], labels[order]
+    logger.debug(
+        "class_distance_matrix: N=%d D=%d K=%d p=%g dtype=%s device=%s",
+        x.shape[0],
+        x.shape[1],
+        num_classes,
+        p,
+        x.dtype,
+        x.device,
+    )
+
+    # --- compute ------------------------------------------------------------------------------
+    if p == 2.0:
+        sums = _l2_pair_sums(x, labels, num_classes, chunk_size)
+    elif x.dtype == torch.uint8:
+        sums = _l1_pair_sums_uint8(x, counts, num_classes, chunk_size)
+    else:
+        sums = _l1_pair_sums_sorted(x, counts, num_classes, chunk_size)
+    c = counts.to(torch.float64)
+    return sums / (c[:, None] * c[None, :])  # eq. 15: mean over |C(k)| |C(j)| pairs
+
+
+def _subset_per_class(
+    labels: torch.Tensor, num_classes: int, m: int, gen: torch.Generator | None
+) -> torch.Tensor:
+    """Indices of a uniformly random subset of at most m samples per class (sorted)."""
+    keys = torch.rand(labels.shape[0], generator=gen, device=generator_device(gen)).to(labels.device)
+    perm = torch.argsort(keys)
+    by_class = perm[torch.argsort(labels[perm], stable=True)]  # grouped by class, random within
+    counts = torch.bincount(labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(labels.shape[0], device=labels.device) - starts[labels[by_class]]
+    return torch.sort(by_class[rank < m]).values
+
+
+def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """``[K, K]`` sums of ||a - b||_2 over all sample pairs, in float64 by chunk x chunk blocks."""
+    n = x.shape[0]
+    f64 = torch.float64
+    # Distances are translation invariant; centring shrinks ||a||^2 and so the cancellation error.
+    mean = torch.zeros(x.shape[1], dtype=f64, device=x.device)
+    for i in range(0, n, chunk):
+        mean += x[i : i + chunk].to(f64).sum(0)
+    mean /= n
+    sq = torch.cat([(x[i : i + chunk].to(f64) - mean).square().sum(1) for i in range(0, n, chunk)])
+    onehot = torch.nn.functional.one_hot(labels, k).to(f64)  # [N, K]
+    sums = torch.zeros(k, k, dtype=f64, device=x.device)
+    for i in range(0, n, chunk):
+        a = x[i : i + chunk].to(f64) - mean
+        for j in range(i, n, chunk):
+            b = a if j == i else x[j : j + chunk].to(f64) - mean
+            d2 = sq[i : i + chunk, None] + sq[None, j : j + chunk] - 2.0 * (a @ b.T)
+            d = d2.clamp_(min=0.0).sqrt_()
+            if j == i:
+                d.fill_diagonal_(0.0)  # a sample's distance to itself is exactly 0
+            block = onehot[i : i + chunk].T @ d @ onehot[j : j + chunk]
+            sums += block
+            if j != i:  # the mirrored block (j, i) of the symmetric pair matrix
+                sums += block.T
+    return sums
+
+
+def _l1_pair_sums_uint8(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """``[K, K]`` exact sums of ||a - b||_1 for uint8 features via 256-bin histograms per class and dim.
+
+    sum_{a in k, b in j} |a_d - b_d| = H_k[d]^T M H_j[d], M[u, v] = |u - v|; all integers below 2**53
+    for any realistic size, so float64 matrix products are exact.
+    """
+    n, dims = x.shape
+    f64 = torch.float64
+    levels = torch.arange(256, dtype=f64, device=x.device)
+    m = (levels[:, None] - levels[None, :]).abs()  # [256, 256]
+    cls = torch.repeat_interleave(torch.arange(k, device=x.device), counts)  # x is class-sorted
+    sums = torch.zeros(k, k, dtype=f64, device=x.device)
+    dim_step = max(1, chunk * chunk // (k * 256))  # histogram block [K, dim_step, 256]
+    row_step = max(1, chunk * chunk // dim_step)  # bin-index block [row_step, dim_step]
+    for d0 in range(0, dims, dim_step):
+        dc = min(dim_step, dims - d0)
+        hist = torch.zeros(k * dc * 256, dtype=f64, device=x.device)
+        offs = torch.arange(dc, device=x.device) * 256
+        for r0 in range(0, n, row_step):
+            vals = x[r0 : r0 + row_step, d0 : d0 + dc].long()
+            idx = (cls[r0 : r0 + row_step, None] * (dc * 256) + offs[None, :] + vals).flatten()
+            hist += torch.bincount(idx, minlength=hist.numel()).to(f64)
+        hist = hist.view(k, dc, 256)
+        sums += (hist @ m).reshape(k, -1) @ hist.reshape(k, -1).T
+    return sums
+
+
+def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """``[K, K]`` sums of ||a - b||_1 from per-dimension sorted values and prefix sums (float64)."""
+    n, dims = x.shape
+    f64 = torch.float64
+    bounds = torch.cumsum(counts, 0).tolist()
+    starts = [0, *bounds[:-1]]
+    dim_step = max(1, chunk * chunk // n)  # temporaries [N, dim_step]
+    sums = torch.zeros(k, k, dtype=f64, device=x.device)
+    for d0 in range(0, dims, dim_step):
+        xd = x[:, d0 : d0 + dim_step].to(f64)
+        xd = xd - xd.mean(0)  # centring keeps the prefix sums small (translation invariant)
+        # per class: sorted values [dc, n_k] and prefix sums [dc, n_k + 1] with a leading 0
+        srt = [torch.sort(xd[s:e].T.contiguous(), dim=1).values for s, e in zip(starts, bounds, strict=True)]
+        pre = [torch.nn.functional.pad(torch.cumsum(v, 1), (1, 0)) for v in srt]
+        for a in range(k):
+            for b in range(a, k):
+                va, vb, pb = srt[a], srt[b], pre[b]
+                nb = vb.shape[1]
+                c = torch.searchsorted(vb, va)  # [dc, n_a]: how many b-values lie below each a-value
+                below = torch.gather(pb, 1, c)
+                s = (va * (2 * c - nb).to(f64) - 2.0 * below + pb[:, -1:]).sum()
+                sums[a, b] += s
+                if b != a:
+                    sums[b, a] += s
+    return sums
+
+
+def similarity_from_distances(distances: torch.Tensor, beta: float) -> torch.Tensor:
+    """Class similarities from class distances (paper A eq. 17 with its §5.4 normalisation).
+
+    For each row k the off-diagonal distances ``d = D[k, j], j != k`` are z-normalised (population
+    std; ``z = 0`` when they are all equal), then ``S[k, j] = softmax_j(-beta z)`` over ``j != k``
+    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass.
+
+    Args:
+        distances: ``[K, K]`` float, ``K >= 2``, finite.
+        beta: ``>= 0``; 0 gives the uniform distribution over the other classes.
+
+    Returns:
+        ``[K, K]`` in ``distances``' dtype and device (computed in float64).
+    """
+    distances = check_square("distances", distances)
+    k = distances.shape[0]
+    if k < 2:
+        raise ValueError(f"distances: expected at least 2 classes, got shape {tuple(distances.shape)}")
+    beta = check_real("beta", beta, low=0.0)
+
+    d = distances.to(torch.float64)
+    off = ~torch.eye(k, dtype=torch.bool, device=d.device)
+    vals = d[off].view(k, k - 1)  # row k without its diagonal entry
+    mean = vals.mean(1, keepdim=True)
+    std = vals.std(1, correction=0, keepdim=True)
+    # "std is 0" tested exactly (all entries equal), not as the rounding residue of a mean
+    constant = vals.max(1, keepdim=True).values == vals.min(1, keepdim=True).values
+    z = torch.where(constant, torch.zeros_like(vals), (vals - mean) / torch.where(constant, 1.0, std))
+    s_off = torch.softmax(-beta * z, dim=1)  # eq. 17 over j != k
+    s = torch.zeros_like(d)
+    s[off] = s_off.flatten()
+    return s.to(distances.dtype)
+
+
+def word_vector_distances(class_names: Any, vectors: Any, **kwargs: Any) -> Any:
+    """Word-embedding class distances (paper A eq. 16); see `simlab.word_vectors`."""
+    from simlab.word_vectors import word_vector_distances as impl  # lazy: gensim is heavy
+
+    return impl(class_names, vectors, **kwargs)
+
+
+def autoencoder_distances(*args: Any, **kwargs: Any) -> Any:
+    """Autoencoder latent-space class distances (paper A eq. 14); see `simlab.autoencoder`."""
+    from simlab.autoencoder import autoencoder_distances as impl  # lazy: trains a network
+
+    return impl(*args, **kwargs)

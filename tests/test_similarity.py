@@ -1,0 +1,278 @@
+"""SPEC §1: class_distance_matrix against per-class-pair torch.cdist brute force (float64), and
+similarity_from_distances against a scipy zscore + softmax reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import torch
+
+from simlab.similarity import class_distance_matrix, similarity_from_distances
+
+
+# --- naive references ----------------------------------------------------------------------------
+def brute_distances(features: torch.Tensor, labels: torch.Tensor, k: int, p: float) -> torch.Tensor:
+    """Paper A eq. 15 literally: mean of all pairwise cdist distances per class pair, in float64.
+
+    ``donot_use_mm`` makes cdist compute differences directly (no ||a||^2 + ||b||^2 - 2ab cancellation).
+    """
+    x = features.reshape(features.shape[0], -1).to(torch.float64).cpu()
+    y = labels.cpu()
+    out = torch.empty(k, k, dtype=torch.float64)
+    for a in range(k):
+        for b in range(k):
+            d = torch.cdist(x[y == a], x[y == b], p=p, compute_mode="donot_use_mm_for_euclid_dist")
+            out[a, b] = d.mean()
+    return out
+
+
+def reference_similarity(distances: np.ndarray, beta: float) -> np.ndarray:
+    k = distances.shape[0]
+    s = np.zeros((k, k))
+    for row in range(k):
+        others = [j for j in range(k) if j != row]
+        d = distances[row, others]
+        z = np.zeros_like(d) if np.all(d == d[0]) else scipy.stats.zscore(d, ddof=0)
+        s[row, others] = scipy.special.softmax(-beta * z)
+    return s
+
+
+def make_data(gen: torch.Generator, n: int, k: int, shape: tuple[int, ...], dtype: torch.dtype):
+    labels = torch.cat([torch.arange(k), torch.randint(0, k, (n - k,), generator=gen)])  # no empty class
+    labels = labels[torch.randperm(n, generator=gen)]
+    if dtype == torch.uint8:
+        x = torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
+    elif dtype == torch.int64:
+        x = torch.randint(-50, 50, (n, *shape), generator=gen)
+    else:
+        # class-dependent means so the classes really differ
+        x = torch.randn(n, *shape, generator=gen, dtype=torch.float64) + labels.view(-1, *[1] * len(shape))
+        x = x.to(dtype)
+    return x, labels
+
+
+# --- class_distance_matrix -----------------------------------------------------------------------
+@pytest.mark.parametrize("p", [1.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.int64])
+@pytest.mark.parametrize("chunk_size", [7, 64, 4096])
+def test_distances_match_cdist_brute_force(generator, p, dtype, chunk_size):
+    x, y = make_data(generator, 90, 4, (3, 5), dtype)
+    got = class_distance_matrix(x, y, 4, p=p, chunk_size=chunk_size)
+    want = brute_distances(x, y, 4, p)
+    assert got.dtype == torch.float64 and got.shape == (4, 4)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_uint8_l1_histogram_path_is_exact(generator):
+    # Integer pixel distances: the histogram path and float64 brute force are both exact sums of
+    # integers divided by the same count, so they agree bit for bit.
+    x, y = make_data(generator, 150, 5, (3, 4, 4), torch.uint8)
+    x[:10] = 255
+    x[10:20] = 0  # the extreme bins
+    got = class_distance_matrix(x, y, 5, p=1, chunk_size=16)
+    want = brute_distances(x, y, 5, 1.0)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_image_scale_float32_accuracy(generator, p):
+    # CIFAR-sized vectors in 0..255 float32 with a large offset: the p=2 matrix-product form must not
+    # lose accuracy to cancellation (issue 2: ~1e-6 relative against float64 brute force).
+    n, k = 48, 3
+    y = torch.arange(n) % k
+    x = (torch.rand(n, 3, 32, 32, generator=generator) * 255).round() + 1000.0
+    got = class_distance_matrix(x.to(torch.float32), y, k, p=p, chunk_size=20)
+    want = brute_distances(x, y, k, p)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+
+
+def test_single_sample_classes_and_self_pairs(generator):
+    x = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    for p in (1.0, 2.0):
+        d = class_distance_matrix(x, y, 3, p=p)
+        assert torch.equal(torch.diagonal(d), torch.zeros(3, dtype=torch.float64))
+        assert d[0, 1] == pytest.approx(float(torch.linalg.vector_norm(x[0] - x[1], ord=p)), rel=1e-12)
+        assert torch.equal(d, d.T)
+
+
+def test_diagonal_includes_self_pairs():
+    # class 0 = {0, 2} on a line: pairs (0,0),(0,2),(2,0),(2,2) -> mean distance 1
+    x = torch.tensor([[0.0], [10.0], [2.0]])
+    y = torch.tensor([0, 1, 0])
+    assert class_distance_matrix(x, y, 2, p=2)[0, 0].item() == pytest.approx(1.0)
+    assert class_distance_matrix(x, y, 2, p=1)[0, 1].item() == pytest.approx(9.0)
+
+
+def test_max_per_class_at_least_class_size_is_exact(generator):
+    x, y = make_data(generator, 60, 3, (4,), torch.float64)
+    full = class_distance_matrix(x, y, 3)
+    sub = class_distance_matrix(x, y, 3, max_per_class=60, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sub, full, rtol=1e-12, atol=0)
+
+
+def test_max_per_class_one_sample_per_class(generator):
+    x, y = make_data(generator, 40, 3, (4,), torch.float64)
+    d = class_distance_matrix(x, y, 3, max_per_class=1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.diagonal(d), torch.zeros(3, dtype=torch.float64))
+    # D[0, 1] must be the distance of some real (class 0, class 1) sample pair
+    pairwise = torch.cdist(x[y == 0], x[y == 1], compute_mode="donot_use_mm_for_euclid_dist")
+    assert torch.isclose(pairwise, d[0, 1], rtol=1e-12, atol=0).any()
+
+
+def test_max_per_class_reproducible_and_seeded(generator):
+    x, y = make_data(generator, 200, 4, (5,), torch.float32)
+    a = class_distance_matrix(x, y, 4, max_per_class=10, generator=torch.Generator().manual_seed(3))
+    b = class_distance_matrix(x, y, 4, max_per_class=10, generator=3)  # an int seed is the same seed
+    c = class_distance_matrix(x, y, 4, max_per_class=10, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_max_per_class_subset_is_uniform_over_samples():
+    # Class 0 has samples at 0 and at 1..9; with one sample kept, D[0, 1] (class 1 = {0}) is the
+    # chosen value, which must be uniform over the 10 samples across seeds.
+    x = torch.arange(10, dtype=torch.float64).view(-1, 1)
+    x = torch.cat([x, torch.zeros(1, 1, dtype=torch.float64)])
+    y = torch.tensor([0] * 10 + [1])
+    seen = [int(class_distance_matrix(x, y, 2, max_per_class=1, generator=s)[0, 1]) for s in range(2000)]
+    counts = np.bincount(seen, minlength=10)
+    assert scipy.stats.chisquare(counts).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_device_parity(device, generator, p):
+    x, y = make_data(generator, 70, 3, (2, 3, 3), torch.float32)
+    got = class_distance_matrix(x.to(device), y.to(device), 3, p=p, chunk_size=16)
+    assert got.device.type == device.type
+    torch.testing.assert_close(got.cpu(), brute_distances(x, y, 3, p), rtol=1e-12, atol=1e-12)
+
+
+def test_uint8_histogram_device_parity(device, generator):
+    x, y = make_data(generator, 70, 3, (2, 3, 3), torch.uint8)
+    got = class_distance_matrix(x.to(device), y.to(device), 3, p=1)
+    assert torch.equal(got.cpu(), brute_distances(x, y, 3, 1.0))
+
+
+def test_empty_class_names_it():
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"class 2 .*no samples"):
+        class_distance_matrix(x, torch.tensor([0, 1, 0, 1]), 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "pattern"),
+    [
+        (dict(features=torch.tensor([[0.0, float("nan")], [1.0, 1.0]])), ValueError, "features.*finite"),
+        (dict(features=torch.tensor([[0.0, float("inf")], [1.0, 1.0]])), ValueError, "features.*finite"),
+        (dict(labels=torch.tensor([0, 2])), ValueError, r"labels.*\[0, 2\).*\[0, 2\]"),
+        (dict(labels=torch.tensor([-1, 1])), ValueError, "labels.*class indices"),
+        (dict(labels=torch.tensor([0.0, 1.0])), TypeError, "labels.*integer"),
+        (dict(labels=torch.tensor([0, 1, 1])), ValueError, "labels.*expected 2 labels"),
+        (dict(labels=torch.tensor([[0, 1]])), ValueError, "labels.*1-d"),
+        (dict(p=3), ValueError, "p: expected 1 or 2"),
+        (dict(num_classes=0), ValueError, "num_classes"),
+        (dict(max_per_class=0), ValueError, "max_per_class"),
+        (dict(chunk_size=0), ValueError, "chunk_size"),
+        (dict(features=torch.zeros(0, 3)), ValueError, "features.*non-empty"),
+        (dict(features=[[0.0], [1.0]]), TypeError, "features.*torch.Tensor"),
+        (dict(generator="seed"), TypeError, "generator"),
+    ],
+)
+def test_distance_bad_input(kwargs, exc, pattern):
+    args = dict(features=torch.tensor([[0.0, 1.0], [1.0, 1.0]]), labels=torch.tensor([0, 1]), num_classes=2)
+    args.update(kwargs)
+    with pytest.raises(exc, match=pattern):
+        class_distance_matrix(**args)
+
+
+# --- similarity_from_distances ------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 7.0])
+def test_similarity_matches_reference(generator, beta):
+    d = torch.rand(6, 6, generator=generator, dtype=torch.float64) * 10
+    got = similarity_from_distances(d, beta)
+    torch.testing.assert_close(
+        got, torch.from_numpy(reference_similarity(d.numpy(), beta)), rtol=1e-12, atol=1e-15
+    )
+
+
+def test_similarity_rows_sum_to_one_and_zero_diagonal(generator):
+    d = torch.rand(10, 10, generator=generator)
+    s = similarity_from_distances(d, 3.0)
+    assert s.dtype == torch.float32
+    torch.testing.assert_close(s.sum(1), torch.ones(10), rtol=0, atol=1e-6)
+    assert torch.equal(torch.diagonal(s), torch.zeros(10))
+    assert bool((s >= 0).all())
+
+
+def test_beta_zero_is_uniform_over_other_classes(generator):
+    d = torch.rand(5, 5, generator=generator, dtype=torch.float64)
+    want = (torch.ones(5, 5, dtype=torch.float64) - torch.eye(5, dtype=torch.float64)) / 4
+    torch.testing.assert_close(similarity_from_distances(d, 0.0), want, rtol=0, atol=1e-15)
+
+
+def test_larger_beta_concentrates_on_nearer_classes(generator):
+    d = torch.rand(6, 6, generator=generator, dtype=torch.float64)
+    d = d + d.T
+    off = ~torch.eye(6, dtype=torch.bool)
+    nearest = d.masked_fill(~off, float("inf")).argmin(1)
+    prev_mass, prev_entropy = None, None
+    for beta in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0):
+        s = similarity_from_distances(d, beta)
+        # nearer class -> more mass, in every row
+        for k in range(6):
+            js = [j for j in range(6) if j != k]
+            order = sorted(js, key=lambda j: float(d[k, j]))
+            vals = [float(s[k, j]) for j in order]
+            assert all(a >= b - 1e-15 for a, b in zip(vals, vals[1:], strict=False))
+        mass = s[torch.arange(6), nearest]
+        ent = -(s[off] * s[off].log()).view(6, 5).sum(1)
+        if prev_mass is not None:
+            assert bool((mass > prev_mass).all())
+            assert bool((ent < prev_entropy).all())
+        prev_mass, prev_entropy = mass, ent
+
+
+def test_similarity_invariant_to_affine_rescaling_per_row(generator):
+    # §5.4: z-normalisation makes beta independent of the distance scale.
+    d = torch.rand(5, 5, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(
+        similarity_from_distances(d * 37.0 + 5.0, 2.0),
+        similarity_from_distances(d, 2.0),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+
+
+def test_constant_row_gives_uniform():
+    d = torch.full((4, 4), 0.1, dtype=torch.float64)  # std of the off-diagonal entries is exactly 0
+    d[0, 3] = 1.0
+    s = similarity_from_distances(d, 5.0)
+    for k in (1, 2, 3):
+        row = [float(s[k, j]) for j in range(4) if j != k]
+        assert row == pytest.approx([1 / 3] * 3, abs=1e-15)
+
+
+def test_two_classes():
+    s = similarity_from_distances(torch.tensor([[0.0, 2.0], [2.0, 0.0]]), 1.0)
+    assert torch.equal(s, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    ("distances", "beta", "exc", "pattern"),
+    [
+        (torch.rand(3, 4), 1.0, ValueError, r"distances.*square.*\(3, 4\)"),
+        (torch.rand(3), 1.0, ValueError, "distances.*2-d"),
+        (torch.tensor([[0.0, float("nan")], [1.0, 0.0]]), 1.0, ValueError, "distances.*finite"),
+        (torch.zeros(1, 1), 1.0, ValueError, "distances.*at least 2 classes"),
+        (torch.ones(3, 3, dtype=torch.int64), 1.0, TypeError, "distances.*floating"),
+        (torch.rand(3, 3), -0.1, ValueError, r"beta.*\[0, inf\].*-0.1"),
+        (torch.rand(3, 3), float("nan"), ValueError, "beta"),
+        (torch.rand(3, 3), "1", TypeError, "beta"),
+    ],
+)
+def test_similarity_bad_input(distances, beta, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        similarity_from_distances(distances, beta)
