@@ -214,10 +214,15 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
         for a in range(k):
             for b in range(a, k):
                 va, vb, pb = srt[a], srt[b], pre[b]
-                nb = vb.shape[1]
+                na, nb = va.shape[1], vb.shape[1]
                 c = torch.searchsorted(vb, va)  # [dc, n_a]: how many b-values lie below each a-value
-                below = torch.gather(pb, 1, c)
-                s = (va * (2 * c - nb).to(f64) - 2.0 * below + pb[:, -1:]).sum()
+                # sum_a [a (2c - n_b) - 2 P_b[c] + P_b[n_b]], as dot products (no [dc, n_a] temporaries)
+                s = (
+                    2.0 * torch.dot(va.flatten(), c.flatten().to(f64))
+                    - nb * pre[a][:, -1].sum()
+                    - 2.0 * torch.gather(pb, 1, c).sum()
+                    + na * pb[:, -1].sum()
+                )
                 sums[a, b] += s
                 if b != a:
                     sums[b, a] += s
