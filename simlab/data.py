@@ -422,43 +422,68 @@ def uniform_noise_images(n: int, image_shape: Sequence[int], *, generator: torch
 # ---------------------------------------------------------------------------------------------
 # Sources: a zip file or a folder, read by relative posix path
 class _FileSource:
-    """Read-only view of the files in a zip or a directory tree."""
+    """Read-only view of the files in a zip or a directory tree (listed and opened lazily)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.is_zip = path.is_file()
         self._zip: zipfile.ZipFile | None = None
-        if self.is_zip:
+        self._names: list[str] | None = None
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._zip is None:
             try:
-                self._zip = zipfile.ZipFile(path)
+                self._zip = zipfile.ZipFile(self.path)
             except zipfile.BadZipFile as err:
-                raise ValueError(f"data_dir: {str(path)!r} is not a readable zip file ({err})") from err
-            self.names = [n for n in self._zip.namelist() if not n.endswith("/")]
-        else:
-            names = []
-            for root, _dirs, files in os.walk(path):
-                rel = Path(root).relative_to(path).as_posix()
-                for f in files:
-                    names.append(f if rel == "." else f"{rel}/{f}")
-            self.names = sorted(names)
+                raise ValueError(f"data_dir: {str(self.path)!r} is not a readable zip file ({err})") from err
+        return self._zip
+
+    @property
+    def names(self) -> list[str]:
+        """Relative posix paths of every file."""
+        if self._names is None:
+            if self.is_zip:
+                self._names = [n for n in self._open().namelist() if not n.endswith("/")]
+            else:
+                names = []
+                for root, _dirs, files in os.walk(self.path):
+                    rel = Path(root).relative_to(self.path).as_posix()
+                    names.extend(f if rel == "." else f"{rel}/{f}" for f in files)
+                self._names = sorted(names)
+        return self._names
 
     def read(self, name: str) -> bytes:
-        if self._zip is not None:
-            return self._zip.read(name)
+        if self.is_zip:
+            return self._open().read(name)
         return (self.path / name).read_bytes()
 
-    def identity(self) -> str:
-        """The zip's sha256, or a hash of the folder's (path, size, mtime) listing."""
+    def identity(self, memo_dir: Path | None = None) -> str:
+        """The zip's sha256, or a hash of the folder's (path, size, mtime) listing.
+
+        A zip's sha256 is remembered in ``memo_dir`` under its (absolute path, size, mtime), so an
+        unchanged zip is hashed once; any change to the file changes the memo key.
+        """
         h = hashlib.sha256()
-        if self.is_zip:
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            return f"zip-sha256={h.hexdigest()}"
-        for n in self.names:
-            st = (self.path / n).stat()
-            h.update(f"{n}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        return f"folder-listing-sha256={h.hexdigest()}"
+        if not self.is_zip:
+            for n in self.names:
+                st = (self.path / n).stat()
+                h.update(f"{n}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            return f"folder-listing-sha256={h.hexdigest()}"
+        st = self.path.stat()
+        memo = None
+        if memo_dir is not None:
+            stamp = f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+            memo = memo_dir / f"{hashlib.sha256(stamp).hexdigest()[:32]}.sha256"
+            if memo.is_file():
+                digest = memo.read_text().strip()
+                if len(digest) == 64:
+                    return f"zip-sha256={digest}"
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if memo is not None:
+            _atomic_write_bytes(memo, h.hexdigest().encode())
+        return f"zip-sha256={h.hexdigest()}"
 
     def close(self) -> None:
         if self._zip is not None:
@@ -517,14 +542,15 @@ def _image_folder_raw(
     """``{train,test}/<class>/<image>`` (under one prefix) in a zip or folder, decoded once, cached."""
     source = _FileSource(path)
     try:
-        layout = _find_split_layout(source)
-        classes = sorted({cls for _, cls, _ in layout["train"]})
-        unknown = sorted({cls for _, cls, _ in layout["test"]} - set(classes))
-        if unknown:
-            raise ValueError(f"data_dir: test classes {unknown} of {str(path)!r} have no training folder")
-        key_source = f"{kind}|{source.identity()}|channels={channels}|image_size={image_size}"
+        source_id = source.identity(cache_dir / "datasets" / "sources")
+        key_source = f"{kind}|{source_id}|channels={channels}|image_size={image_size}"
 
         def build() -> RawImages:
+            layout = _find_split_layout(source)
+            classes = sorted({cls for _, cls, _ in layout["train"]})
+            unknown = sorted({cls for _, cls, _ in layout["test"]} - set(classes))
+            if unknown:
+                raise ValueError(f"data_dir: test classes {unknown} of {str(path)!r} have no training folder")
             logger.info("decoding %s from %s (once; cached under %s)", kind, path, cache_dir)
             index = {c: k for k, c in enumerate(classes)}
             parts = {}
@@ -610,19 +636,29 @@ def _write_cache(path: Path, raw: RawImages) -> None:
         "info": raw.info,
         "sha256": _array_checksum(arrays),
     }
+    _atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
+    logger.info("cached decoded dataset at %s", path)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` via a temp file in the same folder, fsync, ``os.replace``: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    logger.info("cached decoded dataset at %s", path)
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(payload))
 
 
 def _read_cache(path: Path) -> RawImages:
@@ -769,7 +805,9 @@ def _tinyimagenet(
             info["words"] = [table.get(w, w).strip() for w in wnids]
         train.sort(key=lambda t: t[1])
         test.sort(key=lambda t: t[1])
-        key_source = f"tinyimagenet|{source.identity()}|image_size={image_size}"
+        key_source = (
+            f"tinyimagenet|{source.identity(cache_dir / 'datasets' / 'sources')}|image_size={image_size}"
+        )
 
         def build() -> RawImages:
             logger.info("decoding Tiny-ImageNet from %s (once; cached under %s)", path, cache_dir)

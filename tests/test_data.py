@@ -290,8 +290,8 @@ def test_cifar10_zip_pixels_labels_and_cache_reuse(tmp_path, monkeypatch):
     assert torch.equal(d.test_x, test_x) and torch.equal(d.test_y, test_y)
     train_x, _ = _expected(files, list(CIFAR10_CLASSES), "train")
     assert sorted(_row_keys(torch.cat([d.train_x, d.val_x]))) == sorted(_row_keys(train_x))
-    cached = list((cache / "datasets").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".npz"  # one file, no temp files left behind
+    assert len(list((cache / "datasets").glob("*.npz"))) == 1
+    assert not list(cache.rglob("*.tmp"))  # atomic writes leave no temp files behind
 
     again = load_dataset("cifar10", data_dir=zpath, cache_dir=cache, val_fraction=0.25)
     assert counter.calls == 2  # the second load reads the cache and decodes nothing
@@ -319,7 +319,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, damage, 
     files = _make_images(CIFAR10_CLASSES, {"train": 2, "test": 1}, 8, seed=0)
     zpath = _write_zip(tmp_path / "c10.zip", files)
     good = load_dataset("cifar10", data_dir=zpath, cache_dir=cache, val_fraction=0.0)
-    (path,) = (cache / "datasets").iterdir()
+    (path,) = (cache / "datasets").glob("*.npz")
     blob = bytearray(path.read_bytes())
     if damage == "flip_bytes":  # inside the stored train_x array data
         blob[blob.index(b"train_x.npy") + 400] ^= 0xFF
