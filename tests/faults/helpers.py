@@ -68,7 +68,9 @@ class MlflowServer:
         self.artifacts = self.root / "artifacts"
         self.port = port or free_port()
         self.app_name = app_name
-        self.env = env or {}
+        # The job runner (a huey consumer process) serves GenAI features these tests never use: off, to
+        # spare the two shared cores.
+        self.env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log = self.root / "server.log"
 
