@@ -1,0 +1,122 @@
+"""WordNet Wu-Palmer distances against NLTK's own ``wup_similarity``, and the class/synset constants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simlab import wordnet as wn
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+needs_db = pytest.mark.skipif(
+    wn.find_wordnet() is None,
+    reason="WordNet 3.0 database not found (run scripts/system_deps.sh, or nltk.download('wordnet'))",
+)
+
+
+@needs_db
+def test_cifar10_matches_nltk_wup_similarity():
+    reader = wn.load_wordnet()
+    synsets = [reader.synset_from_pos_and_offset("n", int(w[1:])) for w in wn.CIFAR10_WNIDS]
+    got = wn.wordnet_distances(list(wn.CIFAR10_CLASSES)).numpy()
+    assert got.shape == (10, 10) and np.array_equal(got, got.T) and np.all(np.diag(got) == 0)
+    for a in range(10):
+        for b in range(10):
+            if a != b:
+                assert got[a, b] == pytest.approx(1.0 - synsets[a].wup_similarity(synsets[b]), abs=1e-12)
+
+
+@needs_db
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        ("maple_tree", "oak_tree"),
+        ("bus", "streetcar"),
+        ("lion", "tiger"),
+        ("bee", "cloud"),
+        ("girl", "woman"),
+    ],
+)
+def test_cifar100_pairs_match_nltk(x: str, y: str):
+    reader = wn.load_wordnet()
+    names = list(wn.CIFAR100_CLASSES)
+    got = wn.wordnet_distances(names).numpy()
+    i, j = names.index(x), names.index(y)
+    sx = reader.synset_from_pos_and_offset("n", int(wn.CIFAR100_WNIDS[i][1:]))
+    sy = reader.synset_from_pos_and_offset("n", int(wn.CIFAR100_WNIDS[j][1:]))
+    # NLTK's wup is asymmetric when one synset subsumes the other (girl/woman): either order is right.
+    options = {1.0 - sx.wup_similarity(sy), 1.0 - sy.wup_similarity(sx)}
+    assert any(abs(got[i, j] - o) < 1e-12 for o in options)
+    assert got[i, j] == got[j, i]
+
+
+@needs_db
+def test_semantics_are_sensible_on_cifar10():
+    d = wn.wordnet_distances(list(wn.CIFAR10_CLASSES)).numpy()
+    names = list(wn.CIFAR10_CLASSES)
+    cat, dog, ship, truck, car = (names.index(n) for n in ("cat", "dog", "ship", "truck", "automobile"))
+    assert d[cat, dog] < d[cat, ship]
+    assert d[car, truck] < d[car, dog]
+
+
+@needs_db
+def test_custom_wnids_list_and_file(tmp_path: Path):
+    ids = ["n02121620", "n02084071", "n02374451"]  # cat, dog, horse
+    info: dict = {}
+    from_list = wn.wordnet_distances(["a", "b", "c"], wnids=ids, info=info).numpy()
+    f = tmp_path / "ids.txt"
+    f.write_text("\n".join(ids) + "\n")
+    from_file = wn.wordnet_distances(["a", "b", "c"], wnids=str(f)).numpy()
+    np.testing.assert_array_equal(from_list, from_file)
+    assert info["synsets"] == {"a": "cat.n.01", "b": "dog.n.01", "c": "horse.n.01"}
+    assert info["wordnet_version"] == "3.0"
+
+
+@needs_db
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"class_names": ["a", "b"]}, ValueError, "wnids"),
+        ({"class_names": ["a", "b"], "wnids": ["n02121620"]}, ValueError, "wnids"),
+        ({"class_names": ["a", "b"], "wnids": ["n02121620", "dog"]}, ValueError, "wnids"),
+        ({"class_names": ["a", "b"], "wnids": ["n02121620", "n99999999"]}, ValueError, "wnids"),
+        ({"class_names": ["a", "b"], "wnids": "/nonexistent/ids.txt"}, ValueError, "wnids"),
+        ({"class_names": "ab", "wnids": ["n02121620", "n02084071"]}, TypeError, "class_names"),
+    ],
+)
+def test_bad_input(kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        wn.wordnet_distances(**kwargs)
+
+
+def test_missing_database_is_reported(tmp_path: Path):
+    assert wn.find_wordnet(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="root"):
+        wn.load_wordnet(tmp_path)
+
+
+@pytest.mark.skipif(not (SHARED / "wordnet").exists(), reason="shared WordNet id lists not found")
+def test_embedded_ids_equal_the_shared_lists_except_the_documented_fixes():
+    c10 = (SHARED / "wordnet" / "cifar10-wnids.txt").read_text().split()
+    c100 = (SHARED / "wordnet" / "cifar100-wnids.txt").read_text().split()
+    assert tuple(c10) == wn.CIFAR10_WNIDS
+    assert len(c100) == 100
+    for name, ours, theirs in zip(wn.CIFAR100_CLASSES, wn.CIFAR100_WNIDS, c100, strict=True):
+        if name in ("dolphin", "skunk"):
+            assert ours != theirs
+        else:
+            assert ours == theirs, name
+
+
+@pytest.mark.skipif(not (SHARED / "vectors").exists(), reason="shared vector files not found")
+def test_cifar100_names_and_superclasses():
+    # The CIFAR-100 GloVe file lists the classes in label order: an independent copy of the names.
+    lines = (SHARED / "vectors" / "cifar100-glove-100d.txt").read_text().splitlines()[1:]
+    assert tuple(line.split(" ", 1)[0] for line in lines) == wn.CIFAR100_CLASSES
+    assert len(wn.CIFAR100_SUPERCLASSES) == 20
+    members = [c for group in wn.CIFAR100_SUPERCLASSES.values() for c in group]
+    assert all(len(g) == 5 for g in wn.CIFAR100_SUPERCLASSES.values())
+    assert sorted(members) == sorted(wn.CIFAR100_CLASSES)
