@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from sweeps.driver import format_summary, run_sweep
 
-    summary = run_sweep(spec, resume=args.resume)
+    try:
+        summary = run_sweep(spec, resume=args.resume)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_SPEC
     print(format_summary(spec, summary))
     return 0 if summary.num_finished > 0 else 1
 
