@@ -342,10 +342,11 @@ def prepare_images(
 
     With ``augment``: each image is zero-padded by ``padding`` pixels, cropped back to ``H x W`` at a
     uniformly random offset in ``[0, 2 * padding]^2`` and, with ``flip``, mirrored left-right with
-    probability 1/2 — torchvision's ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` — as one
-    vectorised gather. Draws (row offsets, column offsets, flips, ``[B]`` each) come from ``generator``
-    on its own device, so the result is deterministic given the generator. Padding happens on the uint8
-    image, so padded pixels normalise to ``-mean / std`` exactly as torchvision's pipeline does.
+    probability 1/2 — torchvision's ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` — as two
+    vectorised gathers (no per-sample Python). Draws (row offsets, column offsets, flips, ``[B]`` each)
+    come from ``generator`` on its own device, so the result is deterministic given the generator.
+    Padding happens on the uint8 image, so padded pixels normalise to ``-mean / std`` exactly as
+    torchvision's pipeline does.
     """
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -362,7 +363,7 @@ def prepare_images(
             )
         if not (isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0):
             raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-        x = _random_crop_flip(x, padding=padding, flip=flip, generator=generator)  # (B, C, H, W) NHWC-strided
+        x = _random_crop_flip(x, padding=padding, flip=flip, generator=generator)  # (B, C, H, W)
     # (x / 255 - mean) / std as one multiply-add.
     scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1)
     shift = (mean_t / std_t).view(1, c, 1, 1)
@@ -389,10 +390,10 @@ def _random_crop_flip(
     rows = top[:, None] + ar_h  # (B, H)
     # Flipping the crop = reading its columns right to left.
     cols = left[:, None] + torch.where(mirrored[:, None], w - 1 - ar_w, ar_w)  # (B, W)
-    nhwc = padded.permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C) view
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    out = nhwc[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)
+    # Two gathers (rows, then columns) beat one 3-index advanced-indexing gather on CPU and need no
+    # NHWC copy; the result is NCHW-contiguous.
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * p))  # (B, C, H, W+2p)
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
 
 
 def _channel_vector(name: str, values: Sequence[float], channels: int, device: torch.device) -> torch.Tensor:
