@@ -729,10 +729,12 @@ def pending_spool_records(spool_dir: str | Path, run_id: str) -> list[dict[str, 
 def replay_spool(client: MlflowClient | str, spool_dir: str | Path, run_id: str) -> int:
     """Deliver the pending spooled calls of ``run_id`` in order (one attempt each); return how many.
 
-    Stops at (and raises) the first failure, leaving it and the rest for later. Each delivered call is
-    acknowledged on disk at once; a crash between delivery and acknowledgement repeats that one call,
-    which is harmless (metric points keep their original timestamps, params are logged with the same
-    value, tags and artifacts overwrite). An empty spool is removed.
+    Consecutive log calls are merged into as few ``log_batch`` requests as MLflow's limits allow (an
+    outage of minutes leaves hundreds of small calls; one request each would stall the training loop
+    that replays them). Stops at (and raises) the first failure, leaving it and the rest for later.
+    Each delivered group is acknowledged on disk at once; a crash between delivery and acknowledgement
+    repeats that group, which is harmless (metric points keep their original timestamps, params are
+    logged with the same value, tags and artifacts overwrite). An empty spool is removed.
     """
     if isinstance(client, str):
         client = _client(client)
@@ -740,16 +742,39 @@ def replay_spool(client: MlflowClient | str, spool_dir: str | Path, run_id: str)
     spool_path = spool_dir / f"{run_id}.jsonl"
     ack_path = spool_dir / f"{run_id}.ack"
     delivered = 0
-    for record in pending_spool_records(spool_dir, run_id):
-        _send(client, run_id, record)
-        _write_ack(ack_path, record["seq"])
-        delivered += 1
+    for group in _merge_batches(pending_spool_records(spool_dir, run_id)):
+        _send(client, run_id, group)
+        _write_ack(ack_path, group["seq"])
+        delivered += group["count"]
     if spool_path.exists():
         # Spool first, then the ack: a lone ack (crash in between) is removed by the next tracker.
         spool_path.unlink()
         ack_path.unlink(missing_ok=True)
         shutil.rmtree(spool_dir / f"{run_id}.artifacts", ignore_errors=True)
     return delivered
+
+
+def _merge_batches(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive ``batch`` records merged up to the log_batch limits; ``seq`` = the group's last."""
+    groups: list[dict[str, Any]] = []
+    for record in records:
+        last = groups[-1] if groups else None
+        fits = (
+            last is not None
+            and last["op"] == record["op"] == "batch"
+            and len(last["metrics"]) + len(record["metrics"]) <= _MAX_METRICS_PER_BATCH
+            and len(last["params"].keys() | record["params"].keys()) <= _MAX_PARAMS_TAGS_PER_BATCH
+            and len(last["tags"].keys() | record["tags"].keys()) <= _MAX_PARAMS_TAGS_PER_BATCH
+        )
+        if fits:
+            last["metrics"] = last["metrics"] + record["metrics"]
+            last["params"] = {**last["params"], **record["params"]}
+            last["tags"] = {**last["tags"], **record["tags"]}  # a later tag value wins, as it would live
+            last["seq"] = record["seq"]
+            last["count"] += 1
+        else:
+            groups.append({**record, "count": 1})
+    return groups
 
 
 def spooled_run_ids(spool_dir: str | Path) -> list[str]:
