@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import io
@@ -352,10 +353,10 @@ def prepare_images(
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a uint8 tensor [B, C, H, W], got {got}")
     b, c, h, w = x.shape
-    mean_t = _channel_vector("mean", mean, c, x.device)
-    std_t = _channel_vector("std", std, c, x.device)
-    if not bool((std_t > 0).all()):
-        raise ValueError(f"std must be > 0 for every channel, got {tuple(std)}")
+    mean_f = _channel_floats("mean", mean, c)
+    std_f = _channel_floats("std", std, c)
+    if not all(v > 0 for v in std_f):
+        raise ValueError(f"std must be > 0 for every channel, got {std_f}")
     if augment:
         if not isinstance(generator, torch.Generator):
             raise ValueError(
@@ -365,8 +366,7 @@ def prepare_images(
             raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
         x = _random_crop_flip(x, padding=padding, flip=flip, generator=generator)  # (B, C, H, W)
     # (x / 255 - mean) / std as one multiply-add.
-    scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1)
-    shift = (mean_t / std_t).view(1, c, 1, 1)
+    scale, shift = _normalisation(mean_f, std_f, x.device)  # (1, C, 1, 1) each, cached per device
     out = x.to(torch.float32) * scale - shift
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return out.contiguous(memory_format=fmt)
@@ -396,16 +396,27 @@ def _random_crop_flip(
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
 
 
-def _channel_vector(name: str, values: Sequence[float], channels: int, device: torch.device) -> torch.Tensor:
+def _channel_floats(name: str, values: Sequence[float], channels: int) -> tuple[float, ...]:
+    """Validated per-channel constants as a tuple of floats (checked in Python: no device sync)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().reshape(-1).tolist()
     try:
-        t = torch.as_tensor(values, dtype=torch.float32, device=device).reshape(-1)
-    except (TypeError, ValueError, RuntimeError) as err:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a sequence of {channels} floats, got {values!r}") from err
-    if t.numel() != channels:
-        raise ValueError(
-            f"{name} must have one value per channel ({channels}), got {t.numel()}: {tuple(values)}"
-        )
-    return t
+    if len(out) != channels:
+        raise ValueError(f"{name} must have one value per channel ({channels}), got {len(out)}: {out}")
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _normalisation(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std == x * scale - shift; made once per (mean, std, device), not per batch.
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32, device=device)
+    return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
 
 
 def uniform_noise_images(n: int, image_shape: Sequence[int], *, generator: torch.Generator) -> torch.Tensor:
