@@ -114,7 +114,11 @@ def make_searcher(spec: SweepSpec) -> Any:
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, multivariate=True, group=True)
+    import warnings
+
+    with warnings.catch_warnings():  # multivariate/group TPE: "experimental" in Optuna, the right fit for
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # conditional spaces
+        sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, multivariate=True, group=True)
     return _optuna_search_class()(
         space=make_space(spec),
         metric=metrics if spec.multi_objective else metrics[0],

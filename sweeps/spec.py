@@ -249,16 +249,12 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
 def parse_value(text: str) -> Any:
     """A command-line value: JSON/YAML scalars and lists (``0.1``, ``true``, ``[1, 2]``, ``{"a": 1}``),
     ``a,b,c`` -> a choice, ``lo..hi`` -> uniform, ``lo..hi:log`` -> loguniform, ``lo..hi:int`` -> int."""
-    import yaml  # light (~40 ms); keeps the validation path free of heavy imports
 
     text = text.strip()
     if ".." in text and not text.startswith(("[", "{", "/", ".")):
         bounds, _, kind = text.partition(":")
         low, _, high = bounds.partition("..")
-        try:
-            lo, hi = yaml.safe_load(low), yaml.safe_load(high)
-        except yaml.YAMLError:
-            lo = hi = None
+        lo, hi = _scalar(low), _scalar(high)
         if _is_number(lo) and _is_number(hi):
             kind = {"": "uniform", "log": "loguniform", "int": "int"}.get(kind.strip())
             if kind is None:
@@ -273,6 +269,11 @@ def _scalar(text: str) -> Any:
     import yaml
 
     text = text.strip()
+    for number in (int, float):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

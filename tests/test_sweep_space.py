@@ -1,0 +1,151 @@
+"""The Optuna define-by-run space: conditional dimensions, the params -> TrainConfig mapping, and the
+searcher that never leaves an Optuna trial RUNNING."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+from simlab.config import TrainConfig
+from sweeps.driver import make_searcher
+from sweeps.presets import get_preset
+from sweeps.space import DEFAULT_MIXUP, define_by_run, method_name, train_config_dict
+from sweeps.spec import apply_overrides, build_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def spec_of(preset: str, *overrides: str, **top):
+    return build_spec(apply_overrides(get_preset(preset), list(overrides)), preset=preset, name=preset, **top)
+
+
+def test_fixed_trial_onehot_never_asks_for_beta():
+    spec = spec_of("quickstart")
+    # FixedTrial raises if asked for a parameter it does not hold: a one-hot trial must ask for the
+    # label only (alpha/beta/similarity are conditional on smoothed labels).
+    trial = FixedTrial({"label": "onehot"})
+    define_by_run(trial, spec)
+    assert trial.params == {"label": "onehot"}
+    cfg = TrainConfig.from_dict(train_config_dict(spec, trial.params), validate=False)
+    cfg.validate(check_registries=False)
+    assert cfg.label == "onehot" and cfg.beta is None and cfg.similarity is None
+
+
+def test_fixed_trial_similarity_asks_for_source_alpha_beta():
+    spec = spec_of("quickstart")
+    trial = FixedTrial({"label": "similarity", "similarity": "l1", "alpha": 0.1, "beta": 2.0})
+    define_by_run(trial, spec)
+    assert set(trial.params) == {"label", "similarity", "alpha", "beta"}
+    values = train_config_dict(spec, trial.params)
+    assert (values["label"], values["similarity"], values["beta"], values["alpha"]) == (
+        "similarity",
+        "l1",
+        2.0,
+        0.1,
+    )
+
+
+@pytest.mark.parametrize("preset", ["quickstart", "cifar10-calibration", "cifar10-noisy"])
+def test_real_study_samples_conditional_dimensions_only_where_they_apply(preset):
+    spec = spec_of(preset)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    labels_seen = set()
+    for _ in range(80):
+        trial = study.ask()
+        define_by_run(trial, spec)
+        params = trial.params
+        label = params.get("label", spec.fixed.get("label"))
+        labels_seen.add(label)
+        assert ("beta" in params) == (label == "similarity" and "beta" in spec.space)
+        assert ("similarity" in params) == (label == "similarity" and "similarity" in spec.space)
+        assert ("relaxation" in params) == (label == "confidence" and "relaxation" in spec.space)
+        if "alpha" in spec.space:
+            assert ("alpha" in params) == (label in ("uniform", "similarity"))
+        if preset == "cifar10-noisy":  # paper B: CE one-hot baseline has no trusted set, loss ce
+            assert ("loss" in params) == (label == "confidence")
+            assert ("trusted_size" in params) == (label == "confidence")
+        values = train_config_dict(spec, params)
+        cfg = TrainConfig.from_dict(values, validate=False)
+        cfg.validate(check_registries=False)  # every sampled point is a valid config
+        if label == "mixup":
+            assert cfg.label == "onehot" and cfg.mixup == DEFAULT_MIXUP
+        else:
+            assert cfg.mixup == 0.0
+        study.tell(trial, 0.0)
+    assert labels_seen == set(spec.labels)
+
+
+def test_per_source_and_per_model_arguments_attached():
+    spec = spec_of("cifar10-calibration")
+    values = train_config_dict(spec, {"label": "similarity", "similarity": "we", "beta": 1.0, "model": "wrn"})
+    assert values["similarity_args"]["vectors"].endswith("cifar10-words-300d.txt")
+    assert values["similarity_args"]["mapping"] == {"automobile": "car"}
+    assert values["model_args"] == {"depth": 28, "widen_factor": 1}
+    values = train_config_dict(
+        spec, {"label": "similarity", "similarity": "l2", "beta": 1.0, "model": "resnet18"}
+    )
+    assert "similarity_args" not in values and "model_args" not in values
+
+
+def test_confidence_source_maps_to_similarity():
+    spec = spec_of("cifar10-noisy")
+    values = train_config_dict(
+        spec,
+        {
+            "label": "confidence",
+            "loss": "log_projection",
+            "noise_kind": "asymmetric",
+            "noise_rate": 0.4,
+            "trusted_size": 1000,
+        },
+    )
+    assert values["similarity"] == "pairs" and "confidence_source" not in values
+    assert values["relaxation"] == "l2"
+    onehot = train_config_dict(spec, {"label": "onehot", "noise_kind": "symmetric", "noise_rate": 0.2})
+    assert "relaxation" not in onehot and "similarity" not in onehot and "trusted_size" not in onehot
+    assert method_name({"label": "confidence"}, spec) == "confidence:pairs"
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("result", "error", "state"),
+    [
+        ({"val_nll": float("nan")}, False, TrialState.FAIL),  # NaN objective (RELIABILITY T10)
+        ({"val_nll": float("inf")}, False, TrialState.FAIL),
+        ({"val_nll": 0.7}, True, TrialState.FAIL),  # an errored trial's last result is not its value
+        (None, False, TrialState.PRUNED),
+        ({"val_nll": 0.7}, False, TrialState.COMPLETE),
+    ],
+)
+def test_searcher_never_leaves_a_trial_running(result, error, state):
+    spec = spec_of("quickstart")
+    searcher = make_searcher(spec)
+    config = searcher.suggest("t1")
+    assert "label" in config
+    searcher.on_trial_complete("t1", result=result, error=error)
+    only = searcher._ot_study.trials[searcher._ot_trials["t1"].number]
+    assert only.state == state
+    if state == TrialState.COMPLETE:
+        assert math.isclose(only.value, 0.7)
+
+
+def test_searcher_multi_objective_tells_both_values():
+    spec = spec_of("quickstart", objective="val_accuracy:max,val_ece_hist_output:min", scheduler="none")
+    searcher = make_searcher(spec)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", result={"val_accuracy": 0.9, "val_ece_hist_output": 0.01})
+    searcher.on_trial_complete("b", result={"val_accuracy": float("nan"), "val_ece_hist_output": 0.01})
+    a, b = (searcher._ot_study.trials[searcher._ot_trials[t].number] for t in "ab")
+    assert a.state == TrialState.COMPLETE and a.values == [0.9, 0.01]
+    assert b.state == TrialState.FAIL
+
+
+def test_searcher_warm_start_covers_every_label_first():
+    spec = spec_of("quickstart")
+    searcher = make_searcher(spec)
+    first = [searcher.suggest(f"t{i}") for i in range(len(spec.warm_start))]
+    assert [c["label"] for c in first] == [w["label"] for w in spec.warm_start]
