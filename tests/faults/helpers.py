@@ -141,3 +141,26 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def record_faults(test: str, *, injected: int, survived: int, detail: str = "") -> None:
+    """Append how many faults a test injected and survived to ``$SIMLAB_FAULT_LOG`` (JSONL), if set.
+
+    `scripts/bench/fault_summary.py`-style tallies for BENCHMARKS.md read it; tests never depend on it.
+    """
+    path = os.environ.get("SIMLAB_FAULT_LOG")
+    if not path:
+        return
+    import json
+
+    line = json.dumps(
+        {
+            "test": test,
+            "injected": injected,
+            "survived": survived,
+            "detail": detail,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")

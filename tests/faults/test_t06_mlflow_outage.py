@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.faults.helpers import PYTHON, REPO, MlflowServer, child_env
+from tests.faults.helpers import PYTHON, REPO, MlflowServer, child_env, record_faults
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -97,3 +97,9 @@ def test_outage_of_30s_loses_no_metric_point(mlflow_server: MlflowServer, tmp_pa
     assert nll == [(s, 1.0 / (s + 1)) for s in range(n)]  # every point once, none lost, none doubled
     assert acc == [(s, s / 1000) for s in range(n)]
     assert not list((tmp_path / "spool").glob("*.jsonl"))  # the spool was drained
+    record_faults(
+        "T6 server down",
+        injected=1,
+        survived=1,
+        detail=f"{outage:.0f} s outage, {len(spooled_steps)} of {n} points spooled, 0 lost",
+    )

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import mlflow_tracking as mt
 from sweeps.cleanup import main as cleanup_main
-from tests.faults.helpers import PYTHON, REPO, MlflowServer, child_env
+from tests.faults.helpers import PYTHON, REPO, MlflowServer, child_env, record_faults
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -109,6 +109,7 @@ def test_cleanup_command_replays_spool_and_kills_orphaned_run(
         )
         assert again.returncode == 0, again.stderr
         assert "0 stale run(s) closed; 0 spooled call(s) delivered" in again.stdout
+        record_faults("T7 killed writer + server outage", injected=2, survived=2)
     finally:
         for proc in (victim, survivor):
             if proc.poll() is None:

@@ -21,7 +21,7 @@ import torch
 
 from simlab.data import load_dataset
 from simlab.store import SimilarityStore
-from tests.faults.helpers import PYTHON, REPO, child_env
+from tests.faults.helpers import PYTHON, REPO, child_env, record_faults
 
 pytestmark = pytest.mark.fault
 
@@ -96,6 +96,7 @@ def test_damaged_entry_is_detected_and_recomputed_once(tmp_path: Path, damage, w
     third, meta3 = fresh.get(data, "l2", {})
     assert meta3["computed"] is False  # the repaired entry is used: recomputed once, not every time
     assert (fresh.stats.invalid, fresh.stats.computed, fresh.stats.hits) == (0, 0, 1)
+    record_faults(f"T8 {damage.__name__.strip('_')}", injected=1, survived=1)
     np.testing.assert_allclose(third, reference, rtol=1e-9, atol=1e-12)
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == sorted(
         [npy.name, meta_path.name]
@@ -136,6 +137,7 @@ def test_concurrent_trials_recompute_a_corrupted_entry_once(tmp_path: Path) -> N
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     computed = sorted(o[0].strip() for o in outs)
     assert computed == ["computed False", "computed True"]  # one recomputation; the other waited and loaded
+    record_faults("T8 concurrent corrupted read", injected=1, survived=1)
     np.testing.assert_allclose(SimilarityStore(root).get(data, "l2", {})[0], _brute_l2(data), rtol=1e-9)
 
 
@@ -193,3 +195,10 @@ def test_sigkill_while_writing_never_leaves_a_partial_entry(tmp_path: Path) -> N
         _, meta = store.get(data, "l2", {"max_per_class": params["max_per_class"], "seed": params["seed"]})
         assert meta["computed"] is False
     assert store.stats.invalid == 0
+    mid_write = len(list(root.glob(".*.tmp")))
+    record_faults(
+        "T8 store kill",
+        injected=kills,
+        survived=kills,
+        detail=f"{len(entries)} entries, {mid_write} mid-write",
+    )
