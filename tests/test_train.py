@@ -1,0 +1,444 @@
+"""simlab.train.fit on tiny digits runs: metrics, artifacts, determinism, resume, NaN guard, targets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simlab.checkpoint import checkpoint_paths, load_checkpoint
+from simlab.config import TrainConfig
+from simlab.data import load_dataset, uniform_noise_images
+from simlab.models import build_model
+from simlab.recalibration import DirichletCalibration, EnsembleTemperatureScaling, TemperatureScaling
+from simlab.train import (
+    METRIC_NAMES,
+    EpochReport,
+    NonFiniteLossError,
+    _make_scheduler,
+    evaluate_ood,
+    fit,
+    ood_confidence_figure,
+    training_targets,
+)
+
+# 8 images per class (80 training images), a 8-channel small CNN: about a second per epoch on 2 cores.
+TINY = dict(
+    dataset="digits",
+    subset_per_class=8,
+    epochs=2,
+    batch_size=16,
+    lr=0.05,
+    model_args={"width": 8},
+    recalibrate=False,
+    seed=0,
+)
+# Exercises every random stream: augmentation, mixup, label noise and the trusted set.
+RICH = dict(
+    TINY,
+    epochs=3,
+    label="confidence",
+    similarity="pairs",
+    loss="log_projection",
+    relaxation="l2",
+    noise_kind="asymmetric",
+    noise_rate=0.3,
+    trusted_size=20,
+    mixup=0.3,
+)
+# Cheap stand-ins with the same interface (the default Dir-ODIR grid search takes minutes on 2 cores).
+CHEAP_RECALIBRATORS = {
+    "ts": TemperatureScaling,
+    "ets": EnsembleTemperatureScaling,
+    "dir": lambda: DirichletCalibration(lambdas=(1e-2,), mus=(1e-2,), max_iter=50),
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class RecordingTracker:
+    def __init__(self):
+        self.params, self.metrics, self.artifacts, self.tags = [], [], [], []
+
+    def log_params(self, params):
+        self.params.append(dict(params))
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifact(self, path, artifact_path=None):
+        self.artifacts.append(str(path))
+
+    def set_tags(self, tags):
+        self.tags.append(dict(tags))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("simlab-cache"))
+
+
+@pytest.fixture(scope="module")
+def digits(cache_dir):
+    return load_dataset("digits", cache_dir=cache_dir, subset_per_class=8, seed=0)
+
+
+def _cfg(cache_dir, **kw) -> TrainConfig:
+    return TrainConfig.from_dict({**TINY, "cache_dir": cache_dir, **kw})
+
+
+# ---------------------------------------------------------------------------------------------
+# smoke: all metrics, artifacts, tracker calls
+@pytest.fixture(scope="module")
+def smoke(digits, cache_dir, tmp_path_factory):
+    tracker = RecordingTracker()
+    reports = []
+    art = tmp_path_factory.mktemp("artifacts")
+    ck = tmp_path_factory.mktemp("ck")
+    cfg = _cfg(cache_dir, recalibrate=True)
+    result = fit(
+        cfg,
+        data=digits,
+        tracker=tracker,
+        on_epoch_end=reports.append,
+        artifact_dir=art,
+        checkpoint_dir=ck,
+        recalibrators=CHEAP_RECALIBRATORS,
+    )
+    return cfg, result, tracker, reports, art, ck
+
+
+def test_smoke_metrics_present_and_finite(smoke):
+    cfg, result, *_ = smoke
+    expected = {"epoch", "train_loss", "lr"}
+    expected |= set(METRIC_NAMES) | {f"val_{m}" for m in METRIC_NAMES}
+    expected |= {f"{p}_{m}" for p in ("ts", "ets", "dir") for m in METRIC_NAMES}
+    assert expected <= set(result.metrics), sorted(expected - set(result.metrics))
+    for key, value in result.metrics.items():
+        assert isinstance(value, float) and math.isfinite(value), (key, value)
+    assert result.metrics["epoch"] == 2.0
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0]
+    # Temperature scaling never changes the argmax.
+    assert result.metrics["ts_accuracy"] == result.metrics["accuracy"]
+
+
+def test_smoke_metrics_match_independent_reference(smoke, digits):
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    _, result, *_ = smoke
+    for probs, y, prefix in (
+        (result.test_probs, digits.test_y, ""),
+        (result.val_probs, digits.val_y, "val_"),
+    ):
+        p = probs.double()
+        assert p.shape == (len(y), 10)
+        torch.testing.assert_close(p.sum(1), torch.ones(len(y), dtype=torch.float64), atol=1e-5, rtol=0)
+        m = result.metrics
+        assert m[prefix + "accuracy"] == pytest.approx((p.argmax(1) == y).double().mean().item(), abs=1e-12)
+        assert m[prefix + "nll"] == pytest.approx(F.nll_loss(p.log(), y).item(), abs=1e-5)
+        onehot = F.one_hot(y, 10).double()
+        assert m[prefix + "brier"] == pytest.approx(((p - onehot) ** 2).sum(1).mean().item(), abs=1e-5)
+        ece = multiclass_calibration_error(p.float(), y, num_classes=10, n_bins=15, norm="l1").item()
+        assert m[prefix + "ece_hist_prediction"] == pytest.approx(ece, abs=1e-5)
+    assert torch.equal(result.test_labels, digits.test_y)
+    assert torch.equal(result.val_labels, digits.val_y)
+
+
+def test_smoke_artifacts(smoke):
+    cfg, result, tracker, _, art, _ = smoke
+    names = {
+        "reliability_raw_prediction",
+        "reliability_raw_output",
+        "reliability_ts_prediction",
+        "reliability_ts_output",
+        "label_matrix",
+        "label_matrix_png",
+        "test_probs",
+        "config",
+    }
+    assert names <= set(result.artifacts)
+    for name, path in result.artifacts.items():
+        assert path.parent == art and path.is_file() and path.stat().st_size > 0, name
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC, name
+    np.testing.assert_array_equal(np.load(result.artifacts["label_matrix"]), np.eye(10))
+    with np.load(result.artifacts["test_probs"]) as npz:
+        np.testing.assert_array_equal(npz["probs"], result.test_probs.numpy())
+        np.testing.assert_array_equal(npz["labels"], result.test_labels.numpy())
+    saved = json.loads(result.artifacts["config"].read_text())
+    assert TrainConfig.from_dict(saved) == cfg
+    assert sorted(tracker.artifacts) == sorted(str(p) for p in result.artifacts.values())
+    assert not [p for p in art.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_smoke_tracker_and_reports(smoke):
+    cfg, result, tracker, reports, _, ck = smoke
+    assert len(tracker.params) == 1
+    params = tracker.params[0]
+    assert params["model_args.width"] == 8 and params["lr"] == 0.05 and params["dataset"] == "digits"
+    steps = [s for s, _ in tracker.metrics]
+    assert steps == [1, 2, 2]  # per epoch, then the recalibrated metrics at the last epoch
+    assert tracker.metrics[1][1] == result.history[1]
+    assert set(tracker.metrics[2][1]) == {f"{p}_{m}" for p in ("ts", "ets", "dir") for m in METRIC_NAMES}
+    assert [r.epoch for r in reports] == [1, 2]
+    assert all(isinstance(r, EpochReport) and r.checkpoint_dir == ck for r in reports)
+    assert reports[1].metrics == result.history[1]
+    state = load_checkpoint(checkpoint_paths(ck)[0])
+    assert state["epoch"] == 2 and state["history"] == result.history
+    assert state["class_names"] == [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+    ]
+    assert TrainConfig.from_dict(state["config"]) == cfg
+    assert set(state["rng"]["states"]) == {"shuffle", "augment", "mixup", "torch"}
+    assert all(isinstance(t, torch.Tensor) for t in state["rng"]["states"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# determinism and resume
+@pytest.fixture(scope="module")
+def rich_reference(digits, cache_dir):
+    return fit(_cfg(cache_dir, **RICH), data=digits)
+
+
+def _assert_same_result(a, b):
+    assert a.metrics == b.metrics
+    assert a.history == b.history
+    assert torch.equal(a.test_probs, b.test_probs)
+    assert torch.equal(a.val_probs, b.val_probs)
+
+
+def test_same_seed_twice_is_identical(rich_reference, digits, cache_dir):
+    again = fit(_cfg(cache_dir, **RICH), data=digits)
+    _assert_same_result(rich_reference, again)
+    for key in METRIC_NAMES:
+        assert math.isfinite(again.metrics[key])
+
+
+def test_other_seed_differs(rich_reference, digits, cache_dir):
+    other = fit(_cfg(cache_dir, **dict(RICH, seed=1, epochs=1)), data=digits)
+    assert other.history[0]["train_loss"] != rich_reference.history[0]["train_loss"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(epoch):
+    def hook(report: EpochReport):
+        if report.epoch == epoch:
+            raise _Interrupt(f"stop after epoch {epoch}")
+
+    return hook
+
+
+def test_resume_equals_uninterrupted(rich_reference, digits, cache_dir, tmp_path):
+    cfg = _cfg(cache_dir, **RICH)
+    with pytest.raises(_Interrupt):
+        fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=_interrupt_after(1))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    seen = []
+    resumed = fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [2, 3]  # epoch 1 was not trained again
+    _assert_same_result(rich_reference, resumed)
+
+
+def test_resume_falls_back_to_prev_when_checkpoint_truncated(rich_reference, digits, cache_dir, tmp_path):
+    cfg = _cfg(cache_dir, **RICH)
+    with pytest.raises(_Interrupt):
+        fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=_interrupt_after(2))
+    main, prev = checkpoint_paths(tmp_path)
+    blob = main.read_bytes()
+    main.write_bytes(blob[: len(blob) // 3])
+    seen = []
+    resumed = fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [2, 3]  # restarted from the epoch-1 checkpoint in .prev
+    _assert_same_result(rich_reference, resumed)
+
+
+def test_resume_of_finished_run_returns_its_result(digits, cache_dir, tmp_path):
+    cfg = _cfg(cache_dir, epochs=1)
+    first = fit(cfg, data=digits, checkpoint_dir=tmp_path)
+    seen = []
+    again = fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=seen.append)
+    assert seen == []
+    _assert_same_result(first, again)
+
+
+def test_resume_rejects_a_different_config(digits, cache_dir, tmp_path):
+    fit(_cfg(cache_dir, epochs=1), data=digits, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint_dir: .*different config.*\blr\b"):
+        fit(_cfg(cache_dir, epochs=1, lr=0.01), data=digits, checkpoint_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN guard
+def test_non_finite_loss_raises_naming_epoch_step_value(digits, cache_dir):
+    cfg = _cfg(cache_dir, lr=1e30, weight_decay=0.0, augment=False)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+/5: (nan|inf|-inf)") as info:
+        fit(cfg, data=digits)
+    assert isinstance(info.value, FloatingPointError)
+
+
+def test_non_finite_loss_from_poisoned_weights(digits, cache_dir, monkeypatch):
+    # A NaN weight (a poisoned input to the very first step) must stop training at step 1.
+    import simlab.models
+
+    real = simlab.models.build_model
+
+    def poisoned(*args, **kwargs):
+        model = real(*args, **kwargs)
+        with torch.no_grad():
+            model.fc.bias[0] = float("nan")
+        return model
+
+    monkeypatch.setattr(simlab.models, "build_model", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/5: nan"):
+        fit(_cfg(cache_dir), data=digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# noise and trusted targets (paper B §4.1)
+def test_training_targets_noise_trusted_and_relaxation():
+    names = [f"c{i}" for i in range(6)]
+    y = torch.arange(6).repeat_interleave(50)
+    cfg = TrainConfig.from_dict(
+        dict(
+            label="confidence",
+            similarity="pairs",
+            relaxation="l2",
+            noise_kind="asymmetric",
+            noise_rate=0.4,
+            trusted_size=60,
+            loss="log_projection",
+        ),
+        validate=False,
+    )
+    t = training_targets(cfg, y, names)
+    # Trusted set: 10 per class, never flipped.
+    assert int(t.trusted.sum()) == 60
+    assert torch.bincount(y[t.trusted], minlength=6).tolist() == [10] * 6
+    assert torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
+    # Asymmetric noise flips only to the partner: pairs (0,1), (2,3), (4,5) for these names.
+    flipped = t.noisy_labels != y
+    assert torch.equal(t.noisy_labels[flipped], y[flipped] ^ 1)
+    assert 0.25 < flipped[~t.trusted].double().mean().item() < 0.55
+    # Rows: trusted -> 0.95/0.05 row of the true class, unrelaxed (eq. 10); others -> the 0.6/0.4 row of the
+    # noisy label, scaled by its L2 norm (eq. 9).
+    pair_row = {}
+    for own, other, key in ((0.95, 0.05, "trusted"), (0.6, 0.4, "noisy")):
+        m = torch.zeros(6, 6, dtype=torch.float64)
+        for a, b in ((0, 1), (2, 3), (4, 5)):
+            m[a, a] = m[b, b] = own
+            m[a, b] = m[b, a] = other
+        pair_row[key] = m
+    for i in range(len(y)):
+        if t.trusted[i]:
+            expected = pair_row["trusted"][y[i]]
+        else:
+            row = pair_row["noisy"][t.noisy_labels[i]]
+            expected = math.sqrt(0.6**2 + 0.4**2) * row
+        torch.testing.assert_close(t.rows[i].double(), expected, atol=1e-6, rtol=0)
+
+
+def test_training_targets_symmetric_and_no_noise():
+    y = torch.arange(5).repeat_interleave(40)
+    names = list("abcde")
+    clean = training_targets(
+        TrainConfig.from_dict({"label": "uniform", "alpha": 0.2}, validate=False), y, names
+    )
+    assert torch.equal(clean.noisy_labels, y) and not clean.trusted.any()
+    expected = 0.8 * F.one_hot(y, 5).double() + 0.2 / 5
+    torch.testing.assert_close(clean.rows.double(), expected, atol=1e-6, rtol=0)
+    cfg = TrainConfig.from_dict({"noise_kind": "symmetric", "noise_rate": 0.5}, validate=False)
+    noisy = training_targets(cfg, y, names)
+    flipped = noisy.noisy_labels != y
+    assert 0.35 < flipped.double().mean().item() < 0.65
+    torch.testing.assert_close(noisy.rows, F.one_hot(noisy.noisy_labels, 5).double())
+    assert torch.equal(training_targets(cfg, y, names).noisy_labels, noisy.noisy_labels)  # seeded
+
+
+# ---------------------------------------------------------------------------------------------
+# scheduler, OOD helpers, argument checks
+def test_cosine_schedule_with_warmup_matches_closed_form():
+    cfg = TrainConfig.from_dict({"epochs": 4, "warmup_epochs": 1, "lr": 0.2}, validate=False)
+    steps = 5
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.lr)
+    sched = _make_scheduler(cfg, opt, steps)
+    seen = []
+    for _ in range(cfg.epochs * steps):
+        seen.append(opt.param_groups[0]["lr"])  # the lr used by this step
+        opt.step()
+        sched.step()
+    warm, total = steps, cfg.epochs * steps
+    expected = [0.2 * (s + 1) / warm for s in range(warm)]
+    expected += [
+        0.2 * 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm))) for s in range(warm, total)
+    ]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+
+
+def test_evaluate_ood_matches_manual_softmax():
+    gen = torch.Generator().manual_seed(0)
+    model = build_model("small_cnn", 10, in_channels=3, width=8, generator=gen)
+    noise = uniform_noise_images(12, (3, 16, 16), generator=gen)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    conf = evaluate_ood(model, noise, mean=mean, std=std, batch_size=5)
+    x = (noise.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(model(x.float()).double(), 1).max(1).values
+    assert conf.shape == (12,)
+    torch.testing.assert_close(conf.double(), expected, atol=1e-5, rtol=0)
+    assert bool(((conf >= 0.1 - 1e-6) & (conf <= 1)).all())
+
+
+def test_ood_confidence_figure(tmp_path):
+    fig = ood_confidence_figure({"one_hot": torch.rand(50), "ours": np.random.default_rng(0).random(30)})
+    path = tmp_path / "ood.png"
+    fig.savefig(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="confidences"):
+        ood_confidence_figure({})
+
+
+def test_bad_arguments(digits, cache_dir):
+    cfg = _cfg(cache_dir)
+    with pytest.raises(TypeError, match="cfg: expected a simlab.config.TrainConfig"):
+        fit(dict(TINY))
+    with pytest.raises(TypeError, match="data: expected a simlab.data.ImageData"):
+        fit(cfg, data={"train_x": 1})
+    with pytest.raises(TypeError, match="tracker: expected"):
+        fit(cfg, data=digits, tracker=object())
+    with pytest.raises(TypeError, match="on_epoch_end: expected a callable"):
+        fit(cfg, data=digits, on_epoch_end=3)
+    with pytest.raises(TypeError, match="checkpoint_dir: expected"):
+        fit(cfg, data=digits, checkpoint_dir=5)
+    with pytest.raises(ValueError, match="nesterov: needs momentum > 0"):
+        fit(_cfg(cache_dir, nesterov=True, momentum=0.0), data=digits)
+    with pytest.raises(TypeError, match="source_matrix: expected"):
+        fit(cfg, data=digits, source_matrix=[[1.0]])
+    with pytest.raises(TypeError, match="recalibrators: expected"):
+        fit(cfg, data=digits, recalibrators=["ts"])
+    with pytest.raises(ValueError, match="images_uint8: expected a uint8"):
+        evaluate_ood(torch.nn.Linear(2, 2), torch.zeros(2, 3, 4, 4), mean=(0,) * 3, std=(1,) * 3)
+
+
+@pytest.mark.slow
+def test_fit_with_default_recalibrators(digits, cache_dir):
+    result = fit(_cfg(cache_dir, epochs=1, recalibrate=True), data=digits)
+    for prefix in ("ts_", "ets_", "dir_"):
+        for name in METRIC_NAMES:
+            assert math.isfinite(result.metrics[prefix + name]), prefix + name
