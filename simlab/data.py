@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fcntl
 import functools
 import hashlib
 import inspect
@@ -613,17 +614,37 @@ def _find_split_layout(source: _FileSource) -> dict[str, list[tuple[str, str, st
 def _cached(cache_dir: Path, kind: str, key_source: str, build: Callable[[], RawImages]) -> RawImages:
     key = hashlib.sha256(f"{key_source}|cache=v{CACHE_VERSION}".encode()).hexdigest()[:24]
     path = cache_dir / "datasets" / f"{kind}-{key}.npz"
-    if path.exists():
+    raw = _try_cache(path, kind, key_source)
+    if raw is not None:
+        return raw
+    # Several trials starting at once would each decode the same source: the first one to take the
+    # lock decodes, the others wait and then read its cache file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            raw = _read_cache(path)
-            if raw.source != key_source:
-                raise ValueError(f"source mismatch ({raw.source!r})")
-            logger.debug("loaded %s from cache %s", kind, path)
-            return raw
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raw = _try_cache(path, kind, key_source, quiet=True)
+            if raw is None:
+                raw = build()
+                _write_cache(path, raw)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return raw
+
+
+def _try_cache(path: Path, kind: str, key_source: str, *, quiet: bool = False) -> RawImages | None:
+    """The cached dataset at ``path``, or None when it is missing, unreadable, corrupt or stale."""
+    if not path.exists():
+        return None
+    try:
+        raw = _read_cache(path)
+        if raw.source != key_source:
+            raise ValueError(f"source mismatch ({raw.source!r})")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        if not quiet:
             logger.warning("dataset cache %s is unreadable or corrupt (%s); rebuilding it", path, err)
-    raw = build()
-    _write_cache(path, raw)
+        return None
+    logger.debug("loaded %s from cache %s", kind, path)
     return raw
 
 

@@ -339,6 +339,23 @@ def test_corrupted_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, damage, 
     assert counter.calls == 2
 
 
+def test_concurrent_loaders_decode_once(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    zpath = _write_zip(
+        tmp_path / "c10.zip", _make_images(CIFAR10_CLASSES, {"train": 3, "test": 1}, 8, seed=0)
+    )
+    counter = _DecodeCounter(monkeypatch)
+
+    def load(_):
+        return load_dataset("cifar10", data_dir=zpath, cache_dir=tmp_path / "cache", val_fraction=0.0)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(load, range(3)))
+    assert counter.calls == 2  # one decode of train + test; the others waited for its cache file
+    assert all(torch.equal(r.train_x, results[0].train_x) for r in results)
+
+
 def test_imagefolder_from_a_folder_with_val_as_test_and_grayscale(tmp_path):
     classes = ["b_cls", "a_cls", "c_cls"]
     files = _make_images(classes, {"train": 3, "val": 2}, 12, seed=4, channels=1)
