@@ -8,6 +8,7 @@ import pytest
 import scipy.special
 import scipy.stats
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from simlab.similarity import class_distance_matrix, similarity_from_distances
 
@@ -74,6 +75,18 @@ def test_uint8_l1_histogram_path_is_exact(generator):
     got = class_distance_matrix(x, y, 5, p=1, chunk_size=16)
     want = brute_distances(x, y, 5, 1.0)
     assert torch.equal(got, want)
+
+
+def test_uint8_l2_exact_for_near_duplicate_bright_images(generator):
+    # ||a||^2 ~ 3072 * 255^2 = 2e8 > 2^24 while near-duplicates are ~1 apart: a float32 Gram matrix
+    # over all 3,072 dims cancels catastrophically; the exact integer path must not.
+    n = 40
+    x = torch.full((n, 3072), 255, dtype=torch.uint8)
+    x[torch.arange(n), torch.randint(0, 3072, (n,), generator=generator)] = 254  # one pixel off
+    x[n // 2 :, :1000] = 0  # second class: a dark band
+    y = (torch.arange(n) >= n // 2).long()
+    got = class_distance_matrix(x, y, 2, p=2, chunk_size=16)
+    torch.testing.assert_close(got, brute_distances(x, y, 2, 2.0), rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0])
@@ -154,6 +167,31 @@ def test_uint8_histogram_device_parity(device, generator):
     x, y = make_data(generator, 70, 3, (2, 3, 3), torch.uint8)
     got = class_distance_matrix(x.to(device), y.to(device), 3, p=1)
     assert torch.equal(got.cpu(), brute_distances(x, y, 3, 1.0))
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any torch op creates (deterministic memory-bound check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize(("p", "dtype"), [(2.0, torch.float32), (1.0, torch.float32), (1.0, torch.uint8)])
+def test_memory_bounded_by_chunk_size_never_n_by_n(generator, p, dtype):
+    n = 300  # N x N = 90,000; features N x D = 1,200; the uint8 |u - v| table is 256 x 256 = 65,536
+    x, y = make_data(generator, n, 3, (4,), dtype)
+    with _LargestTensor() as probe:
+        got = class_distance_matrix(x, y, 3, p=p, chunk_size=64)
+    assert probe.largest <= 256 * 256 < n * n
+    torch.testing.assert_close(got, brute_distances(x, y, 3, p), rtol=1e-12, atol=1e-12)
 
 
 def test_empty_class_names_it():
