@@ -340,3 +340,24 @@ def test_predictions_reject_a_checkpoint_of_other_classes(tmp_path: Path):
     other = tiny_data(class_names=("ant", "bee", "cow"))
     with pytest.raises(ValueError, match="checkpoint"):
         compute_similarity(other, "predictions", {"checkpoint": str(ckpt), "device": "cpu"})
+
+
+# ---------------------------------------------------------------------------------------------
+# known truth on the real ImageData
+
+
+@pytest.mark.parametrize("name", ["l1", "l2"])
+def test_lp_recovers_the_synthetic_superclasses(name: str, tmp_path: Path):
+    from simlab.data import load_dataset
+    from simlab.store import SimilarityStore
+
+    data = load_dataset(
+        "synthetic", cache_dir=tmp_path, num_classes=6, num_superclasses=2, samples_per_class=12, image_size=8
+    )
+    superclass = data.info["superclass"]
+    d, meta = SimilarityStore(tmp_path / "similarity").get(data, name, {})
+    assert meta["computed"] and meta["class_names"] == data.class_names
+    # class prototypes share a superclass pattern: each class's nearest other class is a sibling
+    for k in range(6):
+        nearest = min((j for j in range(6) if j != k), key=lambda j: d[k, j])
+        assert superclass[nearest] == superclass[k]
