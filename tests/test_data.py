@@ -389,7 +389,8 @@ def test_cifar10_from_an_extracted_folder(tmp_path):
     assert "folder-listing-sha256=" in d.identity
 
 
-def test_tinyimagenet_layout(tmp_path):
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_tinyimagenet_layout(tmp_path, as_zip):
     root = tmp_path / "tiny-imagenet-200"
     wnids = ["n02", "n01", "n03"]
     rng = np.random.default_rng(0)
@@ -409,7 +410,14 @@ def test_tinyimagenet_layout(tmp_path):
         Image.fromarray(a).save(path, format="JPEG")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\n")
-    d = load_dataset("tinyimagenet", data_dir=tmp_path, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    data_dir = tmp_path
+    if as_zip:  # the archive as distributed: tiny-imagenet-200.zip with that top folder
+        data_dir = tmp_path / "tiny-imagenet-200.zip"
+        with zipfile.ZipFile(data_dir, "w") as z:
+            for f in sorted(root.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(tmp_path).as_posix())
+    d = load_dataset("tinyimagenet", data_dir=data_dir, cache_dir=tmp_path / "cache", val_fraction=0.0)
     assert d.class_names == ["n01", "n02", "n03"]
     assert d.info["words"] == ["goldfish, Carassius auratus", "salamander", "bullfrog"]
     assert torch.bincount(d.train_y).tolist() == [3, 3, 3]
