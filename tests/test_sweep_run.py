@@ -1,0 +1,307 @@
+"""Real sweeps: Ray Tune + Optuna + simlab trials + a real sqlite MLflow store, on tiny data.
+
+One local Ray instance per module (2 CPUs). The fast test runs 2 in-process trials of 1 epoch on a
+digits subset; resume, the TorchTrainer mode and the two-node cluster run are `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from sweeps.driver import pareto_front, run_sweep  # noqa: E402
+from sweeps.presets import get_preset  # noqa: E402
+from sweeps.spec import Objective, SweepSpec, apply_overrides, build_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = (
+    "accuracy",
+    "nll",
+    "brier",
+    "ece_hist_prediction",
+    "ece_hist_output",
+    "ece_kde_prediction",
+    "ece_kde_output",
+)  # SPEC §6
+# Post-hoc recalibration (Dir-ODIR's cross-validation dominates a 1-epoch trial) is off in the fast
+# test and on in the TorchTrainer test, which checks the ts_/ets_/dir_ keys.
+TINY = (
+    "epochs=1",
+    "subset_per_class=15",
+    "batch_size=32",
+    "label=onehot,similarity",
+    "similarity=l2",
+    "recalibrate=false",
+)
+
+
+def tiny_spec(tmp: Path, name: str, *overrides: str, **top) -> SweepSpec:
+    raw = apply_overrides(get_preset("quickstart"), [*TINY, f"cache_dir={tmp / 'cache'}", *overrides])
+    top.setdefault("num_samples", 2)
+    return build_spec(raw, preset="quickstart", name=name, storage=str(tmp / "sweeps"), **top)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    spec = tiny_spec(tmp, "tiny")
+    summary = run_sweep(spec)
+    return spec, summary
+
+
+def runs_of(spec: SweepSpec):
+    client = MlflowClient(spec.resolved_tracking_uri)
+    exp = client.get_experiment_by_name(spec.name)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_tiny_sweep_finishes_every_trial(tiny_sweep):
+    spec, summary = tiny_sweep
+    assert summary.num_finished == 2 and summary.num_errored == 0 and not summary.interrupted
+    assert {r["method"] for r in summary.rows} == {"onehot", "similarity:l2"}  # the warm start covers both
+    # Computed once by the driver through the store (one source: l2), before any trial.
+    assert summary.matrix_stats == {"computed": 1, "loaded": 0}
+    assert len(list((Path(spec.fixed["cache_dir"]) / "similarity").glob("*.npy"))) == 1
+    best = summary.best[0]
+    assert best["val_nll"] == min(r["val_nll"] for r in summary.rows)
+
+
+def test_one_parent_run_and_one_child_run_per_trial(tiny_sweep):
+    spec, summary = tiny_sweep
+    _, runs = runs_of(spec)
+    parents = [r for r in runs if r.data.tags.get("simlab.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["simlab.sweep"] == "tiny"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["simlab.key"] for c in children} == {r["trial_id"] for r in summary.rows}
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp_path):
+    spec, summary = tiny_sweep
+    client, runs = runs_of(spec)
+    rows = {r["trial_id"]: r for r in summary.rows}
+    for run in (r for r in runs if r.data.tags.get("simlab.role") == "trial"):
+        metrics, params = run.data.metrics, run.data.params
+        expected = {*BASE, *(f"val_{m}" for m in BASE)}
+        assert expected <= set(metrics), expected - set(metrics)
+        for key in ("label", "alpha", "model", "dataset", "epochs", "lr", "seed", "loss"):
+            assert key in params
+        row = rows[run.data.tags["simlab.key"]]
+        if row["method"] == "similarity:l2":
+            assert params["similarity"] == "l2" and float(params["beta"]) == pytest.approx(
+                row["params"]["beta"]
+            )
+        # per-epoch points: step = epoch
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"test_probs.npz", "config.json", "label_matrix.npy"} <= names
+        assert any(n.endswith(".png") and "reliability" in n for n in names)
+        # The logged test accuracy agrees with the logged probabilities (numpy, independently).
+        local = client.download_artifacts(run.info.run_id, "test_probs.npz", str(tmp_path))
+        with np.load(local) as npz:
+            probs, labels = npz["probs"], npz["labels"]
+        assert np.allclose(probs.sum(1), 1, atol=1e-4)
+        assert metrics["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()), abs=1e-6)
+        assert metrics["accuracy"] == pytest.approx(row["accuracy"])  # Tune and MLflow agree
+
+
+def test_existing_sweep_needs_resume(tiny_sweep):
+    from sweeps.spec import SpecError
+
+    spec, _ = tiny_sweep
+    with pytest.raises(SpecError) as err:
+        run_sweep(spec)
+    assert err.value.field == "name" and "--resume" in str(err.value)
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(0)
+    spec = SweepSpec(
+        preset="x",
+        name="x",
+        objectives=(Objective("val_accuracy", "max"), Objective("val_ece_hist_output", "min")),
+    )
+    rows = [
+        {"trial_id": str(i), "val_accuracy": float(a), "val_ece_hist_output": float(e)}
+        for i, (a, e) in enumerate(rng.integers(0, 6, size=(40, 2)) / 5)
+    ]
+    front = {r["trial_id"] for r in pareto_front(rows, spec)}
+    brute = set()
+    for r in rows:
+        beaten = False
+        for o in rows:
+            ge = (
+                o["val_accuracy"] >= r["val_accuracy"]
+                and o["val_ece_hist_output"] <= r["val_ece_hist_output"]
+            )
+            gt = o["val_accuracy"] > r["val_accuracy"] or o["val_ece_hist_output"] < r["val_ece_hist_output"]
+            beaten |= ge and gt
+        if not beaten:
+            brute.add(r["trial_id"])
+    assert front == brute and front
+
+
+# ---------------------------------------------------------------------------------------------
+def _count_runs(db: Path, status: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=10) as con:
+            return con.execute(
+                "select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                "where t.key = 'simlab.role' and t.value = 'trial' and r.status = ?",
+                (status,),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_then_resume_without_duplicates(tmp_path):
+    """SIGKILL the CLI after its first trial finished, then --resume: every trial once, one MLflow run
+    per trial, none left RUNNING, no Optuna trial left RUNNING."""
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "calibration.py"),
+        "--name",
+        "kr",
+        "--storage",
+        str(tmp_path / "sweeps"),
+        "--num-samples",
+        "3",
+        "--max-concurrent",
+        "1",
+        *[a for s in (*TINY, f"cache_dir={tmp_path / 'cache'}") for a in ("--set", s)],
+    ]
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    db = tmp_path / "sweeps" / "kr" / "mlflow.db"
+    try:
+        deadline = time.monotonic() + 400
+        while _count_runs(db, "FINISHED") < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec = SweepSpec(preset="quickstart", name="kr", storage=str(tmp_path / "sweeps"))
+    _, runs = runs_of(spec)
+    children = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
+    keys = [r.data.tags["simlab.key"] for r in children]
+    assert len(keys) == len(set(keys)) == 3
+    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
+    assert sum(r.info.status == "FINISHED" for r in children) == 3
+    assert len([r for r in runs if r.data.tags.get("simlab.role") == "sweep"]) == 1
+
+
+@pytest.mark.slow
+def test_torch_trainer_trial(ray_local, tmp_path):
+    spec = tiny_spec(
+        tmp_path,
+        "tt",
+        "label=onehot",
+        "recalibrate=true",
+        num_samples=1,
+        in_process=False,
+        workers_per_trial=1,
+    )
+    summary = run_sweep(spec)
+    assert summary.num_finished == 1, summary.rows
+    (row,) = summary.rows
+    assert (Path(spec.sweep_dir) / "train" / row["trial_id"]).is_dir()  # the Train run named by trial id
+    client, runs = runs_of(spec)
+    (child,) = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
+    assert child.info.status == "FINISHED" and child.data.tags["simlab.key"] == row["trial_id"]
+    assert {*BASE, *(f"{p}{m}" for m in BASE for p in ("val_", "ts_", "ets_", "dir_"))} <= set(
+        child.data.metrics
+    )
+    assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
+
+
+# ---------------------------------------------------------------------------------------------
+COUNT_ENV = "SIMLAB_TEST_COMPUTE_LOG"
+
+
+def _count_similarity_computations() -> None:
+    """Ray worker setup hook (and driver patch): log every similarity computation to a file."""
+    from simlab.sources import SimilaritySource
+
+    if getattr(SimilaritySource.__call__, "_counted", False):
+        return
+    original = SimilaritySource.__call__
+
+    def counted(self, data, params=None, **kw):
+        with open(os.environ[COUNT_ENV], "a") as f:
+            f.write(f"{os.getpid()} {self.name}\n")
+        return original(self, data, params, **kw)
+
+    counted._counted = True
+    SimilaritySource.__call__ = counted
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch):
+    import cloudpickle
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    log = tmp_path / "computations.log"
+    monkeypatch.setenv(COUNT_ENV, str(log))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(
+            address=cluster.address,
+            runtime_env={
+                "env_vars": {COUNT_ENV: str(log)},
+                "worker_process_setup_hook": _count_similarity_computations,
+            },
+        )
+        _count_similarity_computations()  # the driver process too
+        spec = tiny_spec(tmp_path, "two", "similarity=l1,l2", "label=similarity", num_samples=4)
+        summary = run_sweep(spec)
+        assert summary.num_finished == 4
+        lines = log.read_text().splitlines()
+        sources = sorted(line.split()[1] for line in lines)
+        assert sources == ["l1", "l2"]  # each matrix computed once, by the driver, none by trials
+        assert {int(line.split()[0]) for line in lines} == {os.getpid()}
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert len(nodes) == 2
+        assert {r["method"] for r in summary.rows} <= {"similarity:l1", "similarity:l2"}
+        assert json.loads(json.dumps(summary.matrix_stats)) == {"computed": 2, "loaded": 0}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
