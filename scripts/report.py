@@ -1,0 +1,303 @@
+#!/usr/bin/env python
+"""Paper-style results of a sweep from its MLflow experiment: a table and a grid of reliability diagrams.
+
+    python scripts/report.py --tracking-uri sqlite:///$HOME/simlab_sweeps/quickstart/mlflow.db \
+        --experiment quickstart --out reports/quickstart
+
+Rows are methods (paper A Tables 1-2: One-hot, TS, ETS, Dir-ODIR, Uniform, Mixup, L1, L2, AE, WE, plus
+confidence-label methods), per model; columns the four ECEs (histogram / KDE, prediction / output) and
+accuracy, in percent, as ``mean ± std (n)`` over the seeds of one configuration. TS / ETS / Dir-ODIR
+are post-hoc: their rows come from the one-hot runs' ``ts_`` / ``ets_`` / ``dir_`` test metrics.
+
+When a sweep tried several configurations of one method (e.g. several β), the configuration is chosen
+on the validation split (``--select``, default ``val_nll``: the mean over its seeds), never on test.
+The std is the sample standard deviation (ddof = 1); 0 with a single seed.
+
+Writes ``report.md``, ``report.csv`` and ``reliability.png`` (test-set top-label diagrams of each
+row's first run that has a ``test_probs.npz`` artifact) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+logger = logging.getLogger("scripts.report")
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ece_hist_prediction", "Hist P"),
+    ("ece_hist_output", "Hist O"),
+    ("ece_kde_prediction", "KDE P"),
+    ("ece_kde_output", "KDE O"),
+    ("accuracy", "Acc"),
+)
+POST_HOC: tuple[tuple[str, str], ...] = (("ts", "TS"), ("ets", "ETS"), ("dir", "Dir-ODIR"))
+# Paper A's column order; anything else follows alphabetically.
+METHOD_ORDER: tuple[str, ...] = (
+    "One-hot",
+    "TS",
+    "ETS",
+    "Dir-ODIR",
+    "Uniform",
+    "Mixup",
+    "L1",
+    "L2",
+    "AE",
+    "WE",
+    "WordNet",
+)
+METHOD_LABELS: dict[str, str] = {
+    "onehot": "One-hot",
+    "uniform": "Uniform",
+    "mixup": "Mixup",
+    "similarity:l1": "L1",
+    "similarity:l2": "L2",
+    "similarity:ae": "AE",
+    "similarity:we": "WE",
+    "similarity:wordnet": "WordNet",
+}
+# Params that do not define a configuration: the seed is what a row averages over.
+NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile"})
+
+
+@dataclass
+class Run:
+    run_id: str
+    method: str  # sweeps.space.method_name
+    model: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    @property
+    def config_key(self) -> str:
+        return json.dumps({k: v for k, v in sorted(self.params.items()) if k not in NON_CONFIG_PARAMS})
+
+
+@dataclass
+class Row:
+    model: str
+    method: str  # display name
+    runs: list[Run]
+    prefix: str = ""  # "ts_" etc. for post-hoc rows
+    cells: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # metric -> (mean, std, n)
+
+
+def method_label(method: str) -> str:
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    if method.startswith("confidence:"):
+        return f"Conf ({method.split(':', 1)[1]})"
+    return method
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample std (ddof = 1; 0 for one value) and count of the finite values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return (math.nan, math.nan, 0)
+    return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+
+def build_rows(runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min") -> list[Row]:
+    """Group runs into table rows: per (model, method) the configuration best on ``select``
+    (validation), its seeds aggregated; post-hoc rows from the chosen one-hot configuration."""
+    groups: dict[tuple[str, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        groups[(run.model, run.method)][run.config_key].append(run)
+    rows: list[Row] = []
+    for (model, method), configs in groups.items():
+
+        def score(item: tuple[str, list[Run]]) -> float:
+            m, _, n = mean_std([r.metrics.get(select) for r in item[1]])
+            if n == 0:
+                return math.inf
+            return m if mode == "min" else -m
+
+        _, chosen = min(configs.items(), key=score)
+        rows.append(Row(model, method_label(method), chosen))
+        if method == "onehot":
+            for prefix, label in POST_HOC:
+                if any(f"{prefix}_accuracy" in r.metrics for r in chosen):
+                    rows.append(Row(model, label, chosen, prefix=f"{prefix}_"))
+    for row in rows:
+        for metric, _ in COLUMNS:
+            row.cells[metric] = mean_std([r.metrics.get(row.prefix + metric) for r in row.runs])
+
+    def order(row: Row) -> tuple[str, int, str]:
+        idx = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
+        return (row.model, idx, row.method)
+
+    return sorted(rows, key=order)
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return "-"
+    return f"{100 * mean:.2f} ± {100 * std:.2f} ({n})"
+
+
+def to_markdown(rows: Sequence[Row], *, title: str = "") -> str:
+    head = ["Model", "Method", *(f"{label} (%)" for _, label in COLUMNS)]
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append(
+            "| " + " | ".join([row.model, row.method, *(_cell(*row.cells[m]) for m, _ in COLUMNS)]) + " |"
+        )
+    lines.append("")
+    lines.append(
+        "ECE and accuracy on the test split in %, mean ± sample std (number of seeds); configuration "
+        "per method chosen on the validation split; TS/ETS/Dir-ODIR are post-hoc on the one-hot runs."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["model", "method", *(f"{m}_{s}" for m, _ in COLUMNS for s in ("mean", "std", "n"))])
+    for row in rows:
+        writer.writerow([row.model, row.method, *(v for m, _ in COLUMNS for v in row.cells[m])])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+def load_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Run]]:
+    """The FINISHED trial runs of ``experiment`` (child runs tagged ``simlab.role = trial``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(
+            f"experiment: no experiment {experiment!r} at {tracking_uri}; found: {', '.join(names)}"
+        )
+    found = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`simlab.role` = 'trial' and attributes.status = 'FINISHED'",
+        max_results=50000,
+    )
+    runs = [
+        Run(
+            run_id=r.info.run_id,
+            method=r.data.tags.get("simlab.method", r.data.params.get("label", "?")),
+            model=r.data.params.get("model", "?"),
+            params=dict(r.data.params),
+            metrics=dict(r.data.metrics),
+        )
+        for r in found
+    ]
+    return client, runs
+
+
+def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: int = 15) -> Path | None:
+    """One top-label reliability diagram per (non post-hoc) row from its first run's test probabilities."""
+    import numpy as np
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from simlab.calibration import reliability_diagram
+
+    panels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in rows:
+            if row.prefix:
+                continue
+            local = None
+            for run in row.runs:  # the first run of the row that has the artifact
+                try:
+                    local = client.download_artifacts(run.run_id, "test_probs.npz", tmp)
+                    break
+                except Exception as err:
+                    logger.debug("no test_probs.npz in run %s: %s", run.run_id, err)
+            if local is None:  # leave the panel out, say so
+                logger.warning("no test_probs.npz in any run of %s / %s", row.model, row.method)
+                continue
+            with np.load(local) as npz:
+                probs, labels = torch.from_numpy(npz["probs"]), torch.from_numpy(npz["labels"])
+            fig = reliability_diagram(
+                probs, labels, n_bins=n_bins, scope="prediction", title=f"{row.model} {row.method}"
+            )
+            fig.canvas.draw()
+            panels.append(np.asarray(fig.canvas.buffer_rgba()))
+            os.unlink(local)
+    if not panels:
+        return None
+    cols = min(5, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    grid = Figure(figsize=(3.2 * cols, 4.3 * nrows), layout="constrained")
+    FigureCanvasAgg(grid)
+    for i, img in enumerate(panels):
+        ax = grid.add_subplot(nrows, cols, i + 1)
+        ax.imshow(img)
+        ax.axis("off")
+    tmp_path = path.with_name(f".{path.name}.tmp.png")
+    grid.savefig(tmp_path, dpi=110)
+    os.replace(tmp_path, path)
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///<storage>/<sweep>/mlflow.db")
+    p.add_argument("--experiment", required=True, help="the sweep's name (= its MLflow experiment)")
+    p.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
+    p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
+    p.add_argument("--no-diagrams", action="store_true", help="skip the reliability-diagram grid")
+    args = p.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.select.startswith("val_"):
+        print(f"error: --select must be a validation metric (val_...), got {args.select!r}", file=sys.stderr)
+        return 2
+    mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
+    try:
+        client, runs = load_runs(args.tracking_uri, args.experiment)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"error: no finished trial runs in experiment {args.experiment!r}", file=sys.stderr)
+        return 1
+    rows = build_rows(runs, select=args.select, mode=mode)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = to_markdown(rows, title=f"{args.experiment}: {len(runs)} finished trials")
+    _write(out / "report.md", md)
+    _write(out / "report.csv", to_csv(rows))
+    print(md)
+    if not args.no_diagrams:
+        grid = reliability_grid(client, rows, out / "reliability.png")
+        print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")
+    print(f"written: {out / 'report.md'}, {out / 'report.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

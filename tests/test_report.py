@@ -1,0 +1,134 @@
+"""scripts/report.py against a real sqlite MLflow store filled by hand (no sweep needed): rows per method,
+mean ± std over seeds computed independently with numpy, configuration chosen on validation, post-hoc
+rows from the one-hot runs, and the reliability-diagram grid from the test_probs.npz artifacts."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("simlab_report", ROOT / "scripts" / "report.py")
+report = importlib.util.module_from_spec(spec)
+sys.modules["simlab_report"] = report
+spec.loader.exec_module(report)
+
+METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")
+
+
+def _log_run(client, exp_id, parent, method, params, metrics, probs=None, tmp=None, status="FINISHED"):
+    run = client.create_run(
+        exp_id, tags={"mlflow.parentRunId": parent, "simlab.role": "trial", "simlab.method": method}
+    )
+    rid = run.info.run_id
+    for k, v in params.items():
+        client.log_param(rid, k, v)
+    for k, v in metrics.items():
+        client.log_metric(rid, k, v, step=1)
+    if probs is not None:
+        path = Path(tmp) / rid / "test_probs.npz"
+        path.parent.mkdir(parents=True)
+        np.savez(path, probs=probs[0], labels=probs[1])
+        client.log_artifact(rid, str(path))
+    client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("exp", artifact_location=str(tmp / "artifacts"))
+    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    rng = np.random.default_rng(0)
+    truth: dict = {}
+    probs = rng.dirichlet(np.ones(4), size=50)
+    labels = rng.integers(0, 4, size=50)
+    for seed in range(3):
+        onehot = {m: float(rng.uniform(0.05, 0.3)) for m in METRICS}
+        onehot.update({f"ts_{m}": float(rng.uniform(0.01, 0.1)) for m in METRICS})
+        onehot["val_nll"] = 1.0
+        truth.setdefault("onehot", []).append(onehot)
+        _log_run(
+            client,
+            exp_id,
+            parent,
+            "onehot",
+            {"label": "onehot", "model": "m", "seed": str(seed)},
+            onehot,
+            (probs, labels) if seed == 0 else None,
+            tmp,
+        )
+        for beta, val_nll in ((1.0, 0.9), (4.0, 0.5)):  # two configurations; beta=4 wins on validation
+            sim = {m: float(rng.uniform(0.01, 0.2)) for m in METRICS}
+            sim["val_nll"] = val_nll + 0.01 * seed
+            truth.setdefault(("l2", beta), []).append(sim)
+            _log_run(
+                client,
+                exp_id,
+                parent,
+                "similarity:l2",
+                {"label": "similarity", "model": "m", "beta": str(beta), "seed": str(seed)},
+                sim,
+                (probs, labels) if seed == 0 else None,
+                tmp,
+            )
+    # Not counted: a failed run and the parent.
+    _log_run(
+        client,
+        exp_id,
+        parent,
+        "uniform",
+        {"label": "uniform", "model": "m", "seed": "0"},
+        {"accuracy": 0.5, "val_nll": 0.1},
+        status="FAILED",
+    )
+    return uri, truth, tmp
+
+
+def test_rows_match_numpy_mean_and_sample_std(store):
+    uri, truth, _ = store
+    _, runs = report.load_runs(uri, "exp")
+    assert len(runs) == 9  # 3 one-hot + 6 similarity; FAILED and parent runs left out
+    rows = {r.method: r for r in report.build_rows(runs)}
+    assert list(rows) == ["One-hot", "TS", "L2"] or set(rows) == {"One-hot", "TS", "L2"}
+    for name, key, prefix in (("One-hot", "onehot", ""), ("TS", "onehot", "ts_"), ("L2", ("l2", 4.0), "")):
+        for metric in METRICS:
+            values = np.array([t[prefix + metric] for t in truth[key]])
+            mean, std, n = rows[name].cells[metric]
+            assert n == 3
+            assert mean == pytest.approx(values.mean(), abs=1e-12)
+            assert std == pytest.approx(values.std(ddof=1), abs=1e-12)
+
+
+def test_cli_writes_markdown_csv_and_diagram_grid(store, tmp_path):
+    uri, truth, _ = store
+    assert report.main(["--tracking-uri", uri, "--experiment", "exp", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| m | One-hot |" in md and "| m | L2 |" in md and "| m | TS |" in md
+    acc = np.array([t["accuracy"] for t in truth["onehot"]])
+    assert f"{100 * acc.mean():.2f} ± {100 * acc.std(ddof=1):.2f} (3)" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text())))
+    assert {r["method"] for r in rows} == {"One-hot", "TS", "L2"}
+    png = tmp_path / "reliability.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_experiment_is_a_clear_error(store, tmp_path, capsys):
+    uri, _, _ = store
+    assert report.main(["--tracking-uri", uri, "--experiment", "nope", "--out", str(tmp_path)]) == 2
+    assert "exp" in capsys.readouterr().err  # lists the experiments that exist
+
+
+def test_select_must_be_a_validation_metric(store, tmp_path, capsys):
+    uri, _, _ = store
+    assert report.main(["--tracking-uri", uri, "--experiment", "exp", "--select", "accuracy"]) == 2
+    assert "--select" in capsys.readouterr().err
