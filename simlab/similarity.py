@@ -11,8 +11,9 @@ All pairs of samples are used, but no ``N x N`` matrix is ever built: temporarie
   float64, clamped at 0, square-rooted and summed per class pair with one-hot matrix products; only
   blocks on or above the diagonal are computed. Why float64: on 3,072-d pixel vectors (0..255 plus
   an offset of 1,000) float32 products are off by 8e-6 relative (1e-7 after centring) against
-  float64 brute force, float64 by < 1e-12. uint8 features (8-bit images) are exact and faster:
-  integer dot products over 256-dim slices are exact in float32 and summed in float64.
+  float64 brute force, float64 by < 1e-12. uint8 features (8-bit images) are exact and several
+  times faster: shifted to int8, their Gram blocks are exact integer products (``torch._int_mm``,
+  or float32 over 256-dim slices where that is unavailable).
 - p = 1, uint8 features (8-bit images): exact, from per-class per-dimension 256-bin histograms:
   ``sum_{pairs} |u - v| = sum_dims h_k^T |U - V| h_j`` (integer counts, exact in float64).
 - p = 1, other features: exact per dimension from sorted values and prefix sums
@@ -154,9 +155,9 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
     f64 = torch.float64
     exact_uint8 = x.dtype == torch.uint8
     if exact_uint8:
-        # uint8: every a.b over <= 256 dims is an integer < 2**24 (256 * 255**2), exact in float32
-        # (and in TF32/bf16 inputs with float32 accumulation); summed in float64 it stays exact.
-        mean = torch.zeros(x.shape[1], dtype=f64, device=x.device)
+        # Shifted by -128 (distances are translation invariant) the pixels are int8, and the Gram
+        # matrix is an exact integer product (see _exact_uint8_gram).
+        mean = torch.full((x.shape[1],), 128.0, dtype=f64, device=x.device)
     else:
         # Translation invariant: centring shrinks ||a||^2 and with it the cancellation error.
         mean = torch.zeros(x.shape[1], dtype=f64, device=x.device)
@@ -166,23 +167,19 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
     sq = torch.cat([(x[i : i + chunk].to(f64) - mean).square().sum(1) for i in range(0, n, chunk)])
     onehot = torch.nn.functional.one_hot(labels, k).to(f64)  # [N, K]
     sums = torch.zeros(k, k, dtype=f64, device=x.device)
+    gram = _ExactUint8Gram() if exact_uint8 else None
 
     def rows(i: int) -> torch.Tensor:
-        return x[i : i + chunk].to(torch.float32) if exact_uint8 else x[i : i + chunk].to(f64) - mean
-
-    def gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if not exact_uint8:
-            return a @ b.T
-        g = torch.zeros(a.shape[0], b.shape[0], dtype=f64, device=a.device)
-        for d0 in range(0, a.shape[1], 256):
-            g += (a[:, d0 : d0 + 256] @ b[:, d0 : d0 + 256].T).to(f64)
-        return g
+        if exact_uint8:
+            return (x[i : i + chunk].to(torch.int16) - 128).to(torch.int8)
+        return x[i : i + chunk].to(f64) - mean
 
     for i in range(0, n, chunk):
         a = rows(i)
         for j in range(i, n, chunk):
             b = a if j == i else rows(j)
-            d2 = sq[i : i + chunk, None] + sq[None, j : j + chunk] - 2.0 * gram(a, b)
+            ab = gram(a, b) if gram is not None else a @ b.T
+            d2 = sq[i : i + chunk, None] + sq[None, j : j + chunk] - 2.0 * ab
             d = d2.clamp_(min=0.0).sqrt_()
             if j == i:
                 d.fill_diagonal_(0.0)  # a sample's distance to itself is exactly 0
@@ -191,6 +188,51 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
             if j != i:  # the mirrored block (j, i) of the symmetric pair matrix
                 sums += block.T
     return sums
+
+
+class _ExactUint8Gram:
+    """Exact ``a @ b.T`` (float64) of int8 matrices ``[m, D]``, ``[n, D]``.
+
+    First choice: ``torch._int_mm`` (int8 x int8 -> int32, several times faster than a float64
+    product on CPU; padded to its shape rules), over slices of 65,536 dims so int32 cannot overflow
+    (65,536 * 128**2 = 2**30). Where it is missing or refuses (device, version), float32 products
+    over 256-dim slices: every partial sum is an integer below 256 * 128**2 = 2**22 < 2**24, so
+    float32 (even TF32/bf16 inputs with float32 accumulation) is exact; the slices add up in float64.
+    """
+
+    def __init__(self) -> None:
+        self.use_int_mm = hasattr(torch, "_int_mm")
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.use_int_mm:
+            try:
+                return self._int_mm(a, b)
+            except RuntimeError as err:
+                logger.debug("torch._int_mm unavailable on %s (%s); using float32 slices", a.device, err)
+                self.use_int_mm = False
+        return self._float_slices(a, b)
+
+    @staticmethod
+    def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        m, n, dims = a.shape[0], b.shape[0], a.shape[1]
+        up8 = lambda v: -(-v // 8) * 8  # noqa: E731
+        pm, pn, pd = max(24, up8(m)), max(8, up8(n)), up8(dims)  # CUDA: m > 16, k and n multiples of 8
+        ap = torch.nn.functional.pad(a, (0, pd - dims, 0, pm - m))  # zero rows/dims add nothing
+        bp = torch.nn.functional.pad(b, (0, pd - dims, 0, pn - n))
+        out = torch.zeros(m, n, dtype=torch.float64, device=a.device)
+        for d0 in range(0, pd, 65536):
+            part = torch._int_mm(ap[:, d0 : d0 + 65536].contiguous(), bp[:, d0 : d0 + 65536].T)
+            out += part[:m, :n].to(torch.float64)
+        return out
+
+    @staticmethod
+    def _float_slices(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+        for d0 in range(0, a.shape[1], 256):
+            sa = a[:, d0 : d0 + 256].to(torch.float32)
+            sb = b[:, d0 : d0 + 256].to(torch.float32)
+            out += (sa @ sb.T).to(torch.float64)
+        return out
 
 
 def _l1_pair_sums_uint8(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: int) -> torch.Tensor:

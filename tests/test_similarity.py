@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from simlab.similarity import class_distance_matrix, similarity_from_distances
+from simlab.similarity import _ExactUint8Gram, class_distance_matrix, similarity_from_distances
 
 
 # --- naive references ----------------------------------------------------------------------------
@@ -87,6 +87,26 @@ def test_uint8_l2_exact_for_near_duplicate_bright_images(generator):
     y = (torch.arange(n) >= n // 2).long()
     got = class_distance_matrix(x, y, 2, p=2, chunk_size=16)
     torch.testing.assert_close(got, brute_distances(x, y, 2, 2.0), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700)])
+def test_exact_uint8_gram_both_paths_match_int64(generator, m, n, dims):
+    a = torch.randint(-128, 128, (m, dims), generator=generator, dtype=torch.int8)
+    b = torch.randint(-128, 128, (n, dims), generator=generator, dtype=torch.int8)
+    want = (a.long() @ b.long().T).double()  # exact integer reference
+    assert torch.equal(_ExactUint8Gram._float_slices(a, b), want)
+    if hasattr(torch, "_int_mm"):
+        assert torch.equal(_ExactUint8Gram._int_mm(a, b), want)
+
+
+def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("_int_mm: not supported here")
+
+    monkeypatch.setattr(torch, "_int_mm", refuse, raising=False)
+    x, y = make_data(generator, 50, 3, (3, 4, 4), torch.uint8)
+    got = class_distance_matrix(x, y, 3, p=2, chunk_size=16)
+    torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0])
