@@ -399,6 +399,7 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
             "method": method_name(config, spec),
             "params": {k: v for k, v in config.items() if k in spec.space},
             "epochs_done": metrics.get("epoch"),
+            "time_total_s": metrics.get("time_total_s"),  # inside the trainable, as Tune measured it
             "error": None
             if error is None
             else f"{type(error).__name__}: {str(error).splitlines()[-1][:300]}",
