@@ -284,6 +284,12 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     if resume and not exists:
         logger.warning("nothing to resume at %s: starting the sweep", sweep_dir)
         resume = False
+    if resume and local and (Path(sweep_dir) / SPEC_FILE).exists():
+        # The restored Tuner (searcher, trials) is the sweep as submitted: trials must see that spec too.
+        saved = SweepSpec.from_json(json.loads((Path(sweep_dir) / SPEC_FILE).read_text()))
+        if saved != spec:
+            logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
+        spec = saved
     if local:
         os.makedirs(sweep_dir, exist_ok=True)
         _write_atomic(Path(sweep_dir) / SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
@@ -317,7 +323,12 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             }
         )
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=True)
+            # Join a cluster only when asked (RAY_ADDRESS; cluster.yaml sets RAY_ADDRESS=auto on the head):
+            # "auto" alone would join any Ray instance someone else started on this machine.
+            if os.environ.get("RAY_ADDRESS"):
+                ray.init()
+            else:
+                ray.init(address="local", include_dashboard=False)
             started_ray = True
 
         matrices, summary.matrix_stats = compute_matrices(spec)
@@ -539,4 +550,8 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
         out.append(f"\nMLflow UI:  mlflow ui --backend-store-uri {summary.tracking_uri}")
     else:
         out.append(f"\nMLflow: {summary.tracking_uri} (experiment {spec.name!r})")
+    out.append(
+        f"paper-style table:  python scripts/report.py --tracking-uri {summary.tracking_uri} "
+        f"--experiment {spec.name}"
+    )
     return "\n".join(out)

@@ -55,7 +55,7 @@ def tiny_spec(tmp: Path, name: str, *overrides: str, **top) -> SweepSpec:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -96,7 +96,7 @@ def main() -> int:
     results["fit_s_each"] = fit_times
     fit_s = sum(fit_times)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for mode in args.modes.split(","):
             spec = build_spec(
