@@ -23,6 +23,10 @@ Pixel units: ``l1`` and ``l2`` are computed on the raw uint8 pixels 0..255 (for 
 float64) and divided by 255 afterwards, so both are reported in units of pixel values in [0, 1]. The
 scale is irrelevant to the labels: eq. 17 is applied after a per-row z-normalisation.
 
+``energy=True`` (``l1``, ``l2``, ``ae``; beyond the papers, default off) subtracts each class's mean
+within-class distance, ``D[k, j] - (W_k + W_j) / 2`` (half the energy distance): eq. 15 alone ranks
+classes mostly by their own spread (see `_energy` and docs/similarity_results.md).
+
 Only ``data.train_x``/``data.train_y`` (the training split minus the validation split) are read, never
 validation or test images.
 
@@ -222,6 +226,35 @@ def _check_seed(seed: Any) -> None:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+
+
+def _class_counts(y: torch.Tensor, k: int, max_per_class: int | None) -> np.ndarray:
+    counts = torch.bincount(y.cpu(), minlength=k).numpy()
+    return counts if max_per_class is None else np.minimum(counts, max_per_class)
+
+
+def _energy(dist: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``D[k, j] - (W_k + W_j) / 2``: half Székely's energy distance between the two classes' images.
+
+    ``W_k`` is the mean distance between *distinct* images of class k; eq. 15's diagonal averages over
+    all ``n_k^2`` pairs including ``n_k`` zero self-pairs, hence ``W_k = D[k, k] n_k / (n_k - 1)``.
+    Beyond the papers: eq. 15 alone is dominated by each class's own spread (on CIFAR-10 the tight
+    classes deer and frog are every class's nearest, see docs/similarity_results.md); subtracting
+    it leaves how far apart the two distributions are. The diagonal is 0.
+    """
+    n = counts.astype(np.float64)
+    if (n < 2).any():
+        few = [int(i) for i in np.flatnonzero(n < 2)]
+        raise ValueError(f"energy: needs at least 2 images per class, classes {few} have fewer")
+    within = np.diag(dist) * n / (n - 1)
+    out = dist - (within[:, None] + within[None, :]) / 2
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
 def _put(info: dict[str, Any] | None, **values: Any) -> None:
     if info is not None:
         info.update(values)
@@ -237,6 +270,7 @@ def _lp(p: int) -> Callable[..., np.ndarray]:
         *,
         max_per_class: int | None = None,
         seed: int = 0,
+        energy: bool = False,
         device: str = "auto",
         info: dict[str, Any] | None = None,
     ) -> np.ndarray:
@@ -244,6 +278,7 @@ def _lp(p: int) -> Callable[..., np.ndarray]:
 
         _check_optional_positive_int("max_per_class", max_per_class)
         _check_seed(seed)
+        _check_bool("energy", energy)
         dev = resolve_device(device)
         x, y = _train_xy(data)
         k = _num_classes(data)
@@ -256,6 +291,8 @@ def _lp(p: int) -> Callable[..., np.ndarray]:
         )
         # Report in [0, 1] pixel units (exact rescaling; eq. 17 z-normalises rows, so units never matter).
         dist = dist.detach().to("cpu", torch.float64).numpy() / 255.0
+        if energy:
+            dist = _energy(dist, _class_counts(y, k, max_per_class))
         _put(info, n_train=int(x.shape[0]), features=int(feats.shape[1]), device=str(dev))
         return dist
 
@@ -263,7 +300,8 @@ def _lp(p: int) -> Callable[..., np.ndarray]:
     compute.__doc__ = (
         f"Paper A eq. 13+15 with p={p}: D[k, j] = mean ||x - x'||_{p} over all pairs of training images of "
         "classes k and j (self-pairs included), in [0, 1] pixel units. ``max_per_class`` takes a seeded "
-        "random subset of each class first (an approximation for very large sets; see BENCHMARKS.md)."
+        "random subset of each class first (an approximation for very large sets; see BENCHMARKS.md). "
+        "``energy=True`` returns the within-class-corrected variant (see `_energy`)."
     )
     return compute
 
@@ -283,12 +321,17 @@ def _ae(
     train_samples: int | None = None,
     max_per_class: int | None = None,
     seed: int = 0,
+    energy: bool = False,
     device: str = "auto",
     info: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Paper A eq. 14+15: mean L2 distance between autoencoder latent codes (see `simlab.autoencoder`)."""
+    """Paper A eq. 14+15: mean L2 distance between autoencoder latent codes (see `simlab.autoencoder`).
+
+    ``energy=True`` returns the within-class-corrected variant (see `_energy`).
+    """
     from simlab.autoencoder import autoencoder_distances
 
+    _check_bool("energy", energy)
     x, y = _train_xy(data)
     ae_info: dict[str, Any] = {}
     dist = autoencoder_distances(
@@ -307,7 +350,10 @@ def _ae(
         info=ae_info,
     )
     _put(info, **ae_info)
-    return dist.detach().to("cpu", torch.float64).numpy()
+    dist = dist.detach().to("cpu", torch.float64).numpy()
+    if energy:
+        dist = _energy(dist, _class_counts(y, _num_classes(data), max_per_class))
+    return dist
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +500,7 @@ def _pairs(
 
 # ---------------------------------------------------------------------------------------------
 
-_LP_DEFAULTS = {"max_per_class": None, "seed": 0, "device": "auto"}
+_LP_DEFAULTS = {"max_per_class": None, "seed": 0, "energy": False, "device": "auto"}
 
 SIMILARITIES: dict[str, SimilaritySource] = {
     "l1": SimilaritySource(
@@ -489,6 +535,7 @@ SIMILARITIES: dict[str, SimilaritySource] = {
             "train_samples": None,
             "max_per_class": None,
             "seed": 0,
+            "energy": False,
             "device": "auto",
         },
         frozenset({"device"}),

@@ -361,3 +361,28 @@ def test_lp_recovers_the_synthetic_superclasses(name: str, tmp_path: Path):
     for k in range(6):
         nearest = min((j for j in range(6) if j != k), key=lambda j: d[k, j])
         assert superclass[nearest] == superclass[k]
+
+
+@pytest.mark.parametrize(("name", "p"), [("l1", 1.0), ("l2", 2.0)])
+def test_lp_energy_variant_matches_brute_force(name: str, p: float):
+    data = tiny_data(per_class=(6, 9, 5), size=5)
+    got = compute_similarity(data, name, {"energy": True, "device": "cpu"})
+    x = data.train_x.reshape(data.train_x.shape[0], -1).to(torch.float64) / 255.0
+    y = data.train_y
+    cross = brute_force_lp(data.train_x, y, 3, p)
+
+    def within(a: int) -> float:  # mean distance between distinct images of class a
+        d = torch.cdist(x[y == a], x[y == a], p=p)
+        n = d.shape[0]
+        return (d.sum() / (n * (n - 1))).item()
+
+    w = [within(a) for a in range(3)]
+    expected = np.array(
+        [[0.0 if a == b else cross[a, b] - (w[a] + w[b]) / 2 for b in range(3)] for a in range(3)]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="energy"):
+        compute_similarity(data, name, {"energy": "yes"})
+    single = tiny_data(per_class=(1, 3, 3))
+    with pytest.raises(ValueError, match="energy"):
+        compute_similarity(single, name, {"energy": True})
