@@ -22,7 +22,7 @@ import gzip
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAPPING", "MissingWordsError", "detect_format", "load_vectors", "word_vector_distances"]
+__all__ = [
+    "DEFAULT_MAPPING",
+    "MissingWordsError",
+    "check_vocabulary",
+    "detect_format",
+    "load_vectors",
+    "load_vocabulary",
+    "word_vector_distances",
+]
 
 # Class names whose usual word is not the name itself; used only when the vocabulary lacks the name.
 DEFAULT_MAPPING: dict[str, str | list[str]] = {
@@ -89,14 +97,7 @@ def load_vectors(vectors: Any):
 
     if isinstance(vectors, KeyedVectors):
         return vectors
-    if not isinstance(vectors, (str, os.PathLike)):
-        raise TypeError(
-            "vectors: expected a gensim KeyedVectors or a path to a word2vec/GloVe file, "
-            f"got {type(vectors).__name__}"
-        )
-    path = os.fspath(vectors)
-    if not os.path.isfile(path):
-        raise ValueError(f"vectors: expected an existing word-vector file, got {path!r}")
+    path = _check_path(vectors)
     fmt = detect_format(path)
     logger.info("loading %s word vectors from %s", fmt, path)
     return KeyedVectors.load_word2vec_format(
@@ -123,33 +124,10 @@ def word_vector_distances(
     Raises:
         MissingWordsError: listing every word the vocabulary lacks (a KeyError).
     """
-    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names: expected a sequence of str, got {type(class_names).__name__}")
-    if len(class_names) < 1 or not all(isinstance(n, str) and n for n in class_names):
-        raise ValueError(f"class_names: expected non-empty class name strings, got {list(class_names)!r}")
-    if mapping is not None:
-        if not isinstance(mapping, Mapping):
-            raise TypeError(
-                f"mapping: expected a dict of class name -> word(s), got {type(mapping).__name__}"
-            )
-        bad = [k for k, v in mapping.items() if not _is_words(v)]
-        if bad:
-            raise ValueError(f"mapping: values must be a word or a list of words; bad entries for {bad}")
+    _check_names_and_mapping(class_names, mapping)
     kv = load_vectors(vectors)
     source = os.fspath(vectors) if isinstance(vectors, (str, os.PathLike)) else "the given KeyedVectors"
-
-    words_per_class: list[list[str]] = []
-    missing: dict[str, list[str]] = {}
-    for name in class_names:
-        words = []
-        for word in _class_words(name, kv, mapping or {}):
-            found = _lookup(word, kv)
-            if found is None:
-                missing.setdefault(word, []).append(name)
-            words.append(found or word)
-        words_per_class.append(words)
-    if missing:
-        raise MissingWordsError(missing, source)
+    words_per_class = _resolve_words(class_names, kv.key_to_index, mapping or {}, source)
 
     # A class of several words is the mean of its words' vectors (paper A §5.3, last sentence).
     emb = np.stack([np.mean([kv[w].astype(np.float64) for w in ws], axis=0) for ws in words_per_class])
@@ -163,26 +141,118 @@ def word_vector_distances(
     return torch.from_numpy(dist)
 
 
+def load_vocabulary(vectors: Any) -> Container[str]:
+    """The words of a vector file without loading the vectors (text formats: first token per line).
+
+    ``vectors`` as in `word_vector_distances`. Binary files are loaded with gensim (their records
+    have no line structure to skim).
+    """
+    from gensim.models import KeyedVectors
+
+    if isinstance(vectors, KeyedVectors):
+        return vectors.key_to_index
+    path = _check_path(vectors)
+    fmt = detect_format(path)
+    if fmt == "word2vec_binary":
+        return load_vectors(path).key_to_index
+    opener = gzip.open if _is_gzip(path) else open
+    words: set[str] = set()
+    with opener(path, "rb") as fh:
+        if fmt == "word2vec_text":
+            fh.readline()  # the `count dim` header
+        for line in fh:
+            # gensim splits text records on single spaces, so the word is the first such field
+            word = line.split(b" ", 1)[0].strip()
+            if word:
+                words.add(word.decode("utf8"))
+    return words
+
+
+def check_vocabulary(
+    class_names: Sequence[str],
+    vectors: Any,
+    *,
+    mapping: Mapping[str, str | Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """The words each class resolves to (rules of the module docstring), without loading vectors.
+
+    For checking a configuration before expensive work (a sweep validates its ``we`` source this way).
+
+    Raises:
+        MissingWordsError: listing every word the vocabulary lacks, exactly as `word_vector_distances`.
+    """
+    _check_names_and_mapping(class_names, mapping)
+    source = os.fspath(vectors) if isinstance(vectors, (str, os.PathLike)) else "the given KeyedVectors"
+    words = _resolve_words(class_names, load_vocabulary(vectors), mapping or {}, source)
+    return dict(zip(class_names, words, strict=True))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-def _class_words(name: str, kv: Any, mapping: Mapping[str, str | Sequence[str]]) -> list[str]:
+def _check_names_and_mapping(class_names: Any, mapping: Any) -> None:
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names: expected a sequence of str, got {type(class_names).__name__}")
+    if len(class_names) < 1 or not all(isinstance(n, str) and n for n in class_names):
+        raise ValueError(f"class_names: expected non-empty class name strings, got {list(class_names)!r}")
+    if mapping is not None:
+        if not isinstance(mapping, Mapping):
+            raise TypeError(
+                f"mapping: expected a dict of class name -> word(s), got {type(mapping).__name__}"
+            )
+        bad = [k for k, v in mapping.items() if not _is_words(v)]
+        if bad:
+            raise ValueError(f"mapping: values must be a word or a list of words; bad entries for {bad}")
+
+
+def _check_path(vectors: Any) -> str:
+    if not isinstance(vectors, (str, os.PathLike)):
+        raise TypeError(
+            "vectors: expected a gensim KeyedVectors or a path to a word2vec/GloVe file, "
+            f"got {type(vectors).__name__}"
+        )
+    path = os.fspath(vectors)
+    if not os.path.isfile(path):
+        raise ValueError(f"vectors: expected an existing word-vector file, got {path!r}")
+    return path
+
+
+def _resolve_words(
+    class_names: Sequence[str], vocab: Container[str], mapping: Mapping[str, Any], source: str
+) -> list[list[str]]:
+    """Per class, the vocabulary words it uses; every missing word at once in a MissingWordsError."""
+    words_per_class: list[list[str]] = []
+    missing: dict[str, list[str]] = {}
+    for name in class_names:
+        words = []
+        for word in _class_words(name, vocab, mapping):
+            found = _lookup(word, vocab)
+            if found is None:
+                missing.setdefault(word, []).append(name)
+            words.append(found or word)
+        words_per_class.append(words)
+    if missing:
+        raise MissingWordsError(missing, source)
+    return words_per_class
+
+
+def _class_words(name: str, vocab: Container[str], mapping: Mapping[str, str | Sequence[str]]) -> list[str]:
     if name in mapping:
         spec = mapping[name]
-    elif _lookup(name, kv) is not None:
+    elif _lookup(name, vocab) is not None:
         return [name]
     else:
         spec = DEFAULT_MAPPING.get(name, name)
     if isinstance(spec, str):
-        if _lookup(spec, kv) is not None:
+        if _lookup(spec, vocab) is not None:
             return [spec]
         return [w for w in _SPLIT.split(spec) if w]
     return list(spec)
 
 
-def _lookup(word: str, kv: Any) -> str | None:
+def _lookup(word: str, vocab: Container[str]) -> str | None:
     for candidate in (word, word.lower()):
-        if candidate in kv.key_to_index:
+        if candidate in vocab:
             return candidate
     return None
 

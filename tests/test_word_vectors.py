@@ -137,3 +137,30 @@ def test_unrecognised_file_is_a_valueerror(tmp_path: Path):
     bad.write_text("hello world\nthis is not a vector file\n")
     with pytest.raises(ValueError, match="vectors"):
         word_vector_distances(["cat"], bad)
+
+
+@pytest.mark.parametrize("fmt", ["word2vec_text", "glove", "word2vec_binary"])
+def test_check_vocabulary_agrees_with_the_full_load(tmp_path: Path, fmt: str):
+    from simlab.word_vectors import check_vocabulary, load_vocabulary
+
+    path = CIFAR10_FILE
+    if fmt == "glove":
+        path = tmp_path / "glove.txt"
+        path.write_text("\n".join(CIFAR10_FILE.read_text().splitlines()[1:]) + "\n")
+    elif fmt == "word2vec_binary":
+        path = tmp_path / "vectors.bin"
+        load_vectors(CIFAR10_FILE).save_word2vec_format(str(path), binary=True)
+    assert set(load_vocabulary(path)) == set(_parse_text(CIFAR10_FILE))
+    words = check_vocabulary(CIFAR10 + ["cat_dog"], path, mapping={"airplane": ["ship", "bird"]})
+    assert words["automobile"] == ["car"] and words["airplane"] == ["ship", "bird"]
+    assert words["cat_dog"] == ["cat", "dog"]
+    names = ["cat", "zebra", "sea_otter"]
+    with pytest.raises(MissingWordsError) as fast:
+        check_vocabulary(names, path)
+    with pytest.raises(MissingWordsError) as full:
+        word_vector_distances(names, path)
+    assert (
+        fast.value.missing
+        == full.value.missing
+        == {"zebra": ["zebra"], "sea": ["sea_otter"], "otter": ["sea_otter"]}
+    )
