@@ -1,0 +1,91 @@
+"""T10: a NaN/inf loss stops training at that step with a clear reason, and nothing after it is kept.
+
+The fault is real state, not a mock: the model weights in the epoch-1 checkpoint are overwritten with
+NaN (or inf), as a diverged run would leave them, and training resumes from that checkpoint. The very
+first step of epoch 2 then has a non-finite loss, so `fit` must raise `NonFiniteLossError` naming
+epoch 2, step 1 and the value, log no metric for that epoch and write no checkpoint after it.
+The sweep-level half of T10 (Tune error, MLflow run FAILED with the reason, Optuna trial not RUNNING,
+other trials go on) is in test_sweep_faults.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from simlab.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from simlab.config import TrainConfig
+from simlab.train import NonFiniteLossError, fit
+from tests.faults.fit_child import TINY_CFG, tiny_data
+from tests.faults.helpers import record_faults
+
+pytestmark = pytest.mark.fault
+
+
+class RecordingTracker:
+    """A `simlab.tracking.Tracker` that keeps every call, to see what reached tracking."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int | None, dict[str, float]]] = []
+        self.params: list[dict[str, Any]] = []
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.append(dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+
+class _StopAfterEpoch1(Exception):
+    pass
+
+
+def _stop_after_epoch_1(report: Any) -> None:
+    if report.epoch == 1:
+        raise _StopAfterEpoch1
+
+
+@pytest.mark.parametrize("poison", [math.nan, math.inf], ids=["nan", "inf"])
+def test_nonfinite_loss_stops_at_that_step_with_the_reason(tmp_path: Path, poison: float) -> None:
+    cfg = TrainConfig.from_dict({**TINY_CFG, "epochs": 3, "recalibrate": False, "cache_dir": str(tmp_path)})
+    data = tiny_data(str(tmp_path))
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(_StopAfterEpoch1):
+        fit(cfg, data=data, checkpoint_dir=ckpt, on_epoch_end=_stop_after_epoch_1)
+    path = checkpoint_paths(ckpt)[0]
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1
+    # Diverged weights: every floating tensor of the model becomes non-finite.
+    state["model"] = {
+        k: torch.full_like(v, poison) if v.is_floating_point() else v for k, v in state["model"].items()
+    }
+    save_checkpoint(state, path)
+
+    tracker = RecordingTracker()
+    epochs_seen: list[int] = []
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(
+            cfg,
+            data=data,
+            checkpoint_dir=ckpt,
+            tracker=tracker,
+            on_epoch_end=lambda r: epochs_seen.append(r.epoch),
+        )
+    message = str(info.value)
+    assert "epoch 2" in message and "step 1/" in message, message  # the first step of the resumed epoch
+    assert ("nan" in message) or ("inf" in message), message  # the value is named
+    assert isinstance(info.value, FloatingPointError)
+    assert tracker.metrics == [] and epochs_seen == []  # nothing reported for the failed epoch
+    assert load_checkpoint(path)["epoch"] == 1  # no checkpoint written after the bad step
+    record_faults(f"T10 {poison} weights", injected=1, survived=1)
