@@ -18,6 +18,7 @@ from simlab.labels import (
     smooth_labels,
     uniform_smooth_labels,
 )
+from simlab.similarity import similarity_from_distances
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -239,3 +240,17 @@ def test_prediction_similarity_bad_input(generator):
         prediction_similarity(probs.index_fill(0, torch.tensor([2]), float("nan")), labels, 3)
     with pytest.raises(ValueError, match="labels.*expected 6 labels"):
         prediction_similarity(probs, labels[:5], 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_dtypes_preserved(generator, dtype):
+    d = torch.rand(6, 6, generator=generator).to(dtype)
+    s = similarity_from_distances(d, 2.0)
+    y = smooth_labels(s, 0.2)
+    c = confidence_labels(d, 0.5 * torch.ones(6, dtype=dtype) - 1.0)  # every score in the group
+    for m in (s, y, c):
+        assert m.dtype == dtype
+        tol = 2 * torch.finfo(dtype).eps * 6
+        torch.testing.assert_close(m.float().sum(1), torch.ones(6), rtol=0, atol=tol)
+    ref = reference_confidence(d.double().numpy(), np.full(6, -0.5))
+    np.testing.assert_allclose(c.double().numpy(), ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
