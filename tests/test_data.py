@@ -210,6 +210,9 @@ def test_missing_files_name_the_path(tmp_path):
         load_dataset("cifar10", data_dir=missing, cache_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no such file or folder.*absent"):
         load_dataset("imagefolder", data_dir=tmp_path / "absent", cache_dir=tmp_path)
+    (tmp_path / "broken.zip").write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="data_dir: .*broken.zip' is not a readable zip file"):
+        load_dataset("cifar10", data_dir=tmp_path / "broken.zip", cache_dir=tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no '<root>/train/<class>/<image>'.*empty"):
         load_dataset("imagefolder", data_dir=tmp_path / "empty", cache_dir=tmp_path)
