@@ -61,13 +61,13 @@ def check_probs(probs: object, name: str = "probs") -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D [N, K], got shape {tuple(probs.shape)}")
     if probs.shape[0] == 0 or probs.shape[1] == 0:
         raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(probs.shape)}")
-    if not bool(torch.isfinite(probs).all()):
-        raise ValueError(f"{name} must be finite, got NaN or inf entries")
-    if bool((probs < 0).any()):
-        raise ValueError(
-            f"{name} must be non-negative (probabilities, not logits), got min {probs.min().item()}"
-        )
+    # Any NaN/inf entry makes its float64 row sum non-finite: one pass checks both.
     sums = probs.sum(dim=1, dtype=torch.float64)
+    if not bool(torch.isfinite(sums).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf entries")
+    lowest = probs.min().item()
+    if lowest < 0:
+        raise ValueError(f"{name} must be non-negative (probabilities, not logits), got min {lowest}")
     tol = _row_sum_tolerance(probs.dtype)
     worst = (sums - 1.0).abs().max().item()
     if worst > tol:
@@ -110,10 +110,10 @@ def _prepare(probs: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _row_chunks(probs: torch.Tensor, labels: torch.Tensor):
-    """Yield ``(p [R, K] float64, y [R])`` row chunks of at most ``_CHUNK_ELEMENTS`` entries."""
+    """Yield ``(p [R, K], y [R])`` row chunks (input dtype) of at most ``_CHUNK_ELEMENTS`` entries."""
     rows = max(1, _CHUNK_ELEMENTS // probs.shape[1])
     for start in range(0, probs.shape[0], rows):
-        yield probs[start : start + rows].double(), labels[start : start + rows]
+        yield probs[start : start + rows], labels[start : start + rows]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,6 +150,7 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
     probs, labels = _prepare(probs, labels)
     total = torch.zeros((), dtype=torch.float64, device=probs.device)
     for p, y in _row_chunks(probs, labels):
+        p = p.double()
         # sum_k (p - onehot)^2 = sum_k p^2 - 2 p_y + 1: no one-hot matrix needed.
         p_true = p.gather(1, y[:, None]).squeeze(1)
         total += ((p * p).sum(dim=1) - 2.0 * p_true + 1.0).sum()
@@ -179,19 +180,20 @@ def bin_statistics(
     hits = torch.zeros(n_bins, dtype=torch.float64, device=device)
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
-            c, pred = p.max(dim=1)
+            c, pred = p.max(dim=1)  # max is exact in any dtype; widen only the N maxima
+            c = c.double()
             h = (pred == y).double()
             idx = torch.bucketize(c, edges)
             count.index_add_(0, idx, torch.ones_like(c))
             conf.index_add_(0, idx, c)
             hits.index_add_(0, idx, h)
         else:
-            c = p.reshape(-1)
+            c = p.reshape(-1).double()
             idx = torch.bucketize(c, edges)
             count.index_add_(0, idx, torch.ones_like(c))
             conf.index_add_(0, idx, c)
             # Outcomes are 1 only at (i, y_i): add one per row into the bin of p_{i, y_i}.
-            c_true = p.gather(1, y[:, None]).squeeze(1)
+            c_true = p.gather(1, y[:, None]).squeeze(1).double()
             hits.index_add_(0, torch.bucketize(c_true, edges), torch.ones_like(c_true))
     return count, conf, hits
 
@@ -223,6 +225,7 @@ def _linear_bin_mirrored(values: torch.Tensor, counts: torch.Tensor, x_min: floa
     ``linbin_cython``: a point at fractional grid position t gives ``1 - frac(t)`` to ``floor(t)`` and
     ``frac(t)`` to ``floor(t) + 1``.
     """
+    values = values.double()  # the reflection 2 - c must not round in a narrow dtype
     mirrored = torch.where(values < 0.5, -values, 2.0 - values)
     for v in (values, mirrored):
         t = (v - x_min) / dx
@@ -278,9 +281,9 @@ def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "predictio
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
             c, pred = p.max(dim=1)
-            correct_conf.append(c[pred == y])
+            correct_conf.append(c[pred == y].double())
         else:
-            correct_conf.append(p.gather(1, y[:, None]).squeeze(1))
+            correct_conf.append(p.gather(1, y[:, None]).squeeze(1).double())
     c1 = torch.cat(correct_conf)
     n_correct = c1.shape[0]
     if n_correct == 0:
