@@ -351,7 +351,9 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
                     scheduler=make_scheduler(spec),
                     num_samples=spec.num_samples,
                     max_concurrent_trials=spec.max_concurrent or None,
-                    reuse_actors=False,
+                    # In-process trials reuse their actor: a new one re-imports torch and MLflow, which
+                    # is most of a short trial's start-up on a small machine.
+                    reuse_actors=spec.in_process,
                 ),
                 run_config=tune.RunConfig(
                     name=spec.name,
@@ -526,7 +528,7 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
     if summary.interrupted:
         out.append(
             f"interrupted: continue with  python sweeps/calibration.py --preset {spec.preset} "
-            f"--name {spec.name} --resume"
+            f"--name {spec.name} --storage {spec.storage} --resume"
         )
     objectives = ", ".join(map(str, spec.objectives))
     if spec.multi_objective:

@@ -47,9 +47,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fixed": {
             "dataset": "digits",
             "model": "small_cnn",
-            "epochs": 3,
+            "epochs": 4,  # ~92 % test accuracy for one-hot labels
             "batch_size": 64,
-            "lr": 0.05,
+            "lr": 0.1,
             "weight_decay": 5e-4,
             "scheduler": "cosine",
             "augment": False,  # 8x8 digits: crops/flips would change the classes
@@ -58,6 +58,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "channels_last": False,
             "val_fraction": 0.2,
             "seed": 0,
+            # Post-hoc TS/ETS/Dir-ODIR off: Dir-ODIR's cross-validation would be a fifth of each short
+            # trial on 2 CPU cores. --set recalibrate=true adds the ts_/ets_/dir_ metrics.
+            "recalibrate": False,
         },
         "space": {
             "label": {"choice": ["onehot", "uniform", "similarity"]},
