@@ -442,6 +442,13 @@ class _Run:
         if found is None:
             return 0
         state, path = found
+        required = {"version", "epoch", "model", "optimizer", "scheduler", "config", "history"}
+        missing = sorted(required - set(state))
+        if missing or state["version"] != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint_dir: {path} is not a version-{CHECKPOINT_VERSION} training checkpoint "
+                f"(version {state.get('version')!r}, missing keys {missing})"
+            )
         saved = state.get("config", {})
         mine = self.cfg.to_dict()
         differ = sorted(

@@ -442,3 +442,46 @@ def test_fit_with_default_recalibrators(digits, cache_dir):
     for prefix in ("ts_", "ets_", "dir_"):
         for name in METRIC_NAMES:
             assert math.isfinite(result.metrics[prefix + name]), prefix + name
+
+
+def test_mixup_mixes_images_and_targets_with_one_beta_lambda():
+    from scipy import stats
+
+    from simlab.train import _mixup
+
+    b = 6
+    x = torch.eye(b).view(b, 1, b, 1)  # image i is the indicator of i: the mix reveals lam and the partner
+    targets = torch.eye(b)
+    gen = torch.Generator().manual_seed(0)
+    mixed_x, mixed_t = _mixup(x, targets, 0.4, gen)
+    torch.testing.assert_close(mixed_x.view(b, b), mixed_t)  # same lam and same partner for both
+    torch.testing.assert_close(mixed_t.sum(1), torch.ones(b))
+    # Row i is lam e_i + (1 - lam) e_perm(i): the diagonal is 1 (perm(i) = i) or one common lam.
+    moved = torch.diagonal(mixed_t)[torch.diagonal(mixed_t) < 1 - 1e-6]
+    assert moved.numel() == 0 or torch.allclose(moved, moved[:1].expand_as(moved), atol=1e-6)
+
+    # lam ~ Beta(alpha, alpha): Kolmogorov-Smirnov against scipy's Beta. With B=2 the permutation is
+    # the identity or the swap (drawn independently of lam); a swap shows lam as t[0, 0].
+    lams = []
+    for _ in range(400):
+        _, t = _mixup(torch.zeros(2, 1, 1, 1), torch.eye(2), 0.4, gen)
+        if not torch.equal(t, torch.eye(2)):
+            lams.append(t[0, 0].item())
+    assert len(lams) > 100
+    assert stats.kstest(lams, stats.beta(0.4, 0.4).cdf).pvalue > 1e-3
+
+
+def test_plateau_scheduler_halves_lr_when_val_accuracy_stalls(digits, cache_dir):
+    cfg = _cfg(cache_dir, epochs=2, scheduler="plateau", plateau_patience=0, plateau_factor=0.5)
+    result = fit(cfg, data=digits)
+    lrs = [h["lr"] for h in result.history]
+    accs = [h["val_accuracy"] for h in result.history]
+    # ReduceLROnPlateau(mode="max", patience=0, threshold=1e-4 relative): written out by hand.
+    expected, best, lr = [], -math.inf, 0.05
+    for acc in accs:
+        if acc > best * (1 + 1e-4):
+            best = acc
+        else:
+            lr *= 0.5
+        expected.append(lr)
+    assert lrs == pytest.approx(expected, rel=1e-12)
