@@ -279,7 +279,8 @@ class _Run:
             self.history.append(metrics)
             self.tracker.log_metrics(metrics, step=epoch)
             self._save_checkpoint(epoch)
-            log.info(
+            log.log(
+                logging.INFO if self.world.rank == 0 else logging.DEBUG,
                 "epoch %d/%d train_loss=%.4f lr=%.4g%s (%.1f s)",
                 epoch,
                 cfg.epochs,

@@ -485,3 +485,20 @@ def test_plateau_scheduler_halves_lr_when_val_accuracy_stalls(digits, cache_dir)
             lr *= 0.5
         expected.append(lr)
     assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_bf16_channels_last(digits, cache_dir, tmp_path):
+    cfg = _cfg(
+        cache_dir,
+        device="cuda",
+        amp=True,
+        channels_last=True,
+        **{k: v for k, v in RICH.items() if k not in TINY or k == "epochs"},
+    )
+    result = fit(cfg, data=digits, checkpoint_dir=tmp_path, recalibrators=CHEAP_RECALIBRATORS)
+    for key in METRIC_NAMES:
+        assert math.isfinite(result.metrics[key]) and math.isfinite(result.metrics["val_" + key]), key
+    assert result.test_probs.device.type == "cpu" and result.test_probs.shape == (len(digits.test_y), 10)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == cfg.epochs
