@@ -392,8 +392,9 @@ def _make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, An
     if spec.in_process:
         resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     else:
-        # The trial function only drives a TorchTrainer; its workers request CPUs/GPUs themselves.
-        resources = {"cpu": 0.0}
+        # The trial function only drives a TorchTrainer; its workers request CPUs/GPUs themselves. Tune
+        # refuses an empty request, so the driver takes a token share of a CPU.
+        resources = {"cpu": 0.01}
     return tune.with_resources(trainable, resources)
 
 
