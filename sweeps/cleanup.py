@@ -1,11 +1,14 @@
 """Clean up after killed sweeps: deliver spooled MLflow calls, then close runs whose owner died.
 
     python -m sweeps.cleanup --tracking-uri http://127.0.0.1:5000 [--experiment NAME ...]
-                             [--spool-dir DIR] [--heartbeat-timeout S] [--status KILLED|FAILED] [--dry-run]
+                             [--spool-dir DIR] [--sweep-dir DIR] [--heartbeat-timeout S]
+                             [--status KILLED|FAILED] [--dry-run]
 
 Order matters: spooled calls are replayed first (a dead trial's last metric points reach its run), and
 only then are RUNNING runs of dead owners marked KILLED (RELIABILITY T7). The next sweep start does the
-second step itself (`sweeps.mlflow_tracking.mark_stale_runs`).
+second step itself (`sweeps.mlflow_tracking.mark_stale_runs`). With ``--sweep-dir`` (a Tune experiment
+folder), trial runs whose trial is not in Tune's saved state are deleted recoverably
+(`sweeps.mlflow_tracking.delete_orphan_runs`): what a SIGKILL before Tune's next snapshot leaves.
 
 Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments.
 """
@@ -13,6 +16,7 @@ Exit codes: 0 done, 1 the tracking server could not be reached or refused a call
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,6 +33,21 @@ class CleanupReport:
     replayed: dict[str, int] = field(default_factory=dict)  # run id -> spooled calls delivered
     unreplayed: dict[str, str] = field(default_factory=dict)  # run id -> why its spool stays
     stale: dict[str, list[str]] = field(default_factory=dict)  # experiment id -> runs marked
+    orphans: list[str] = field(default_factory=list)  # trial runs deleted: not in the sweep's Tune state
+
+
+def tune_trial_ids(sweep_dir: str | Path) -> set[str]:
+    """The trial ids in a Tune experiment folder's newest saved state (what `Tuner.restore` resumes).
+
+    Reads Tune's ``experiment_state-<timestamp>.json`` (JSON, no unpickling). A folder without one is a
+    ValueError naming it.
+    """
+    folder = Path(sweep_dir)
+    states = sorted(folder.glob("experiment_state-*.json"))  # Tune's own choice: the newest timestamp
+    if not states:
+        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {str(folder)!r}")
+    data = json.loads(states[-1].read_text())
+    return {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
 
 
 def cleanup(
@@ -36,14 +55,17 @@ def cleanup(
     *,
     experiments: Sequence[str] | None = None,
     spool_dir: str | Path | None = None,
+    sweep_dir: str | Path | None = None,
     heartbeat_timeout: float = 900.0,
     status: str = "KILLED",
     dry_run: bool = False,
 ) -> CleanupReport:
-    """Replay every spool under ``spool_dir``, then `mark_stale_runs` in each experiment.
+    """Replay every spool under ``spool_dir``, then `mark_stale_runs` in each experiment, then (with
+    ``sweep_dir``) delete the trial runs the sweep's Tune state does not hold.
 
-    ``experiments`` are names; None means every active experiment. A named experiment that does not
-    exist is a ValueError listing the ones that do.
+    ``experiments`` are names; None means every active experiment (with ``sweep_dir``: the experiment
+    named after the folder, as the sweep driver names it). A named experiment that does not exist is a
+    ValueError listing the ones that do.
     """
     if experiments is not None and (
         isinstance(experiments, str) or not all(isinstance(e, str) and e for e in experiments)
@@ -53,6 +75,15 @@ def cleanup(
         raise ValueError(f"spool_dir: expected an existing folder, got {str(spool_dir)!r}")
     if status not in ("KILLED", "FAILED"):
         raise ValueError(f"status: expected KILLED or FAILED, got {status!r}")
+    live_trials = None
+    if sweep_dir is not None:
+        live_trials = tune_trial_ids(sweep_dir)
+        if experiments is None:
+            experiments = [Path(sweep_dir).resolve().name]
+        if len(experiments) != 1:
+            raise ValueError(
+                f"experiments: --sweep-dir needs exactly one experiment, got {list(experiments)}"
+            )
     client = mt._client(tracking_uri)
     report = CleanupReport()
 
@@ -85,6 +116,10 @@ def cleanup(
     for exp_id in exp_ids:
         report.stale[exp_id] = mt.mark_stale_runs(
             tracking_uri, exp_id, heartbeat_timeout=heartbeat_timeout, status=status, dry_run=dry_run
+        )
+    if live_trials is not None:
+        report.orphans = mt.delete_orphan_runs(
+            tracking_uri, exp_ids[0], live_keys=live_trials, dry_run=dry_run
         )
     return report
 
@@ -120,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.tracking_uri,
             experiments=args.experiments,
             spool_dir=args.spool_dir,
+            sweep_dir=args.sweep_dir,
             heartbeat_timeout=args.heartbeat_timeout,
             status=args.status,
             dry_run=args.dry_run,
@@ -137,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for exp_id, runs in report.stale.items():
         for run_id in runs:
             print(f"run {run_id} (experiment {exp_id}): {verb + ' mark' if verb else 'marked'} {args.status}")
+    for run_id in report.orphans:
+        print(
+            f"run {run_id}: {verb + ' delete' if verb else 'deleted'} (its trial is not in the sweep's state)"
+        )
     total = sum(len(r) for r in report.stale.values())
     print(
         f"{total} stale run(s) {'found' if args.dry_run else 'closed'}; "

@@ -28,7 +28,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -47,6 +47,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ensure_experiment",
     "get_or_create_run",
+    "delete_orphan_runs",
     "mark_stale_runs",
     "owner_tags",
     "pending_spool_records",
@@ -60,6 +61,8 @@ PID_START_TAG = "simlab.owner.pid_start"  # /proc start time of the owner: guard
 HEARTBEAT_TAG = "simlab.heartbeat"  # unix seconds of the owner's last successful write
 STALE_TAG = "simlab.stale_reason"
 FAILURE_TAG = "simlab.failure_reason"  # why a run ended FAILED/KILLED (e.g. the NonFiniteLossError text)
+ORPHAN_TAG = "simlab.orphaned"  # why a run was deleted: its trial is not part of the restored sweep
+ROLE_TAG = "simlab.role"  # "sweep" (parent run) or "trial" (set by the sweep driver)
 TERMINAL_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
 
 # The MLflow client retries a refused connection 7 times with back-off factor 2 (minutes) and waits
@@ -359,6 +362,65 @@ def mark_stale_runs(
             client.set_tag(run_id, STALE_TAG, reason, synchronous=True)
             client.set_terminated(run_id, status=status)
     return [run_id for run_id, _ in stale]
+
+
+def delete_orphan_runs(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    live_keys: Iterable[str],
+    role: str = "trial",
+    dry_run: bool = False,
+) -> list[str]:
+    """Delete (recoverably) the runs of trials that a restored sweep no longer has; return their ids.
+
+    Tune snapshots its experiment state periodically, so a sweep SIGKILLed between a trial's start
+    and the next snapshot comes back without that trial (RELIABILITY.md) and runs a new one instead;
+    the lost trial's MLflow run would then be a second run for one sampled configuration. Runs tagged
+    ``simlab.role == role`` whose ``simlab.key`` is not in ``live_keys`` (the trial ids of the restored
+    sweep) get the tag ``simlab.orphaned``, are closed KILLED if still RUNNING, and are moved to
+    MLflow's trash (``MlflowClient.restore_run`` brings one back). Call it after the restore and
+    before new trials start.
+    """
+    if isinstance(live_keys, str):
+        raise TypeError("live_keys: expected a collection of trial keys, got a single str")
+    live = set(live_keys)
+    if not all(isinstance(k, str) for k in live):
+        raise TypeError(f"live_keys: expected str trial keys, got {sorted(map(repr, live))[:5]}")
+    client = _client(tracking_uri)
+    orphans = []
+    page_token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = '{_check_key(role)}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=page_token,
+        )
+        for run in page:
+            key = run.data.tags.get(KEY_TAG)
+            if key is not None and key not in live:
+                orphans.append(run)
+        page_token = page.token
+        if not page_token:
+            break
+    for run in orphans:
+        run_id = run.info.run_id
+        logger.warning(
+            "MLflow run %s (key %s) belongs to no trial of the restored sweep: deleting it",
+            run_id,
+            run.data.tags.get(KEY_TAG),
+        )
+        if dry_run:
+            continue
+        client.set_tag(
+            run_id, ORPHAN_TAG, "its trial was lost by a kill before Tune saved it; re-run as a new trial"
+        )
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+        client.delete_run(run_id)
+    return [run.info.run_id for run in orphans]
 
 
 def _stale_reason(run: Any, *, host: str, now: float, heartbeat_timeout: float) -> str | None:

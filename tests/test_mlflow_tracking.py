@@ -345,3 +345,26 @@ def test_owner_tags_detect_pid_reuse() -> None:
         pytest.skip("no /proc on this platform: pid reuse cannot be detected")
     assert mt._pid_alive(int(tags[mt.PID_TAG]), tags[mt.PID_START_TAG])
     assert not mt._pid_alive(int(tags[mt.PID_TAG]), "0")  # same pid, another start time: a different process
+
+
+def test_delete_orphan_runs_removes_only_trials_the_sweep_lost(store_uri: str, exp_id: str) -> None:
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(store_uri)
+    tags = {"simlab.role": "trial"}
+    kept = [mt.get_or_create_run(store_uri, exp_id, key=k, run_name=k, tags=tags) for k in ("t1", "t2")]
+    lost = mt.get_or_create_run(store_uri, exp_id, key="t3", run_name="t3", tags=tags)  # RUNNING
+    parent = mt.get_or_create_run(
+        store_uri, exp_id, key="sweep:s", run_name="s", tags={"simlab.role": "sweep"}
+    )
+    with pytest.raises(TypeError, match="live_keys"):
+        mt.delete_orphan_runs(store_uri, exp_id, live_keys="t1")
+    assert mt.delete_orphan_runs(store_uri, exp_id, live_keys=["t1", "t2"], dry_run=True) == [lost]
+    assert client.get_run(lost).info.lifecycle_stage == "active"
+    assert mt.delete_orphan_runs(store_uri, exp_id, live_keys={"t1", "t2"}) == [lost]
+    gone = client.get_run(lost)
+    assert (gone.info.lifecycle_stage, gone.info.status) == ("deleted", "KILLED")
+    assert mt.ORPHAN_TAG in gone.data.tags
+    active = {r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.ACTIVE_ONLY)}
+    assert active == {*kept, parent}
+    assert mt.delete_orphan_runs(store_uri, exp_id, live_keys={"t1", "t2"}) == []  # idempotent

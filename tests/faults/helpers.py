@@ -164,3 +164,229 @@ def record_faults(test: str, *, injected: int, survived: int, detail: str = "") 
     )
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# sweeps as real processes
+SWEEP_CLI = REPO / "sweeps" / "calibration.py"
+# A sweep that takes a minute or two on 2 cores: quickstart preset (digits, small CNN, CPU, in-process
+# trials), 15 images per class, uniform label smoothing with a continuous alpha (so every Optuna
+# suggestion is a distinct number), no post-hoc recalibration.
+TINY_SWEEP = (
+    "epochs=3",
+    "subset_per_class=15",
+    "batch_size=32",
+    "label=uniform",
+    "recalibrate=false",
+)
+
+
+class Sweep:
+    """``python sweeps/calibration.py`` in its own session (so the test can signal the whole tree)."""
+
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        *sets: str,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.storage = self.root / "sweeps"
+        self.sets = (*TINY_SWEEP, f"cache_dir={self.root / 'cache'}", *sets)
+        self.args = args
+        self.env = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), **(env or {})}
+        self.tracking_uri = tracking_uri
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.storage / self.name
+
+    @property
+    def db(self) -> Path:
+        """The sweep's default sqlite MLflow store (when no tracking URI is given)."""
+        return self.sweep_dir / "mlflow.db"
+
+    @property
+    def uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.db}"
+
+    def command(self, *, resume: bool = False) -> list[str]:
+        cmd = [PYTHON, str(SWEEP_CLI), "--name", self.name, "--storage", str(self.storage), *self.args]
+        for s in self.sets:
+            cmd += ["--set", s]
+        if self.tracking_uri:
+            cmd += ["--tracking-uri", self.tracking_uri]
+        return [*cmd, "--resume"] if resume else cmd
+
+    def start(self, *, resume: bool = False) -> Sweep:
+        self.runs += 1
+        self.log = self.root / f"sweep-{self.name}-{self.runs}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                self.command(resume=resume),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=child_env(**self.env),
+                start_new_session=True,
+            )
+        return self
+
+    def wait(self, timeout: float = 900) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_tree(signal.SIGKILL)
+            raise
+
+    def signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to the sweep's whole session, as a terminal's Ctrl-C or an OOM kill would."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_tree(self, sig: int = signal.SIGKILL) -> None:
+        """SIGKILL the sweep, every process it started (Ray included), and wait for the driver."""
+        if self.proc is None:
+            return
+        victims = [self.proc.pid, *descendants(self.proc.pid)]
+        self.signal_tree(sig)
+        for pid in victims:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.output()[-n:]
+
+
+def _ppid_map() -> dict[int, int]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        out[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _ppid_map().items():
+        children.setdefault(parent, []).append(child)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def find_descendant(pid: int, needle: str) -> int | None:
+    """A descendant of ``pid`` whose command line (Ray sets it to ``ray::<Actor>...``) holds ``needle``."""
+    for child in descendants(pid):
+        if needle in cmdline(child):
+            return child
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# reading a sweep's MLflow store directly (sqlite), while the sweep writes it
+def sql(db: Path, query: str, *args: object) -> list[tuple]:
+    import sqlite3
+
+    if not Path(db).exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(query, args).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet / locked
+        return []
+    finally:
+        con.close()
+
+
+def trial_steps(db: Path, metric: str = "train_loss") -> dict[str, list[int]]:
+    """Trial key (Tune trial id) -> the steps at which ``metric`` was logged, one entry per point."""
+    rows = sql(
+        db,
+        "SELECT t.value, m.step FROM metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
+        "WHERE t.key = 'simlab.key' AND t.value NOT LIKE 'sweep:%' AND m.key = ? ORDER BY m.step",
+        metric,
+    )
+    out: dict[str, list[int]] = {}
+    for key, step in rows:
+        out.setdefault(key, []).append(step)
+    return out
+
+
+def finished_trials(db: Path) -> int:
+    rows = sql(
+        db,
+        "SELECT COUNT(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE t.key = 'simlab.role' AND t.value = 'trial' AND r.status = 'FINISHED'",
+    )
+    return rows[0][0] if rows else 0
+
+
+def tune_trials(sweep_dir: Path) -> list[dict]:
+    """Trials in Tune's newest experiment state: trial_id, status, num_failures, config."""
+    import json
+
+    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    data = json.loads(states[-1].read_text())
+    out = []
+    for meta_json, runtime_json in data["trial_data"]:
+        meta, runtime = json.loads(meta_json), json.loads(runtime_json)
+        out.append(
+            {
+                "trial_id": meta["trial_id"],
+                "status": meta.get("status"),
+                "num_failures": runtime.get("num_failures", 0),
+                "config": meta.get("config"),
+            }
+        )
+    return out
+
+
+def optuna_study(sweep_dir: Path):
+    """The Optuna study as Tune last saved it with its searcher (a pickle this test suite wrote)."""
+    import pickle
+
+    states = sorted(Path(sweep_dir).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    assert states, f"no searcher state in {sweep_dir}"
+    with open(states[-1], "rb") as fh:
+        state = pickle.load(fh)  # test-only: our own sweep's file
+    return state["_ot_study"], state["_ot_trials"]
