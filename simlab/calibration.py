@@ -160,42 +160,48 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------------
 # histogram ECE
 # --------------------------------------------------------------------------------------------------
-def bin_statistics(
-    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, scope: Scope = "prediction"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-bin ``(count, sum of confidences, sum of outcomes)``, each float64 ``[n_bins]``.
-
-    Bin m (1-based) is ``((m-1)/M, m/M]``; the first bin also takes 0 (SPEC §5, paper A eq. 3).
-    One vectorised pass: bucketize + index_add, chunked over rows; works on any device.
-    """
-    probs, labels = _prepare(probs, labels)
-    n_bins = _check_n_bins(n_bins)
-    scope = _check_scope(scope)
+def _bin_sums(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int, scope: str, *, with_counts: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Per-bin (count or None, sum of confidences, sum of outcomes) of validated inputs, float64."""
     device = probs.device
     # Inner edges 1/M .. (M-1)/M; bucketize(right=False) puts b_{m-1} < c <= b_m in bin m, and
     # everything <= 1/M (0 included) in bin 0. Confidences are compared in float64, exactly.
     edges = torch.arange(1, n_bins, dtype=torch.float64, device=device) / n_bins
-    count = torch.zeros(n_bins, dtype=torch.float64, device=device)
+    count = torch.zeros(n_bins, dtype=torch.float64, device=device) if with_counts else None
     conf = torch.zeros(n_bins, dtype=torch.float64, device=device)
     hits = torch.zeros(n_bins, dtype=torch.float64, device=device)
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
             c, pred = p.max(dim=1)  # max is exact in any dtype; widen only the N maxima
             c = c.double()
-            h = (pred == y).double()
             idx = torch.bucketize(c, edges)
-            count.index_add_(0, idx, torch.ones_like(c))
-            conf.index_add_(0, idx, c)
-            hits.index_add_(0, idx, h)
+            hits.index_add_(0, idx, (pred == y).double())
         else:
             c = p.reshape(-1).double()
             idx = torch.bucketize(c, edges)
-            count.index_add_(0, idx, torch.ones_like(c))
-            conf.index_add_(0, idx, c)
             # Outcomes are 1 only at (i, y_i): add one per row into the bin of p_{i, y_i}.
             c_true = p.gather(1, y[:, None]).squeeze(1).double()
             hits.index_add_(0, torch.bucketize(c_true, edges), torch.ones_like(c_true))
+        conf.index_add_(0, idx, c)
+        if count is not None:
+            count += torch.bincount(idx, minlength=n_bins)
     return count, conf, hits
+
+
+def bin_statistics(
+    probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, scope: Scope = "prediction"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-bin ``(count, sum of confidences, sum of outcomes)``, each float64 ``[n_bins]``.
+
+    ``probs [N, K]``, ``labels [N]``. Bin m (1-based) is ``((m-1)/M, m/M]``; the first bin also
+    takes 0 (SPEC §5, paper A eq. 3). One vectorised pass (bucketize + index_add/bincount), chunked
+    over rows; works on any device.
+    """
+    probs, labels = _prepare(probs, labels)
+    n_bins = _check_n_bins(n_bins)
+    scope = _check_scope(scope)
+    return _bin_sums(probs, labels, n_bins, scope, with_counts=True)
 
 
 def hist_ece(
@@ -206,9 +212,13 @@ def hist_ece(
     ``probs [N, K]``, ``labels [N]``; ``n = N`` pairs for ``scope="prediction"`` (top label),
     ``n = N*K`` for ``scope="output"``. Bins ``((m-1)/M, m/M]``, the first also takes 0.
     """
-    count, conf, hits = bin_statistics(probs, labels, n_bins=n_bins, scope=scope)
+    probs, labels = _prepare(probs, labels)
+    n_bins = _check_n_bins(n_bins)
+    scope = _check_scope(scope)
+    _, conf, hits = _bin_sums(probs, labels, n_bins, scope, with_counts=False)
+    n_pairs = probs.shape[0] * (probs.shape[1] if scope == "output" else 1)
     # |B_m|/n * |acc - conf| = |sum_{B_m} (h - c)| / n.
-    return ((hits - conf).abs().sum() / count.sum()).item()
+    return ((hits - conf).abs().sum() / n_pairs).item()
 
 
 # --------------------------------------------------------------------------------------------------

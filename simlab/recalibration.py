@@ -349,8 +349,15 @@ class DirichletCalibration(_Recalibrator):
                 init = None
                 # Strongest regularisation first; each fit warm-starts the next (same convex problems).
                 for lam, mu in sorted(grid, reverse=True):
+                    # Ranking the pairs needs less precision than the final fit: looser gradient tolerance.
                     init = fit_dirichlet_odir(
-                        log_p[train], y[train], lam, mu, init=init, max_iter=self.cv_max_iter
+                        log_p[train],
+                        y[train],
+                        lam,
+                        mu,
+                        init=init,
+                        max_iter=self.cv_max_iter,
+                        tolerance_grad=1e-5,
                     )
                     w, b = init
                     scores[(lam, mu)] += F.cross_entropy(
