@@ -37,18 +37,12 @@ BASE = (
 )  # SPEC §6
 # Post-hoc recalibration (Dir-ODIR's cross-validation dominates a 1-epoch trial) is off in the fast
 # test and on in the TorchTrainer test, which checks the ts_/ets_/dir_ keys.
-TINY = (
-    "epochs=1",
-    "subset_per_class=15",
-    "batch_size=32",
-    "label=onehot,similarity",
-    "similarity=l2",
-    "recalibrate=false",
-)
+TINY_BASE = ("epochs=1", "subset_per_class=15", "batch_size=32", "recalibrate=false")
+TINY = (*TINY_BASE, "label=onehot,similarity", "similarity=l2")
 
 
-def tiny_spec(tmp: Path, name: str, *overrides: str, **top) -> SweepSpec:
-    raw = apply_overrides(get_preset("quickstart"), [*TINY, f"cache_dir={tmp / 'cache'}", *overrides])
+def tiny_spec(tmp: Path, name: str, *overrides: str, base: tuple[str, ...] = TINY, **top) -> SweepSpec:
+    raw = apply_overrides(get_preset("quickstart"), [*base, f"cache_dir={tmp / 'cache'}", *overrides])
     top.setdefault("num_samples", 2)
     return build_spec(raw, preset="quickstart", name=name, storage=str(tmp / "sweeps"), **top)
 
@@ -230,6 +224,7 @@ def test_torch_trainer_trial(ray_local, tmp_path):
         "tt",
         "label=onehot",
         "recalibrate=true",
+        base=TINY_BASE,
         num_samples=1,
         in_process=False,
         workers_per_trial=1,
