@@ -365,6 +365,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             )
         grid = tuner.fit()
         summarize(spec, grid, summary)
+        _retire_lost_runs(tracking_uri, experiment_id, parent_run_id, {r["trial_id"] for r in summary.rows})
         _log_summary(parent, spec, summary)
         status = "KILLED" if summary.interrupted else ("FINISHED" if summary.num_finished else "FAILED")
         parent.close(status, reason="interrupted: continue with --resume" if summary.interrupted else None)
@@ -382,6 +383,41 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             ray.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _retire_lost_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> None:
+    """Soft-delete the child runs of trials that Tune no longer knows.
+
+    A trial that started after Tune's last experiment snapshot and was then killed with the driver is
+    not in the restored experiment (Tune gives its slot a new trial): its MLflow run would be a
+    stray, half-written extra run of the sweep. It is tagged with the reason, closed KILLED and moved
+    to MLflow's trash (recoverable with `mlflow runs restore`).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.mlflow_tracking import KEY_TAG
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
+    )
+    for run in runs:
+        key = run.data.tags.get(KEY_TAG)
+        if run.data.tags.get("simlab.role") != "trial" or key is None or key in trial_ids:
+            continue
+        logger.warning(
+            "MLflow run %s of trial %s: trial lost by the interrupted sweep; moving it to trash",
+            run.info.run_id,
+            key,
+        )
+        client.set_tag(
+            run.info.run_id,
+            "simlab.lost",
+            "trial started after the sweep's last snapshot and was lost when it was killed",
+        )
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+        client.delete_run(run.info.run_id)
 
 
 def _make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, Any]) -> Any:

@@ -215,6 +215,13 @@ def test_kill_then_resume_without_duplicates(tmp_path):
     assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
     assert sum(r.info.status == "FINISHED" for r in children) == 3
     assert len([r for r in runs if r.data.tags.get("simlab.role") == "sweep"]) == 1
+    # The Optuna study saved with the sweep (Tune's searcher state): every trial told, none RUNNING.
+    import pickle
+
+    (state,) = sorted((tmp_path / "sweeps" / "kr").glob("searcher-state-*.pkl"))[-1:]
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("COMPLETE") == 3, states
 
 
 @pytest.mark.slow
