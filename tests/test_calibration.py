@@ -261,6 +261,7 @@ _FUNCS = [
         (torch.tensor([[2.0, -1.0], [0.6, 0.4]]), _GOOD_Y, ValueError, "probs must be non-negative"),
         (torch.tensor([[float("nan"), 1.0], [0.6, 0.4]]), _GOOD_Y, ValueError, "probs must be finite"),
         (torch.tensor([[float("inf"), 1.0], [0.6, 0.4]]), _GOOD_Y, ValueError, "probs must be finite"),
+        (torch.tensor([[3e38, 3e38], [0.6, 0.4]]), _GOOD_Y, ValueError, "probs rows must sum to 1"),
         (torch.tensor([[1, 0], [0, 1]]), _GOOD_Y, TypeError, "probs must be a floating-point"),
         ([[0.2, 0.8], [0.6, 0.4]], _GOOD_Y, TypeError, "probs must be a torch.Tensor"),
         (torch.tensor([[3.0, 1.0], [0.5, 2.0]]), _GOOD_Y, ValueError, "probs rows must sum to 1"),  # logits
