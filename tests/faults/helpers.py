@@ -363,7 +363,8 @@ def tune_trials(sweep_dir: Path) -> list[dict]:
     """Trials in Tune's newest experiment state: trial_id, status, num_failures, config."""
     import json
 
-    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # Newest by the timestamp in the name, as Tune picks it (after a restore Tune may touch old ones too).
+    states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
     if not states:
         return []
     data = json.loads(states[-1].read_text())
@@ -385,7 +386,7 @@ def optuna_study(sweep_dir: Path):
     """The Optuna study as Tune last saved it with its searcher (a pickle this test suite wrote)."""
     import pickle
 
-    states = sorted(Path(sweep_dir).glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    states = sorted(Path(sweep_dir).glob("searcher-state-*.pkl"))
     assert states, f"no searcher state in {sweep_dir}"
     with open(states[-1], "rb") as fh:
         state = pickle.load(fh)  # test-only: our own sweep's file
