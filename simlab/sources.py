@@ -415,6 +415,7 @@ def _predictions(
     """
     from simlab.checkpoint import load_checkpoint
     from simlab.config import TrainConfig
+    from simlab.data import prepare_images
     from simlab.labels import prediction_similarity
     from simlab.models import build_model
 
@@ -439,17 +440,28 @@ def _predictions(
             f"checkpoint: trained on classes {list(saved_names)}, but data has {list(data.class_names)}"
         )
     cfg = TrainConfig.from_dict(state["config"], validate=False)
-    model = build_model(cfg.model, k, in_channels=int(x.shape[1]), **cfg.model_args)
+    # Any seeded generator: the weights are overwritten by the checkpoint, and the global RNG is untouched.
+    model = build_model(
+        cfg.model,
+        k,
+        in_channels=int(x.shape[1]),
+        generator=torch.Generator().manual_seed(0),
+        **cfg.model_args,
+    )
     model.load_state_dict(state["model"])
     model.to(dev).eval()
-    mean = torch.tensor(data.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     probs = []
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(dev, non_blocking=True).to(torch.float32).div_(255.0)
-            logits = model((xb - mean) / std)
-            probs.append(torch.softmax(logits.to(torch.float64), dim=1).cpu())
+            # The trainer's own normalisation, without augmentation.
+            xb = prepare_images(
+                x[start : start + batch_size].to(dev),
+                mean=data.mean,
+                std=data.std,
+                augment=False,
+                generator=None,
+            )
+            probs.append(torch.softmax(model(xb).to(torch.float64), dim=1).cpu())
     scores, _tau = prediction_similarity(torch.cat(probs), y, k)
     _put(info, checkpoint_epoch=state.get("epoch"), model=cfg.model, n_train=int(x.shape[0]))
     return scores.detach().to("cpu", torch.float64).numpy()

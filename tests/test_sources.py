@@ -386,3 +386,41 @@ def test_lp_energy_variant_matches_brute_force(name: str, p: float):
     single = tiny_data(per_class=(1, 3, 3))
     with pytest.raises(ValueError, match="energy"):
         compute_similarity(single, name, {"energy": True})
+
+
+def test_predictions_on_a_checkpoint_written_by_fit(tmp_path: Path):
+    """The trainer's checkpoint format end to end: fit one epoch, then score its training images."""
+    from simlab.config import TrainConfig
+    from simlab.data import load_dataset, prepare_images
+    from simlab.models import build_model
+    from simlab.train import fit
+
+    data = load_dataset(
+        "synthetic", cache_dir=tmp_path, num_classes=3, num_superclasses=1, samples_per_class=8, image_size=8
+    )
+    cfg = TrainConfig(
+        dataset="synthetic",
+        model="small_cnn",
+        model_args={"width": 4},
+        epochs=1,
+        batch_size=8,
+        lr=0.05,
+        recalibrate=False,
+        device="cpu",
+        augment=False,
+        cache_dir=str(tmp_path),
+    )
+    fit(cfg, data=data, checkpoint_dir=tmp_path / "ckpt", recalibrators={})
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    got = compute_similarity(data, "predictions", {"checkpoint": str(ckpt), "device": "cpu"})
+    # reference: the plain model from the checkpoint, softmax averaged per labelled class with numpy
+    state = torch.load(ckpt, weights_only=True)
+    model = build_model("small_cnn", 3, in_channels=3, width=4)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with torch.no_grad():
+        x = prepare_images(data.train_x, mean=data.mean, std=data.std, augment=False, generator=None)
+        probs = torch.softmax(model(x).double(), dim=1).numpy()
+    y = data.train_y.numpy()
+    expected = np.stack([probs[y == a].mean(0) for a in range(3)])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
