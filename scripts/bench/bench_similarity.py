@@ -4,8 +4,8 @@
 Measures, in one run on this machine:
 
 1. ``class_distance_matrix`` (what the ``l1``/``l2`` sources call) on all 50,000 x 3,072 training
-   images (uint8: the exact per-class-histogram path for p=1, float64 accumulation for p=2), for the
-   p values in ``--full-p``.
+   images as uint8 (the exact per-class-histogram path for p=1, exact integer Gram blocks for p=2),
+   for the p values in ``--full-p``.
 2. The baseline anyone would write first: for every class pair (a <= b, using symmetry)
    ``torch.cdist(X_a, X_b, p).mean()`` in float32. On the full set this takes hours for p=1, so the
    baseline runs on a seeded class-balanced subset of ``--baseline-per-class`` images per class and
