@@ -273,7 +273,7 @@ def _count_similarity_computations() -> None:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch):
-    import cloudpickle
+    from ray import cloudpickle  # Ray pickles the setup hook with its own cloudpickle
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -299,6 +299,14 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         sources = sorted(line.split()[1] for line in lines)
         assert sources == ["l1", "l2"]  # each matrix computed once, by the driver, none by trials
         assert {int(line.split()[0]) for line in lines} == {os.getpid()}
+        # Control: the counter is really installed in Ray's worker processes (else 0 would prove nothing).
+        @ray.remote(num_cpus=0.1)
+        def counter_installed() -> bool:
+            from simlab.sources import SimilaritySource
+
+            return bool(getattr(SimilaritySource.__call__, "_counted", False))
+
+        assert ray.get(counter_installed.remote())
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         assert len(nodes) == 2
         assert {r["method"] for r in summary.rows} <= {"similarity:l1", "similarity:l2"}
