@@ -343,6 +343,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         if resume:
             logger.info("restoring sweep %s", sweep_dir)
             tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True)
+            if local:  # before any trial (re)opens its run
+                from sweeps.cleanup import tune_trial_ids
+
+                _retire_lost_runs(tracking_uri, experiment_id, tune_trial_ids(sweep_dir))
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -365,7 +369,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             )
         grid = tuner.fit()
         summarize(spec, grid, summary)
-        _retire_lost_runs(tracking_uri, experiment_id, parent_run_id, {r["trial_id"] for r in summary.rows})
+        if resume:  # the same check once more, against the trials the finished sweep holds
+            _retire_lost_runs(tracking_uri, experiment_id, {r["trial_id"] for r in summary.rows})
         _log_summary(parent, spec, summary)
         status = "KILLED" if summary.interrupted else ("FINISHED" if summary.num_finished else "FAILED")
         parent.close(status, reason="interrupted: continue with --resume" if summary.interrupted else None)
@@ -385,39 +390,21 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     return summary
 
 
-def _retire_lost_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> None:
-    """Soft-delete the child runs of trials that Tune no longer knows.
+def _retire_lost_runs(tracking_uri: str, experiment_id: str, live_keys: set[str]) -> None:
+    """Move to MLflow's trash the trial runs whose trial is not in the (restored) sweep.
 
-    A trial that started after Tune's last experiment snapshot and was then killed with the driver is
-    not in the restored experiment (Tune gives its slot a new trial): its MLflow run would be a
-    stray, half-written extra run of the sweep. It is tagged with the reason, closed KILLED and moved
-    to MLflow's trash (recoverable with `mlflow runs restore`).
+    Tune snapshots its experiment periodically: a trial started after the last snapshot and killed with
+    the driver is not in the restored experiment (Tune runs a new trial in its place), and its
+    half-written run would be a second run of the sweep. `delete_orphan_runs` tags it
+    ``simlab.orphaned``, closes it KILLED and deletes it recoverably (RELIABILITY T4).
     """
-    from mlflow.tracking import MlflowClient
+    from sweeps.mlflow_tracking import delete_orphan_runs
 
-    from sweeps.mlflow_tracking import KEY_TAG
-
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
-    )
-    for run in runs:
-        key = run.data.tags.get(KEY_TAG)
-        if run.data.tags.get("simlab.role") != "trial" or key is None or key in trial_ids:
-            continue
+    orphans = delete_orphan_runs(tracking_uri, experiment_id, live_keys=live_keys)
+    if orphans:
         logger.warning(
-            "MLflow run %s of trial %s: trial lost by the interrupted sweep; moving it to trash",
-            run.info.run_id,
-            key,
+            "deleted %d MLflow run(s) of trials lost by the kill (not in Tune's saved state)", len(orphans)
         )
-        client.set_tag(
-            run.info.run_id,
-            "simlab.lost",
-            "trial started after the sweep's last snapshot and was lost when it was killed",
-        )
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")
-        client.delete_run(run.info.run_id)
 
 
 def _make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, Any]) -> Any:
