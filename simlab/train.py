@@ -505,7 +505,12 @@ class _Run:
         g_shuffle = torch.Generator().manual_seed(_seed(cfg.seed, "shuffle", epoch))
         g_aug = torch.Generator(device=dev).manual_seed(_seed(cfg.seed, "augment", epoch, world.rank))
         g_mix = torch.Generator().manual_seed(_seed(cfg.seed, "mixup", epoch, world.rank))
-        torch.manual_seed(_seed(cfg.seed, "global", epoch, world.rank))  # inside fit's fork_rng
+        # The global RNGs (dropout) of the CPU and of the training GPU only: fit's fork_rng restores them.
+        global_seed = _seed(cfg.seed, "global", epoch, world.rank)
+        torch.default_generator.manual_seed(global_seed)
+        if dev.type == "cuda":
+            with torch.cuda.device(dev):
+                torch.cuda.manual_seed(global_seed)
         self.net.train()
         total = torch.zeros((), dtype=torch.float64, device=dev)
         count = 0

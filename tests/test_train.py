@@ -99,6 +99,7 @@ def smoke(digits, cache_dir, tmp_path_factory):
     art = tmp_path_factory.mktemp("artifacts")
     ck = tmp_path_factory.mktemp("ck")
     cfg = _cfg(cache_dir, recalibrate=True)
+    global_rng = torch.get_rng_state()
     result = fit(
         cfg,
         data=digits,
@@ -108,6 +109,8 @@ def smoke(digits, cache_dir, tmp_path_factory):
         checkpoint_dir=ck,
         recalibrators=CHEAP_RECALIBRATORS,
     )
+    # fit seeds the global RNG (for dropout) only inside torch.random.fork_rng: the caller's is untouched.
+    assert torch.equal(torch.get_rng_state(), global_rng)
     return cfg, result, tracker, reports, art, ck
 
 
