@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         spec = resolve_spec(args)
-        # Registry keys (models, losses, datasets, sources) need the torch-backed registries: checked
-        # after the cheap checks, still before Ray starts.
-        from sweeps.spec import check_registries
+        # Word vectors and registry keys (models, losses, datasets, sources) need torch-importing library
+        # modules: checked after the cheap checks, still before Ray starts.
+        from sweeps.spec import check_registries, check_word_vectors
 
+        check_word_vectors(spec)  # class words vs the vector file's vocabulary (no image decoded)
         check_registries(spec)
     except SpecError as err:
         print(f"error: invalid sweep spec: {err}", file=sys.stderr)

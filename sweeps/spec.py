@@ -599,3 +599,70 @@ def check_registries(spec: SweepSpec) -> None:
                 raise SpecError(
                     key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
                 )
+
+
+def check_word_vectors(spec: SweepSpec) -> None:
+    """Every class name of the sweep's dataset(s) must resolve to words of the ``we`` vector file.
+
+    Reads only the class names (a constant list, a zip's folder listing, or torchvision's CIFAR-100
+    meta file) and the vector file's vocabulary (first token per line), so a missing word is reported
+    before any image is decoded; `simlab.word_vectors.check_vocabulary` applies the same rules (and
+    ``mapping``) as the distance computation.
+    """
+    import logging
+
+    if "we" not in _values(spec, "similarity"):
+        return
+    from simlab.word_vectors import MissingWordsError, check_vocabulary
+
+    args = spec.source_args.get("we", {})
+    datasets = _values(spec, "dataset") or (TrainConfig.dataset,)
+    data_dirs = _values(spec, "data_dir") or (None,)
+    for dataset in datasets:
+        for data_dir in data_dirs:
+            names = _dataset_class_names(dataset, data_dir)
+            if names is None:
+                logging.getLogger(__name__).warning(
+                    "class names of %s (%s) not known before decoding: word vectors checked later",
+                    dataset,
+                    data_dir,
+                )
+                continue
+            try:
+                check_vocabulary(names, args.get("vectors"), mapping=args.get("mapping"))
+            except MissingWordsError as err:
+                raise SpecError("source_args.we.vectors", str(err)) from err
+            except (TypeError, ValueError, OSError) as err:
+                raise SpecError("source_args.we", str(err)) from err
+
+
+def _dataset_class_names(dataset: str, data_dir: str | None) -> list[str] | None:
+    """Class names without decoding images; None when that needs the data itself."""
+    import pickle
+    import zipfile
+
+    path = Path(os.path.expanduser(data_dir)) if data_dir else None
+    if dataset in ("cifar10", "imagefolder") and path is not None and path.exists():
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                parts = (name.split("/") for name in zf.namelist())
+                names = {
+                    p[p.index("train") + 1]
+                    for p in parts
+                    if "train" in p[:-1] and p.index("train") + 2 <= len(p) - 1
+                }
+        else:
+            train = next((d for d in (path / "train", *path.glob("*/train")) if d.is_dir()), None)
+            names = {d.name for d in train.iterdir() if d.is_dir()} if train else set()
+        if names:
+            return sorted(names)
+    if dataset == "cifar10":
+        from simlab.data.readers import CIFAR10_CLASSES
+
+        return list(CIFAR10_CLASSES)
+    if dataset == "cifar100" and path is not None:
+        meta = path / "cifar-100-python" / "meta"
+        if meta.is_file():
+            with open(meta, "rb") as f:
+                return list(pickle.load(f, encoding="latin1")["fine_label_names"])
+    return None

@@ -95,6 +95,24 @@ def test_cli_dry_run_prints_the_resolved_sweep(tmp_path):
     assert not (tmp_path / "s1").exists()  # a dry run writes nothing
 
 
+def test_cli_rejects_class_words_missing_from_the_vectors(tmp_path):
+    vectors = tmp_path / "few.txt"  # word2vec text format without 'cat' (and most CIFAR-10 words)
+    vectors.write_text("3 4\ncar 1 0 0 0\ndog 0 1 0 0\nship 0 0 1 0\n")
+    proc = run_cli(
+        "--dry-run",
+        "--preset",
+        "cifar10-calibration",
+        "--set",
+        "label=similarity",
+        "--set",
+        "similarity=we",
+        "--set",
+        f"source_args.we.vectors={vectors}",
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "source_args.we.vectors" in proc.stderr and "'cat'" in proc.stderr
+
+
 def test_cli_registry_key_checked_before_ray():
     proc = run_cli("--dry-run", "--set", "loss=projecton")
     assert proc.returncode == 2
