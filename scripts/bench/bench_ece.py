@@ -15,8 +15,9 @@ probabilities (the values do not change the cost of any method here).
   and, if that is a subset, extrapolated linearly in rows for its pair-building loop only (its KDE
   and grid-loop stages do not grow with N) -- the output says which.
 
-Each figure is the median of ``--repeats`` runs after one warm-up. Usage:
-    python scripts/bench/bench_ece.py [--repeats 3] [--skip-large] [--kde-port-rows 10000]
+Each figure is the median of ``--repeats`` interleaved rounds after one warm-up (the large case:
+``--large-repeats`` rounds, no warm-up). Usage:
+    python scripts/bench/bench_ece.py [--repeats 5] [--large-repeats 1] [--skip-large] [--kde-port-rows N]
 """
 
 from __future__ import annotations
@@ -80,14 +81,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    result = fn()  # warm-up (and the value, for the agreement check)
-    times = []
+def timed(fns: dict[str, object], repeats: int, warmup: bool = True) -> dict[str, tuple[float, object]]:
+    """Median seconds (and the value) per function, timed in interleaved rounds.
+
+    Interleaving (one run of each function per round) exposes every method to the same load on a
+    shared machine, so the ratios stay meaningful even when absolute times drift.
+    """
+    values = {name: fn() for name, fn in fns.items()} if warmup else {}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            values[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), values[name]) for name in fns}
 
 
 def make_data(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,16 +122,23 @@ def per_bin_loop_output_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: i
     return total / c.numel()
 
 
-def bench_hist(n: int, k: int, repeats: int) -> list[str]:
+def bench_hist(n: int, k: int, repeats: int, warmup: bool = True) -> list[str]:
     from torchmetrics.functional.classification import multiclass_calibration_error
 
     probs, labels = make_data(n, k)
-    t_ours, v_ours = timed(lambda: hist_ece(probs, labels, scope="output"), repeats)
-    t_loop, v_loop = timed(lambda: per_bin_loop_output_ece(probs, labels), repeats)
-    t_tm, _ = timed(
-        lambda: multiclass_calibration_error(probs, labels, num_classes=k, n_bins=15, norm="l1"), repeats
+    res = timed(
+        {
+            "ours": lambda: hist_ece(probs, labels, scope="output"),
+            "loop": lambda: per_bin_loop_output_ece(probs, labels),
+            "tm": lambda: multiclass_calibration_error(probs, labels, num_classes=k, n_bins=15, norm="l1"),
+            "pred": lambda: hist_ece(probs, labels, scope="prediction"),
+        },
+        repeats,
+        warmup=warmup,
     )
-    t_pred, _ = timed(lambda: hist_ece(probs, labels, scope="prediction"), repeats)
+    (t_ours, v_ours), (t_loop, v_loop), (t_tm, _), (t_pred, _) = (
+        res[key] for key in ("ours", "loop", "tm", "pred")
+    )
     assert abs(v_ours - v_loop) < 1e-9, (v_ours, v_loop)
     return [
         f"| hist_ece output, {n:,} x {k:,} ({n * k:,} entries) | {t_ours * 1e3:,.1f} ms "
@@ -139,18 +153,26 @@ def bench_hist(n: int, k: int, repeats: int) -> list[str]:
 
 def bench_kde(n: int, k: int, repeats: int, port_rows: int) -> list[str]:
     probs, labels = make_data(n, k, seed=1)
-    t_ours, v_ours = timed(lambda: kde_ece(probs, labels, scope="output"), repeats)
     rows = min(port_rows, n)
     p_np, y_np = probs[:rows].double().numpy(), labels[:rows].numpy()
-    start = time.perf_counter()
-    conf, hit = binary_pairs(p_np, y_np, "output")
-    t_pairs = time.perf_counter() - start
-    start = time.perf_counter()
-    v_port = ece_kde_binary(conf, hit)
-    t_kde = time.perf_counter() - start
+    stage: dict[str, float] = {}
+
+    def port() -> float:
+        start = time.perf_counter()
+        conf, hit = binary_pairs(p_np, y_np, "output")
+        stage["pairs"] = time.perf_counter() - start
+        start = time.perf_counter()
+        value = ece_kde_binary(conf, hit)
+        stage["kde"] = time.perf_counter() - start
+        return value
+
+    res = timed({"ours": lambda: kde_ece(probs, labels, scope="output"), "port": port}, repeats)
+    (t_ours, v_ours), (t_port_measured, v_port) = res["ours"], res["port"]
+    # stage split of the port from its last round (for the extrapolation and the breakdown)
+    t_pairs, t_kde = stage["pairs"], stage["kde"]
     lines = []
     if rows == n:
-        t_port = t_pairs + t_kde
+        t_port = t_port_measured
         agree = abs(v_ours - v_port)
         note = f"measured on all {n:,} rows; |ours - port| = {agree:.1e}"
         assert agree < 1e-4, (v_ours, v_port)
@@ -163,7 +185,7 @@ def bench_kde(n: int, k: int, repeats: int, port_rows: int) -> list[str]:
         )
     lines.append(
         f"| kde_ece output, {n:,} x {k:,} ({n * k:,} pairs) | {t_ours * 1e3:,.1f} ms "
-        f"| direct port: {t_port:,.2f} s (pairs {t_pairs:.2f} s + KDE/grid loop {t_kde:.2f} s) "
+        f"| direct port: {t_port:,.2f} s (last round: pairs {t_pairs:.2f} s + KDE/grid loop {t_kde:.2f} s) "
         f"| {t_port / t_ours:.1f}x faster |"
     )
     lines.append(f"|  | {note} | | |")
@@ -174,19 +196,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--large-repeats", type=int, default=1, help="rounds for 100,000 x 1,000 (no warm-up)"
+    )
     parser.add_argument("--skip-large", action="store_true", help="skip the 100,000 x 1,000 hist case")
     parser.add_argument("--kde-port-rows", type=int, default=10_000)
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
     print(f"commit:  {git_commit()}")
-    print(f"repeats: median of {args.repeats} after one warm-up, CPU, float32 probs\n")
+    print(
+        f"repeats: median of {args.repeats} interleaved rounds after one warm-up "
+        f"({args.large_repeats} round(s), no warm-up, for 100,000 x 1,000); CPU, float32 probs\n"
+    )
     print("| case | ours | baseline (same run) | ratio |")
     print("|---|---|---|---|")
-    sizes = [(10_000, 100)] + ([] if args.skip_large else [(100_000, 1_000)])
-    for n, k in sizes:
-        for line in bench_hist(n, k, args.repeats):
+    for line in bench_hist(10_000, 100, args.repeats):
+        print(line, flush=True)
+    if not args.skip_large:
+        for line in bench_hist(100_000, 1_000, args.large_repeats, warmup=False):
             print(line, flush=True)
     for line in bench_kde(10_000, 100, args.repeats, args.kde_port_rows):
         print(line, flush=True)
