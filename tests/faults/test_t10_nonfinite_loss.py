@@ -89,3 +89,57 @@ def test_nonfinite_loss_stops_at_that_step_with_the_reason(tmp_path: Path, poiso
     assert tracker.metrics == [] and epochs_seen == []  # nothing reported for the failed epoch
     assert load_checkpoint(path)["epoch"] == 1  # no checkpoint written after the bad step
     record_faults(f"T10 {poison} weights", injected=1, survived=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# T10 in a sweep
+@pytest.mark.slow
+def test_nan_trial_in_a_sweep_fails_cleanly_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.mlflow_tracking import FAILURE_TAG
+    from tests.faults.helpers import Sweep, optuna_study, tune_trials
+
+    # lr 1e30 makes the first SGD step overflow the weights: the loss of step 2 is NaN.
+    sweep = Sweep(
+        tmp_path,
+        "t10",
+        "lr=0.05,1e30",
+        "tune_max_failures=0",
+        args=("--num-samples", "4", "--max-concurrent", "1"),
+    )
+    sweep.start()
+    try:
+        assert sweep.wait() == 0, sweep.tail()  # the sweep finished despite the failed trial(s)
+    finally:
+        sweep.kill_tree()
+
+    trials = {t["trial_id"]: t for t in tune_trials(sweep.sweep_dir)}
+    bad = {i for i, t in trials.items() if t["config"]["lr"] == 1e30}
+    good = set(trials) - bad
+    assert len(trials) == 4 and bad and good, f"need both lr values among the trials: {trials}"
+    assert {trials[i]["status"] for i in bad} == {"ERROR"}
+    assert {trials[i]["status"] for i in good} == {"TERMINATED"}  # the other trials went on
+
+    client = MlflowClient(sweep.uri)
+    exp = client.get_experiment_by_name("t10")
+    runs = {
+        r.data.tags["simlab.key"]: r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("simlab.role") == "trial"
+    }
+    assert set(runs) == set(trials)
+    for i in bad:
+        assert runs[i].info.status == "FAILED"
+        reason = runs[i].data.tags[FAILURE_TAG]
+        assert "NonFiniteLossError" in reason and "epoch 1, step 2/" in reason and "nan" in reason, reason
+        assert "train_loss" not in runs[i].data.metrics  # stopped within the first epoch: nothing reported
+    assert {runs[i].info.status for i in good} == {"FINISHED"}
+    assert "NonFiniteLossError" in sweep.output()  # the reason in Tune's error report too
+
+    study, ot_trials = optuna_study(sweep.sweep_dir)
+    states = {i: ot_trials[i].number for i in trials}
+    by_number = {t.number: t.state.name for t in study.trials}
+    assert {by_number[states[i]] for i in bad} == {"FAIL"}  # told, not left RUNNING
+    assert {by_number[states[i]] for i in good} == {"COMPLETE"}
+    record_faults("T10 NaN trial in a sweep", injected=len(bad), survived=len(bad))
