@@ -103,3 +103,44 @@ def test_outage_of_30s_loses_no_metric_point(mlflow_server: MlflowServer, tmp_pa
         survived=1,
         detail=f"{outage:.0f} s outage, {len(spooled_steps)} of {n} points spooled, 0 lost",
     )
+
+
+def test_sweep_survives_30s_server_outage(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The same outage in a real sweep: trials keep training, every epoch point arrives exactly once."""
+    from tests.faults.helpers import Sweep, trial_steps, tune_trials
+
+    epochs = 3
+    sweep = Sweep(
+        tmp_path, "t6", args=("--num-samples", "2", "--max-concurrent", "1"), tracking_uri=mlflow_server.uri
+    )
+    sweep.start()
+    try:
+        deadline = time.monotonic() + 600
+        while not any(1 in s for s in trial_steps(mlflow_server.db).values()):
+            assert sweep.proc.poll() is None, sweep.tail()
+            assert time.monotonic() < deadline, sweep.tail()
+            time.sleep(0.2)
+        mlflow_server.stop()
+        down_at = time.monotonic()
+        time.sleep(OUTAGE_S)
+        mlflow_server.start()
+        outage = time.monotonic() - down_at
+        assert sweep.wait() == 0, sweep.tail()
+    finally:
+        sweep.kill_tree()
+
+    assert outage >= OUTAGE_S
+    trials = tune_trials(sweep.sweep_dir)
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"TERMINATED"}, trials
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("t6")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"]
+    assert sorted(r.data.tags["simlab.key"] for r in runs) == sorted(t["trial_id"] for t in trials)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for key in ("train_loss", "val_nll", "accuracy"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            assert steps == list(range(1, epochs + 1)), (run.data.tags["simlab.key"], key, steps)
+    assert not list(sweep.sweep_dir.rglob("*.jsonl"))  # every spool was delivered
+    assert "spooling to" in sweep.output()  # the outage really reached the trials' trackers
+    record_faults("T6 server down mid-sweep", injected=1, survived=1, detail=f"{outage:.0f} s outage")
