@@ -6,7 +6,8 @@
 
 Rows are methods (paper A Tables 1-2: One-hot, TS, ETS, Dir-ODIR, Uniform, Mixup, L1, L2, AE, WE, plus
 confidence-label methods), per model; columns the four ECEs (histogram / KDE, prediction / output) and
-accuracy, in percent, as ``mean ± std (n)`` over the seeds of one configuration. TS / ETS / Dir-ODIR
+accuracy, in percent, as ``mean ± std (n)`` over the seeds of one configuration (runs repeating a
+configuration with the same seed count once). TS / ETS / Dir-ODIR
 are post-hoc: their rows come from the one-hot runs' ``ts_`` / ``ets_`` / ``dir_`` test metrics.
 
 When a sweep tried several configurations of one method (e.g. several β), the configuration is chosen
@@ -83,6 +84,7 @@ class Run:
     model: str
     params: dict[str, str]
     metrics: dict[str, float]
+    start_time: int = 0  # ms since the epoch (MLflow)
 
     @property
     def config_key(self) -> str:
@@ -130,6 +132,11 @@ def build_rows(runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min
             return m if mode == "min" else -m
 
         _, chosen = min(configs.items(), key=score)
+        # Repeats of one configuration with the same seed are the same experiment: count each seed once.
+        by_seed: dict[str, Run] = {}
+        for run in sorted(chosen, key=lambda r: (r.start_time, r.run_id)):  # the earliest run of a seed
+            by_seed.setdefault(run.params.get("seed", run.run_id), run)
+        chosen = list(by_seed.values())
         rows.append(Row(model, method_label(method), chosen))
         if method == "onehot":
             for prefix, label in POST_HOC:
@@ -201,6 +208,7 @@ def load_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Run]]:
             model=r.data.params.get("model", "?"),
             params=dict(r.data.params),
             metrics=dict(r.data.metrics),
+            start_time=r.info.start_time or 0,
         )
         for r in found
     ]

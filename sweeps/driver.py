@@ -495,7 +495,8 @@ def summary_table(spec: SweepSpec, rows: Sequence[Mapping[str, Any]], *, markdow
     """A comparison table of trials (sorted by the first objective), Markdown or CSV."""
     obj = spec.objectives[0]
     cols = ["trial_id", "status", "method", "params", *[o.metric for o in spec.objectives]]
-    cols += [m for m in TABLE_METRICS if m not in cols]
+    # Metrics no trial reported (e.g. ts_* without post-hoc recalibration) are left out.
+    cols += [m for m in TABLE_METRICS if m not in cols and any(r.get(m) is not None for r in rows)]
 
     def sort_key(r: Mapping[str, Any]) -> tuple[int, float]:
         v = r.get(obj.metric)
@@ -564,12 +565,8 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
             f"\nbest trial ({objectives}): {b['trial_id']}  {b['method']}  "
             + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(b["params"].items()) if k != "label")
         )
-        out.append(
-            "  "
-            + "  ".join(
-                f"{m}={_fmt(b.get(m))}" for m in [o.metric for o in spec.objectives] + list(TABLE_METRICS)
-            )
-        )
+        shown = [o.metric for o in spec.objectives] + [m for m in TABLE_METRICS if b.get(m) is not None]
+        out.append("  " + "  ".join(f"{m}={_fmt(b.get(m))}" for m in shown))
     out.append("\nall trials (validation selects; test metrics reported):")
     out.append(summary_table(spec, summary.rows))
     if summary.tracking_uri.startswith("sqlite:"):

@@ -49,7 +49,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "model": "small_cnn",
             "epochs": 4,  # ~92 % test accuracy for one-hot labels
             "batch_size": 64,
-            "lr": 0.1,
             "weight_decay": 5e-4,
             "scheduler": "cosine",
             "augment": False,  # 8x8 digits: crops/flips would change the classes
@@ -67,6 +66,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "similarity": {"choice": ["l1", "l2"]},
             "alpha": {"uniform": [0.02, 0.2]},
             "beta": {"uniform": [0.5, 6.0]},
+            # Searched for every label, so a label without its own parameters (one-hot) is not
+            # sampled twice with the same configuration.
+            "lr": {"loguniform": [0.05, 0.2]},
         },
         "warm_start": [
             {"label": "onehot"},

@@ -81,7 +81,15 @@ def store(tmp_path_factory):
                 (probs, labels) if seed == 0 else None,
                 tmp,
             )
-    # Not counted: a failed run and the parent.
+    # Not counted: a repeat of seed 0's one-hot configuration, a failed run and the parent.
+    _log_run(
+        client,
+        exp_id,
+        parent,
+        "onehot",
+        {"label": "onehot", "model": "m", "seed": "0"},
+        {**truth["onehot"][0], "accuracy": 0.01},
+    )
     _log_run(
         client,
         exp_id,
@@ -97,7 +105,7 @@ def store(tmp_path_factory):
 def test_rows_match_numpy_mean_and_sample_std(store):
     uri, truth, _ = store
     _, runs = report.load_runs(uri, "exp")
-    assert len(runs) == 9  # 3 one-hot + 6 similarity; FAILED and parent runs left out
+    assert len(runs) == 10  # 4 one-hot (one a repeat) + 6 similarity; FAILED and parent runs left out
     rows = {r.method: r for r in report.build_rows(runs)}
     assert list(rows) == ["One-hot", "TS", "L2"] or set(rows) == {"One-hot", "TS", "L2"}
     for name, key, prefix in (("One-hot", "onehot", ""), ("TS", "onehot", "ts_"), ("L2", ("l2", 4.0), "")):

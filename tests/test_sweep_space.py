@@ -25,10 +25,10 @@ def spec_of(preset: str, *overrides: str, **top):
 def test_fixed_trial_onehot_never_asks_for_beta():
     spec = spec_of("quickstart")
     # FixedTrial raises if asked for a parameter it does not hold: a one-hot trial must ask for the
-    # label only (alpha/beta/similarity are conditional on smoothed labels).
-    trial = FixedTrial({"label": "onehot"})
+    # label and lr only (alpha/beta/similarity are conditional on smoothed labels).
+    trial = FixedTrial({"label": "onehot", "lr": 0.1})
     define_by_run(trial, spec)
-    assert trial.params == {"label": "onehot"}
+    assert trial.params == {"label": "onehot", "lr": 0.1}
     cfg = TrainConfig.from_dict(train_config_dict(spec, trial.params), validate=False)
     cfg.validate(check_registries=False)
     assert cfg.label == "onehot" and cfg.beta is None and cfg.similarity is None
@@ -36,9 +36,9 @@ def test_fixed_trial_onehot_never_asks_for_beta():
 
 def test_fixed_trial_similarity_asks_for_source_alpha_beta():
     spec = spec_of("quickstart")
-    trial = FixedTrial({"label": "similarity", "similarity": "l1", "alpha": 0.1, "beta": 2.0})
+    trial = FixedTrial({"label": "similarity", "similarity": "l1", "alpha": 0.1, "beta": 2.0, "lr": 0.1})
     define_by_run(trial, spec)
-    assert set(trial.params) == {"label", "similarity", "alpha", "beta"}
+    assert set(trial.params) == {"label", "similarity", "alpha", "beta", "lr"}
     values = train_config_dict(spec, trial.params)
     assert (values["label"], values["similarity"], values["beta"], values["alpha"]) == (
         "similarity",
