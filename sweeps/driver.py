@@ -369,6 +369,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             )
         grid = tuner.fit()
         summarize(spec, grid, summary)
+        _close_trial_runs(tracking_uri, experiment_id, summary)
         if resume:  # the same check once more, against the trials the finished sweep holds
             _retire_lost_runs(tracking_uri, experiment_id, {r["trial_id"] for r in summary.rows})
         _log_summary(parent, spec, summary)
@@ -388,6 +389,40 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             ray.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:
+    """End the trial runs still RUNNING after `Tuner.fit` returned, by what Tune says of their trial.
+
+    A trial actor can be torn down before its trainable closed its run (a scheduler stop, an error in
+    Ray itself, Ctrl-C): finished or early-stopped -> FINISHED, errored -> FAILED with the reason,
+    unfinished (interrupted; `--resume` reopens it) -> KILLED.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG
+    from sweeps.trainable import STOPPED_TAG
+
+    client = MlflowClient(tracking_uri)
+    by_key = {r["trial_id"]: r for r in summary.rows}
+    running = client.search_runs(
+        [experiment_id],
+        filter_string="tags.`simlab.role` = 'trial' and attributes.status = 'RUNNING'",
+        max_results=50000,
+    )
+    for run in running:
+        row = by_key.get(run.data.tags.get(KEY_TAG, ""))
+        if row is None:
+            continue
+        status = {"finished": "FINISHED", "stopped": "FINISHED", "error": "FAILED"}.get(
+            row["status"], "KILLED"
+        )
+        if row["status"] == "stopped":
+            client.set_tag(run.info.run_id, STOPPED_TAG, "stopped early by the trial scheduler")
+        if row["status"] == "error" and row["error"]:
+            client.set_tag(run.info.run_id, FAILURE_TAG, row["error"][:5000])
+        client.set_terminated(run.info.run_id, status)
+        logger.info("closed MLflow run %s of trial %s as %s", run.info.run_id, row["trial_id"], status)
 
 
 def _retire_lost_runs(tracking_uri: str, experiment_id: str, live_keys: set[str]) -> None:
@@ -425,14 +460,27 @@ def _make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, An
 def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary:
     """Fill `summary` from a Tune `ResultGrid`."""
     rows = []
+    try:  # Tune's own trial states (TERMINATED / ERROR / PENDING / RUNNING / PAUSED)
+        states = {t.trial_id: t.status for t in grid._experiment_analysis.trials}
+    except AttributeError:  # pragma: no cover - a Ray without it: infer from the results alone
+        states = {}
     for result in grid:
         metrics = dict(result.metrics or {})
         config = dict(result.config or {})
         error = result.error
-        finished = error is None and bool(metrics.get(FINAL_FLAG))
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        state = states.get(trial_id, "TERMINATED" if metrics.get("done") else "UNKNOWN")
+        if error is not None:
+            status = "error"
+        elif metrics.get(FINAL_FLAG):
+            status = "finished"
+        elif state == "TERMINATED":
+            status = "stopped"  # stopped early by the scheduler (ASHA)
+        else:
+            status = "unfinished"
         row = {
-            "trial_id": metrics.get("trial_id") or Path(result.path).name,
-            "status": "error" if error is not None else ("finished" if finished else "unfinished"),
+            "trial_id": trial_id,
+            "status": status,
             "method": method_name(config, spec),
             "params": {k: v for k, v in config.items() if k in spec.space},
             "epochs_done": metrics.get("epoch"),

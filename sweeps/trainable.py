@@ -38,6 +38,7 @@ CHECKPOINT_SUBDIR = "ckpt"  # inside a trial's local work folder: what fit resum
 # evaluated metrics are carried forward and `evaluated_epoch` says which epoch they come from.
 EVALUATED_EPOCH = "evaluated_epoch"
 FINAL_FLAG = "final"  # 1.0 on the last report: fit's final metrics incl. ts_/ets_/dir_ recalibration
+STOPPED_TAG = "simlab.stopped_early"  # MLflow tag of a trial the scheduler stopped (run ends FINISHED)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ def _tracker(ctx: Mapping[str, Any], run_id: str, trial_id: str, role: str = "tr
     return MlflowTracker(ctx["tracking_uri"], run_id, spool_dir=Path(ctx["spool_root"]) / trial_id / role)
 
 
+def _safe_tags(tracker: Any, tags: Mapping[str, str]) -> None:
+    try:
+        tracker.set_tags(tags)
+    except Exception:
+        logger.exception("could not tag MLflow run %s", getattr(tracker, "run_id", "?"))
+
+
 def _safe_close(tracker: Any, status: str, reason: str | None = None) -> None:
     try:
         tracker.close(status, reason=reason)
@@ -192,15 +200,22 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
             checkpoint_dir=work / CHECKPOINT_SUBDIR,
             artifact_dir=work / "artifacts",
         )
-        tune.report({**carry(cfg.epochs, result.metrics), FINAL_FLAG: 1.0})
+    except SystemExit:
+        # Tune stops a trial (e.g. ASHA) by raising SystemExit(0) in `tune.report`: a normal end.
+        _safe_tags(tracker, {STOPPED_TAG: "stopped early by the trial scheduler"})
+        _safe_close(tracker, "FINISHED")
+        raise
     except KeyboardInterrupt as err:
         _safe_close(tracker, "KILLED", reason=f"{type(err).__name__}: {err}")
         raise
     except BaseException as err:
         _safe_close(tracker, "FAILED", reason=f"{type(err).__name__}: {err}")
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # Tune holds the checkpoints
+    # Closed before the last report: a scheduler may stop the trial as soon as it has that report.
     _safe_close(tracker, "FINISHED")
-    shutil.rmtree(work, ignore_errors=True)
+    tune.report({**carry(cfg.epochs, result.metrics), FINAL_FLAG: 1.0})
 
 
 # ---------------------------------------------------------------------------------------------
