@@ -249,6 +249,28 @@ def test_torch_trainer_trial(ray_local, tmp_path):
     assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
 
 
+@pytest.mark.slow
+def test_asha_stopped_trials_end_finished_not_interrupted(ray_local, tmp_path):
+    """ASHA stops weak trials at its rungs: they are 'stopped' (not an interrupted sweep), their MLflow
+    runs end FINISHED tagged simlab.stopped_early, and only finished trials can be the best."""
+    spec = tiny_spec(
+        tmp_path, "asha", "epochs=3", num_samples=4, max_concurrent=1, scheduler="asha", grace_period=1
+    )
+    summary = run_sweep(spec)
+    statuses = [r["status"] for r in summary.rows]
+    assert set(statuses) <= {"finished", "stopped"} and not summary.interrupted, statuses
+    assert "stopped" in statuses, statuses  # deterministic configs and CPU training: ASHA stops one
+    client, runs = runs_of(spec)
+    by_key = {r.data.tags["simlab.key"]: r for r in runs if r.data.tags.get("simlab.role") == "trial"}
+    for row in summary.rows:
+        run = by_key[row["trial_id"]]
+        assert run.info.status == "FINISHED"
+        assert ("simlab.stopped_early" in run.data.tags) == (row["status"] == "stopped")
+    assert summary.best[0]["status"] == "finished"
+    parent = next(r for r in runs if r.data.tags.get("simlab.role") == "sweep")
+    assert parent.info.status == "FINISHED"
+
+
 # ---------------------------------------------------------------------------------------------
 COUNT_ENV = "SIMLAB_TEST_COMPUTE_LOG"
 
@@ -299,6 +321,7 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         sources = sorted(line.split()[1] for line in lines)
         assert sources == ["l1", "l2"]  # each matrix computed once, by the driver, none by trials
         assert {int(line.split()[0]) for line in lines} == {os.getpid()}
+
         # Control: the counter is really installed in Ray's worker processes (else 0 would prove nothing).
         @ray.remote(num_cpus=0.1)
         def counter_installed() -> bool:
