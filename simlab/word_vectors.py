@@ -23,10 +23,12 @@ import logging
 import os
 import re
 from collections.abc import Container, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so a vocabulary check stays light
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +140,8 @@ def word_vector_distances(
     if info is not None:
         info["words"] = dict(zip(class_names, words_per_class, strict=True))
         info["dim"] = int(emb.shape[1])
+    import torch
+
     return torch.from_numpy(dist)
 
 
