@@ -604,10 +604,12 @@ def check_registries(spec: SweepSpec) -> None:
 def check_word_vectors(spec: SweepSpec) -> None:
     """Every class name of the sweep's dataset(s) must resolve to words of the ``we`` vector file.
 
-    Reads only the class names (a constant list, a zip's folder listing, or torchvision's CIFAR-100
-    meta file) and the vector file's vocabulary (first token per line), so a missing word is reported
-    before any image is decoded; `simlab.word_vectors.check_vocabulary` applies the same rules (and
-    ``mapping``) as the distance computation.
+    Reads only the class names (a constant list or a zip's / folder's class-folder listing; other
+    datasets are checked when the matrix is computed: their names need the data, and reading
+    torchvision's pickled CIFAR-100 meta here would unpickle a file) and the vector file's vocabulary
+    (first token per line), so a missing word is reported before any image is decoded;
+    `simlab.word_vectors.check_vocabulary` applies the same rules (and ``mapping``) as the distance
+    computation.
     """
     import logging
 
@@ -638,7 +640,6 @@ def check_word_vectors(spec: SweepSpec) -> None:
 
 def _dataset_class_names(dataset: str, data_dir: str | None) -> list[str] | None:
     """Class names without decoding images; None when that needs the data itself."""
-    import pickle
     import zipfile
 
     path = Path(os.path.expanduser(data_dir)) if data_dir else None
@@ -660,9 +661,4 @@ def _dataset_class_names(dataset: str, data_dir: str | None) -> list[str] | None
         from simlab.data.readers import CIFAR10_CLASSES
 
         return list(CIFAR10_CLASSES)
-    if dataset == "cifar100" and path is not None:
-        meta = path / "cifar-100-python" / "meta"
-        if meta.is_file():
-            with open(meta, "rb") as f:
-                return list(pickle.load(f, encoding="latin1")["fine_label_names"])
     return None
