@@ -110,6 +110,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scheduler": "asha",
         "grace_period": 20,
         "in_process": False,
+        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
+        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
+        "max_concurrent": 8,
         "gpus_per_trial": 1.0,
         "cpus_per_trial": 4.0,
         "train_max_failures": 2,
@@ -140,6 +143,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scheduler": "asha",
         "grace_period": 20,
         "in_process": False,
+        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
+        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
+        "max_concurrent": 8,
         "gpus_per_trial": 1.0,
         "cpus_per_trial": 4.0,
         "train_max_failures": 2,
@@ -179,6 +185,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scheduler": "asha",
         "grace_period": 20,
         "in_process": False,
+        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
+        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
+        "max_concurrent": 8,
         "gpus_per_trial": 1.0,
         "cpus_per_trial": 4.0,
         "train_max_failures": 2,
@@ -230,6 +239,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scheduler": "asha",
         "grace_period": 20,
         "in_process": False,
+        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
+        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
+        "max_concurrent": 8,
         "gpus_per_trial": 1.0,
         "cpus_per_trial": 4.0,
         "train_max_failures": 2,
