@@ -365,6 +365,7 @@ def build_spec(raw: Mapping[str, Any], **top: Any) -> SweepSpec:
             unknown[0],
             f"unknown sweep key{_suggest(unknown[0], sorted(known))}; valid: {', '.join(sorted(known))}",
         )
+    _absolute_paths(raw)
     objective = raw.pop("objective", None)
     objectives = parse_objectives(objective) if isinstance(objective, str) else raw.pop("objectives", None)
     space = {k: Dimension.parse(k, v) for k, v in dict(raw.pop("space", {})).items()}
@@ -380,6 +381,38 @@ def build_spec(raw: Mapping[str, Any], **top: Any) -> SweepSpec:
     )
     validate_spec(spec)
     return spec
+
+
+def _absolute_paths(raw: dict[str, Any]) -> None:
+    """Make relative file paths absolute (from the current folder), in place.
+
+    Trials do not run where the CLI was started (Tune moves each trial into its own folder, and on a
+    cluster the workers start elsewhere), so ``../shared/data/...`` must be resolved here, once.
+    """
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            return os.path.abspath(os.path.expanduser(value))
+        return value
+
+    fixed = raw.get("fixed")
+    if isinstance(fixed, dict):
+        for key in ("data_dir", "cache_dir"):
+            if key in fixed:
+                fixed[key] = absolute(fixed[key])
+    space = raw.get("space")
+    if isinstance(space, dict):
+        for key in ("data_dir", "cache_dir"):
+            dim = space.get(key)
+            if isinstance(dim, dict) and isinstance(dim.get("choice"), list):
+                dim["choice"] = [absolute(v) for v in dim["choice"]]
+    source_args = raw.get("source_args")
+    if isinstance(source_args, dict):
+        for args in source_args.values():
+            if isinstance(args, dict):
+                for key in PATH_ARG_KEYS:
+                    if key in args:
+                        args[key] = absolute(args[key])
 
 
 # ---------------------------------------------------------------------------------------------
