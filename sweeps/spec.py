@@ -318,7 +318,24 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             raise SpecError(key, f"unknown key{_suggest(key, valid)}; valid keys: {', '.join(valid)}")
     if "label" in user_keys:
         _prune_for_labels(out, user_keys)
+    _prune_warm_start(out)
     return out
+
+
+def _prune_warm_start(out: dict[str, Any]) -> None:
+    """Keep the preset's warm-start points that still fit the (overridden) space: a point naming a
+    choice the user removed is dropped, keys that are no longer searched are dropped from a point."""
+    kept = []
+    for warm in out.get("warm_start", []):
+        point = {k: v for k, v in warm.items() if k in out["space"]}
+        fits = all(
+            v in out["space"][k]["choice"]
+            for k, v in point.items()
+            if isinstance(out["space"][k], dict) and "choice" in out["space"][k]
+        )
+        if point and fits and point not in kept:
+            kept.append(point)
+    out["warm_start"] = kept
 
 
 def _prune_for_labels(out: dict[str, Any], user_keys: set[str]) -> None:
@@ -331,12 +348,6 @@ def _prune_for_labels(out: dict[str, Any], user_keys: set[str]) -> None:
             allowed = only_for.get(key, CONDITIONAL.get(key))
             if key not in user_keys and allowed is not None and not set(label) & set(allowed):
                 del out[section][key]
-    kept = []
-    for warm in out.get("warm_start", []):
-        if "label" in warm and warm["label"] not in label:
-            continue
-        kept.append({k: v for k, v in warm.items() if k in out["space"]})
-    out["warm_start"] = [w for w in kept if w]
 
 
 _SWEEP_KEYS: tuple[str, ...] = (

@@ -180,6 +180,15 @@ def test_narrowing_labels_drops_the_presets_settings_they_do_not_use():
     assert all(w.get("label", "onehot") == "onehot" for w in spec.warm_start)
 
 
+def test_narrowing_a_choice_keeps_only_warm_start_points_that_fit():
+    spec = spec_of("cifar10-calibration", "similarity=l2,we", "label=onehot,similarity")
+    assert list(spec.warm_start) == [
+        {"label": "onehot"},
+        {"label": "similarity", "similarity": "l2"},
+        {"label": "similarity", "similarity": "we"},
+    ]
+
+
 def test_objectives_infer_directions_and_reject_unknown():
     assert [(o.metric, o.mode) for o in parse_objectives("val_accuracy,val_nll")] == [
         ("val_accuracy", "max"),
