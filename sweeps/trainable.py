@@ -97,7 +97,10 @@ def _lookup_matrix(cfg: Any, matrices: Mapping[str, Any]) -> Any:
     if key not in matrices:
         # The driver computes every matrix a trial can need before the first trial; a miss is a bug.
         raise KeyError(f"matrices: no similarity matrix for {key}; the driver computed {sorted(matrices)}")
-    return matrices[key]
+    # Arrays from Ray's object store are read-only views; a [K, K] copy is cheap and safe to hand to torch.
+    import numpy as np
+
+    return np.array(matrices[key], copy=True)
 
 
 def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Mapping[str, Any]) -> str:
