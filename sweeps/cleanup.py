@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--spool-dir", help="folder searched recursively for <run_id>.jsonl spools to replay")
     parser.add_argument(
+        "--sweep-dir", help="a sweep's Tune folder: delete trial runs of trials its saved state does not hold"
+    )
+    parser.add_argument(
         "--heartbeat-timeout",
         type=float,
         default=900.0,
