@@ -455,7 +455,9 @@ class MlflowTracker:
             2**i (capped at ``max_delay``), before the call is spooled.
         probe_interval: while calls are spooled, each new call tries the server at most this often
             (one attempt, no back-off), so training never waits on a dead server.
-        heartbeat_interval: seconds between heartbeat tags (sent with the next write).
+        heartbeat_interval: seconds between heartbeat tags, sent by a background thread (an epoch can
+            outlast `mark_stale_runs`' ``heartbeat_timeout``, so the heartbeat must not wait for the
+            next log call) and with writes; 0 turns the thread off.
         close_timeout: how long `close` keeps retrying to drain the spool before it gives up.
     """
 
@@ -518,6 +520,21 @@ class MlflowTracker:
             )
         # Claim ownership (and reopen the run); spooled if the server is down right now.
         self._submit(_batch(tags=owner_tags()))
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        if heartbeat_interval > 0:
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name=f"mlflow-heartbeat-{run_id[:8]}", daemon=True
+            )
+            self._heartbeat_thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        # Outside the lock: during an outage a beat may wait for the HTTP timeout, and training must not.
+        while not self._stop_heartbeat.wait(self.heartbeat_interval):
+            try:
+                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.3f}", synchronous=True)
+            except Exception as err:  # a missed beat only matters after heartbeat_timeout of them
+                logger.debug("run %s: heartbeat not sent (%s)", self.run_id, err)
 
     # -- Tracker protocol ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -600,6 +617,11 @@ class MlflowTracker:
         _check_status(status, TERMINAL_STATUSES)
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason: expected a str or None, got {type(reason).__name__}")
+        # Whatever happens below, this process stops vouching for the run (a reused Tune actor
+        # must not keep an old trial's run alive).
+        self._stop_heartbeat.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=30)
         with self._lock:
             if self._closed:
                 return

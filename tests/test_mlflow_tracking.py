@@ -368,3 +368,21 @@ def test_delete_orphan_runs_removes_only_trials_the_sweep_lost(store_uri: str, e
     active = {r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.ACTIVE_ONLY)}
     assert active == {*kept, parent}
     assert mt.delete_orphan_runs(store_uri, exp_id, live_keys={"t1", "t2"}) == []  # idempotent
+
+
+def test_heartbeat_thread_beats_between_writes_and_stops_at_close(
+    store_uri: str, exp_id: str, tmp_path: Path
+) -> None:
+    run_id = mt.get_or_create_run(store_uri, exp_id, key="beat", run_name="beat")
+    client = MlflowClient(store_uri)
+    tracker = mt.MlflowTracker(store_uri, run_id, spool_dir=tmp_path, heartbeat_interval=0.2)
+    first = float(client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG])
+    deadline = time.monotonic() + 30
+    while float(client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG]) <= first:  # no log call meanwhile
+        assert time.monotonic() < deadline, "no heartbeat without writes"
+        time.sleep(0.1)
+    tracker.close()
+    assert not tracker._heartbeat_thread.is_alive()
+    last = client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG]
+    time.sleep(0.6)
+    assert client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG] == last  # no beat after close
