@@ -151,10 +151,11 @@ def load_vocabulary(vectors: Any) -> Container[str]:
     ``vectors`` as in `word_vector_distances`. Binary files are loaded with gensim (their records
     have no line structure to skim).
     """
-    from gensim.models import KeyedVectors
+    if not isinstance(vectors, (str, os.PathLike)):
+        from gensim.models import KeyedVectors  # lazy: importing gensim alone takes ~1.3 s here
 
-    if isinstance(vectors, KeyedVectors):
-        return vectors.key_to_index
+        if isinstance(vectors, KeyedVectors):
+            return vectors.key_to_index
     path = _check_path(vectors)
     fmt = detect_format(path)
     if fmt == "word2vec_binary":
