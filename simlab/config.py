@@ -33,7 +33,7 @@ def default_cache_dir() -> str:
 class TrainConfig:
     # --- data -------------------------------------------------------------------------------
     dataset: str = "digits"  # a simlab.data.DATASETS key
-    data_dir: str | None = None  # raw data (torchvision root, image-folder zip/folder); None = dataset default
+    data_dir: str | None = None  # raw data (torchvision root, image-folder zip/folder); None = default
     cache_dir: str | None = None  # decoded uint8 tensors + similarity store; None = default_cache_dir()
     val_fraction: float = 0.1  # of the training split, held out (stratified, seeded) for selection/post-hoc
     subset_per_class: int | None = None  # class-balanced training subset (scaled-down runs); None = all
@@ -181,7 +181,9 @@ class TrainConfig:
                     f"got {self.similarity!r}"
                 )
         elif self.similarity is not None:
-            raise ValueError(f"similarity only applies to label='similarity' or 'confidence', got label={self.label!r}")
+            raise ValueError(
+                f"similarity only applies to label='similarity' or 'confidence', got label={self.label!r}"
+            )
         if self.relaxation != "none" and self.label != "confidence":
             raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
         if self.noise_kind == "none" and self.noise_rate != 0:
@@ -248,7 +250,8 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
                 return None
             if float(value).is_integer():
                 return int(float(value))
-        if kind in ("float", "float | None") and isinstance(value, (str, int)) and not isinstance(value, bool):
+        is_number_text = isinstance(value, (str, int)) and not isinstance(value, bool)
+        if kind in ("float", "float | None") and is_number_text:
             if kind == "float | None" and str(value).lower() == "none":
                 return None
             return float(value)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from simlab.class_names import CIFAR10_CLASSES
 from simlab.data.cache import atomic_write_bytes, cached_raw
 from simlab.data.splits import RawImages, stratified_holdout
 
@@ -22,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 DIGITS_TEST_SEED = 0  # the digits test split is fixed, independent of the training seed
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 # ---------------------------------------------------------------------------------------------
