@@ -130,8 +130,8 @@ def test_get_or_create_run_rejects_bad_input(store_uri: str, kwargs: dict, exc: 
 
 
 def test_bad_input_fails_before_any_request(dead_uri: str, tmp_path: Path) -> None:
-    # The server is unreachable: only validation can produce these errors, and at once.
-    t0 = time.monotonic()
+    # The server is unreachable: a request would fail with an MlflowException, so these ValueErrors and
+    # TypeErrors can only come from validation before any request.
     with pytest.raises(ValueError, match="name"):
         mt.ensure_experiment(dead_uri, "  ")
     with pytest.raises(TypeError, match="tracking_uri"):
@@ -146,7 +146,6 @@ def test_bad_input_fails_before_any_request(dead_uri: str, tmp_path: Path) -> No
         mt.mark_stale_runs(dead_uri, "0", status="FINISHED")
     with pytest.raises(ValueError, match="heartbeat_timeout"):
         mt.mark_stale_runs(dead_uri, "0", heartbeat_timeout=0)
-    assert time.monotonic() - t0 < 1.0
 
 
 def test_tracker_implements_tracker_protocol_and_logs(store_uri: str, exp_id: str, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_outage_of_30s_loses_no_metric_point(mlflow_server: MlflowServer, tmp_pa
     assert max(int(line[3]) for line in lines) > 0, log.read_text()
     spooled_steps = [int(line[1]) for line in lines if int(line[3]) > 0]
     assert len(spooled_steps) >= 10, log.read_text()
-    assert max(float(line[5]) for line in lines) < 15.0  # never stuck on the dead server
+    blocked = max(float(line[5]) for line in lines)  # reported, not asserted (no timed assertions)
 
     client = MlflowClient(mlflow_server.uri)
     run = client.get_run(run_id)
@@ -101,7 +101,8 @@ def test_outage_of_30s_loses_no_metric_point(mlflow_server: MlflowServer, tmp_pa
         "T6 server down",
         injected=1,
         survived=1,
-        detail=f"{outage:.0f} s outage, {len(spooled_steps)} of {n} points spooled, 0 lost",
+        detail=f"{outage:.0f} s outage, {len(spooled_steps)} of {n} points spooled, 0 lost, "
+        f"longest log call {blocked:.1f} s",
     )
 
 
