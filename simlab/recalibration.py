@@ -16,6 +16,7 @@ float64 on the logits' device; outputs are float64/float32 as the input (float32
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ def _out_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-class _Recalibrator:
+class _Recalibrator(abc.ABC):
     """Shared plumbing: input checks for ``__call__`` and the not-fitted guard."""
 
     num_classes: int | None = None
@@ -74,11 +75,13 @@ class _Recalibrator:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(logits, labels) first")
         return check_logits(logits, num_classes=self.num_classes)
 
-    def fit(self, logits: torch.Tensor, labels: torch.Tensor):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor):
+        """Fit on held-out validation logits ``[N, K]`` and labels ``[N]``; returns self."""
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities ``[N, K]`` for logits ``[N, K]``."""
 
 
 # --------------------------------------------------------------------------------------------------
