@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
-import subprocess
 import sys
 import time
 import zipfile
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
+
 from simlab.similarity import class_distance_matrix  # noqa: E402
 
 ZIP = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cifar10-jpeg.zip")
@@ -46,30 +46,6 @@ def load_cifar10_test(path: str) -> tuple[torch.Tensor, torch.Tensor]:
                 xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
             ys.append(CLASSES.index(cls))
     return torch.from_numpy(np.stack(xs)).reshape(len(xs), -1), torch.tensor(ys)
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    threads = torch.get_num_threads()
-    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads"
-
-
-def git_commit() -> str:
-    try:
-        root = os.path.join(os.path.dirname(__file__), "..", "..")
-        git = ["git", "-C", root]
-        sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        code = "simlab/similarity.py"
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", code], capture_output=True, text=True)
-        return sha.stdout.strip() + (f" ({code} modified)" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def timed(fn):
@@ -110,7 +86,7 @@ def main() -> None:
     xf = x8.to(torch.float32) / 255.0
     n, dims = x8.shape
     print(f"machine: {machine()}")
-    print(f"commit:  {git_commit()}")
+    print(f"commit:  {git_commit('simlab/similarity.py')}")
     print(f"data:    {source}: N={n} D={dims} K={k}, chunk_size={args.chunk_size}")
 
     all_pairs = [(a, b) for a in range(k) for b in range(k)]

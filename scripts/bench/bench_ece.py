@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -36,49 +34,10 @@ import torch
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
 from reference_kde import binary_pairs, ece_kde_binary  # noqa: E402
 
 from simlab.calibration import hist_ece, kde_ece  # noqa: E402
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, 1-min load average at start {load:.1f}"
-    )
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [
-                "git",
-                "-C",
-                ROOT,
-                "status",
-                "--porcelain",
-                "--",
-                "simlab/calibration.py",
-                "scripts/bench/bench_ece.py",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return sha + (" (+ uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed(fns: dict[str, object], repeats: int, warmup: bool = True) -> dict[str, tuple[float, object]]:
@@ -205,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
-    print(f"commit:  {git_commit()}")
+    print(f"commit:  {git_commit('simlab/calibration.py', 'scripts/bench/bench_ece.py')}")
     print(
         f"repeats: median of {args.repeats} interleaved rounds after one warm-up "
         f"({args.large_repeats} round(s), no warm-up, for 100,000 x 1,000); CPU, float32 probs\n"

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -36,6 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
+
 from simlab.data import epoch_batches, load_dataset, prepare_images  # noqa: E402
 from simlab.models import build_model  # noqa: E402
 
@@ -55,34 +55,6 @@ class UInt8Images(Dataset):
         from PIL import Image
 
         return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    threads = torch.get_num_threads()
-    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads"
-
-
-def git_commit() -> str:
-    try:
-        root = os.path.join(os.path.dirname(__file__), "..", "..")
-        out = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--", "simlab/data.py", __file__],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out.stdout.strip() + (" (+ local changes)" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:
@@ -205,7 +177,7 @@ def main() -> None:
     print()
     print(f"machine: {machine()}; device: {device}")
     print(f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
-    print(f"git commit: {git_commit()}")
+    print(f"git commit: {git_commit('simlab/data', 'scripts/bench/bench_pipeline.py')}")
     print(
         f"data: {source}, N={n}; batch {bs}; {args.rounds} rounds; baseline DataLoader num_workers="
         f"{args.num_workers}"
