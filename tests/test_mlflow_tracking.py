@@ -341,7 +341,7 @@ def test_owner_tags_detect_pid_reuse() -> None:
     tags = mt.owner_tags()
     assert tags[mt.PID_TAG].isdigit()
     if mt.PID_START_TAG not in tags:
-        pytest.skip("no /proc on this platform: pid reuse cannot be detected")
+        pytest.skip(reason="no /proc on this platform: pid reuse cannot be detected")
     assert mt._pid_alive(int(tags[mt.PID_TAG]), tags[mt.PID_START_TAG])
     assert not mt._pid_alive(int(tags[mt.PID_TAG]), "0")  # same pid, another start time: a different process
 

@@ -107,9 +107,9 @@ def _wordnet_available() -> bool:
 @pytest.mark.parametrize("name", sorted(SIMILARITIES))
 def test_every_source_returns_finite_float64_kxk(name: str, tmp_path: Path):
     if name == "wordnet" and not _wordnet_available():
-        pytest.skip("WordNet 3.0 database not found (run scripts/system_deps.sh)")
+        pytest.skip(reason="WordNet 3.0 database not found (run scripts/system_deps.sh)")
     if name == "we" and not CIFAR10_VECTORS.exists():
-        pytest.skip(f"shared vectors {CIFAR10_VECTORS} not found")
+        pytest.skip(reason=f"shared vectors {CIFAR10_VECTORS} not found")
     src = SIMILARITIES[name]
     assert isinstance(src, SimilaritySource) and src.name == name
     assert src.kind in ("distance", "score") and isinstance(src.version, str)
@@ -147,7 +147,7 @@ def test_unknown_source_lists_valid_ones():
 
 def test_cuda_requested_without_cuda_is_a_valueerror():
     if torch.cuda.is_available():
-        pytest.skip("CUDA is available here; this checks the CPU-only error path")
+        pytest.skip(reason="CUDA is available here; this checks the CPU-only error path")
     with pytest.raises(ValueError, match="device"):
         compute_similarity(tiny_data(), "l2", {"device": "cuda"})
 

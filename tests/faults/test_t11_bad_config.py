@@ -97,7 +97,7 @@ CASE_NAMES = [
 def test_bad_config_exits_2_naming_the_field_before_ray(case: str, tmp_path: Path) -> None:
     if case.startswith("missing v") or case == "missing words":
         if not WORDS.exists():
-            pytest.skip(f"shared word vectors not found at {WORDS}")
+            pytest.skip(reason=f"shared word vectors not found at {WORDS}")
     args, field = _cases(tmp_path)[case]
     storage = tmp_path / "storage"
     done = subprocess.run(
