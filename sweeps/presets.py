@@ -41,6 +41,20 @@ _PAPER_A_WARM = [
     {"label": "similarity", "similarity": "we"},
 ]
 
+# How every paper preset runs: TorchTrainer trials on one GPU each, ASHA, retries on both layers.
+_PAPER_RUN: dict[str, Any] = {
+    "scheduler": "asha",
+    "grace_period": 20,
+    "in_process": False,
+    # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
+    # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
+    "max_concurrent": 8,
+    "gpus_per_trial": 1.0,
+    "cpus_per_trial": 4.0,
+    "train_max_failures": 2,
+    "tune_max_failures": 2,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "quickstart": {
         "description": "digits + small CNN on CPU: one-hot vs uniform vs class-similarity LS (pixel L1/L2)",
@@ -107,16 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warm_start": copy.deepcopy(_PAPER_A_WARM),
         "num_samples": 60,
         "objective": "val_nll:min",
-        "scheduler": "asha",
-        "grace_period": 20,
-        "in_process": False,
-        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
-        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
-        "max_concurrent": 8,
-        "gpus_per_trial": 1.0,
-        "cpus_per_trial": 4.0,
-        "train_max_failures": 2,
-        "tune_max_failures": 2,
+        **_PAPER_RUN,
     },
     "cifar100-calibration": {
         "description": "paper A Table 1 (CIFAR-100); --set data_dir=<CIFAR-100 folder/zip>",
@@ -140,16 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warm_start": copy.deepcopy(_PAPER_A_WARM),
         "num_samples": 60,
         "objective": "val_nll:min",
-        "scheduler": "asha",
-        "grace_period": 20,
-        "in_process": False,
-        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
-        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
-        "max_concurrent": 8,
-        "gpus_per_trial": 1.0,
-        "cpus_per_trial": 4.0,
-        "train_max_failures": 2,
-        "tune_max_failures": 2,
+        **_PAPER_RUN,
     },
     "tinyimagenet-calibration": {
         "description": (
@@ -182,16 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warm_start": [w for w in copy.deepcopy(_PAPER_A_WARM) if w.get("similarity") != "we"],
         "num_samples": 60,
         "objective": "val_nll:min",
-        "scheduler": "asha",
-        "grace_period": 20,
-        "in_process": False,
-        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
-        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
-        "max_concurrent": 8,
-        "gpus_per_trial": 1.0,
-        "cpus_per_trial": 4.0,
-        "train_max_failures": 2,
-        "tune_max_failures": 2,
+        **_PAPER_RUN,
     },
     "cifar10-noisy": {
         "description": "paper B Tables 1-3: CE on one-hot vs projective losses on confidence pair labels",
@@ -236,16 +223,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "num_samples": 48,
         "objective": "val_accuracy:max",  # paper B reports accuracy
-        "scheduler": "asha",
-        "grace_period": 20,
-        "in_process": False,
-        # TorchTrainer trial drivers take almost no resources: without a cap Tune would start (and Optuna
-        # sample) every trial at once. 8 = cluster.yaml's GPU workers at one GPU per trial.
-        "max_concurrent": 8,
-        "gpus_per_trial": 1.0,
-        "cpus_per_trial": 4.0,
-        "train_max_failures": 2,
-        "tune_max_failures": 2,
+        **_PAPER_RUN,
     },
 }
 
