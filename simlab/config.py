@@ -73,6 +73,7 @@ class TrainConfig:
     n_bins: int = 15  # histogram ECE bins (paper A §6.1)
     recalibrate: bool = True  # fit TS, ETS and Dir-ODIR on validation logits at the end
     eval_every: int = 1  # evaluate every this many epochs (and always at the last)
+    ood_samples: int = 0  # uniform-noise images scored at the end (paper A §6.4 Fig. 3); 0 = off
     # --- runtime ----------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -141,6 +142,7 @@ class TrainConfig:
         _nonneg_int("trusted_size", self.trusted_size)
         _nonneg_int("plateau_patience", self.plateau_patience)
         _nonneg_int("seed", self.seed)
+        _nonneg_int("ood_samples", self.ood_samples)
         if self.subset_per_class is not None:
             _positive_int("subset_per_class", self.subset_per_class)
         for name in ("lr",):

@@ -2,7 +2,7 @@
 
 One call trains one model on one configuration (paper A: class-similarity label smoothing; paper B:
 confidence labels, label noise with a trusted set, projective losses), evaluates it every
-``cfg.eval_every`` epochs on the validation and test splits with the SPEC §6 metrics, checkpoints every
+``cfg.eval_every`` epochs (and at the first and last epoch it runs) on the validation and test splits with the SPEC §6 metrics, checkpoints every
 epoch (and resumes from the checkpoint), and at the end fits the post-hoc recalibrators on validation
 logits and writes the artifacts. Experiment tracking goes through `simlab.tracking.Tracker`; the sweep
 layer (`sweeps/`) supplies the MLflow tracker, the Ray reporting (``on_epoch_end``) and the process
@@ -267,7 +267,9 @@ class _Run:
             t_epoch = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             metrics: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            # Also the first epoch this process runs: a per-epoch reporter (Ray Tune) then has the
+            # objective in every report, from the start and after a resume.
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or epoch == start_epoch + 1:
                 val_logits, test_logits = self._predict_splits()
                 metrics.update(split_metrics(val_logits, self.val_y, n_bins=cfg.n_bins, prefix="val_"))
                 metrics.update(split_metrics(test_logits, self.test_y, n_bins=cfg.n_bins))
@@ -312,8 +314,17 @@ class _Run:
         test_probs = torch.softmax(test_logits.double(), dim=1).float()
         val_probs = torch.softmax(val_logits.double(), dim=1).float()
         artifacts: dict[str, Path] = {}
+        ood_conf = None
+        if cfg.ood_samples > 0 and self.world.rank == 0:
+            ood_conf = self._ood_confidences()
+            ood_metrics = {
+                "ood_noise_confidence_mean": float(ood_conf.double().mean()),
+                "ood_noise_confidence_median": float(ood_conf.double().median()),
+            }
+            final.update(ood_metrics)
+            self.tracker.log_metrics(ood_metrics, step=cfg.epochs)
         if self.world.rank == 0:
-            artifacts = self._write_artifacts(test_probs, recal_probs)
+            artifacts = self._write_artifacts(test_probs, recal_probs, ood_conf)
         log.info(
             "fit done in %.1f s: %s",
             time.perf_counter() - t0,
@@ -607,8 +618,22 @@ class _Run:
         return metrics, probs
 
     # ------------------------------------------------------------------------------------------
+    def _ood_confidences(self) -> torch.Tensor:
+        """Paper A §6.4: max-softmax confidences ``[cfg.ood_samples]`` on i.i.d. uniform-noise images
+        shaped like the training images; one fixed set (seed independent of the config), so every run is scored on the same images."""
+        from simlab.data.batches import uniform_noise_images
+
+        gen = torch.Generator().manual_seed(_seed(0, "ood-noise"))
+        images = uniform_noise_images(
+            self.cfg.ood_samples, tuple(int(s) for s in self.data.test_x.shape[1:]), generator=gen
+        )
+        return evaluate_ood(self.model, images, mean=self.data.mean, std=self.data.std, device=self.dev)
+
     def _write_artifacts(
-        self, test_probs: torch.Tensor, recal_probs: Mapping[str, torch.Tensor]
+        self,
+        test_probs: torch.Tensor,
+        recal_probs: Mapping[str, torch.Tensor],
+        ood_conf: torch.Tensor | None = None,
     ) -> dict[str, Path]:
         from simlab.calibration import reliability_diagram
 
@@ -653,6 +678,11 @@ class _Run:
         out["test_probs"] = _atomic_write(
             root / "test_probs.npz", lambda fh: np.savez(fh, probs=probs_np, labels=labels_np)
         )
+        if ood_conf is not None:
+            conf_np = ood_conf.numpy()
+            out["ood_noise_confidences"] = _atomic_write(
+                root / "ood_noise_confidences.npz", lambda fh: np.savez(fh, confidences=conf_np)
+            )
         config_text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
         out["config"] = _atomic_write(root / "config.json", lambda fh: fh.write(config_text.encode()))
         for path in out.values():

@@ -20,6 +20,7 @@ from simlab.train import (
     EpochReport,
     NonFiniteLossError,
     _make_scheduler,
+    _seed,
     evaluate_ood,
     fit,
     ood_confidence_figure,
@@ -408,6 +409,36 @@ def test_evaluate_ood_matches_manual_softmax():
     assert bool(((conf >= 0.1 - 1e-6) & (conf <= 1)).all())
 
 
+def test_fit_scores_uniform_noise_with_the_final_weights(digits, cache_dir, tmp_path):
+    """ood_samples > 0: the final model's max-softmax on a fixed uniform-noise set (paper A §6.4), as an
+    artifact and two metrics; the reference recomputes it from the checkpointed weights by hand."""
+    tracker = RecordingTracker()
+    cfg = _cfg(cache_dir, ood_samples=64, recalibrate=False)
+    result = fit(cfg, data=digits, tracker=tracker, artifact_dir=tmp_path / "art", checkpoint_dir=tmp_path / "ck")
+    with np.load(result.artifacts["ood_noise_confidences"]) as npz:
+        conf = torch.from_numpy(npz["confidences"]).double()
+    assert conf.shape == (64,)
+    state = load_checkpoint(checkpoint_paths(tmp_path / "ck")[0])
+    channels = int(digits.test_x.shape[1])
+    model = build_model(cfg.model, 10, in_channels=channels, generator=torch.Generator().manual_seed(0), **cfg.model_args)
+    model.load_state_dict(state["model"])
+    model.eval()
+    gen = torch.Generator().manual_seed(_seed(0, "ood-noise"))
+    noise = torch.randint(0, 256, (64, *digits.test_x.shape[1:]), generator=gen, dtype=torch.uint8)
+    mean = torch.tensor(digits.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(digits.std, dtype=torch.float64).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = torch.softmax(model(((noise.double() / 255 - mean) / std).float()).double(), 1).max(1).values
+    torch.testing.assert_close(conf, expected, atol=1e-5, rtol=0)
+    assert result.metrics["ood_noise_confidence_mean"] == pytest.approx(float(expected.mean()), abs=1e-5)
+    assert result.metrics["ood_noise_confidence_median"] == pytest.approx(float(expected.median()), abs=1e-5)
+    logged = {k for _, m in tracker.metrics for k in m}
+    assert {"ood_noise_confidence_mean", "ood_noise_confidence_median"} <= logged
+    # Off by default: no artifact, no metric.
+    plain = fit(_cfg(cache_dir, recalibrate=False), data=digits, artifact_dir=tmp_path / "art2")
+    assert "ood_noise_confidences" not in plain.artifacts and "ood_noise_confidence_mean" not in plain.metrics
+
+
 def test_ood_confidence_figure(tmp_path):
     fig = ood_confidence_figure({"one_hot": torch.rand(50), "ours": np.random.default_rng(0).random(30)})
     path = tmp_path / "ood.png"
@@ -505,3 +536,12 @@ def test_fit_on_cuda_bf16_channels_last(digits, cache_dir, tmp_path):
         assert math.isfinite(result.metrics[key]) and math.isfinite(result.metrics["val_" + key]), key
     assert result.test_probs.device.type == "cpu" and result.test_probs.shape == (len(digits.test_y), 10)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == cfg.epochs
+
+
+def test_eval_every_also_evaluates_the_first_and_last_epoch(digits, cache_dir, tmp_path):
+    """Every per-epoch report has the objective from the start (a Tune reporter needs it): with
+    eval_every=3 over 4 epochs, epochs 1, 3 and 4 are evaluated, and a resume evaluates its first."""
+    result = fit(_cfg(cache_dir, epochs=4, eval_every=3), data=digits, checkpoint_dir=tmp_path)
+    evaluated = [int(h["epoch"]) for h in result.history if "val_nll" in h]
+    assert evaluated == [1, 3, 4]
+    assert "val_nll" not in result.history[1]
