@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scheduler", choices=["asha", "none"], help="trial scheduler (ASHA: single objective)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once (0 = no limit)")
+    p.add_argument(
+        "--warm-start",
+        metavar="FILE",
+        help="JSON list of (partial) configurations Optuna evaluates first, after the preset's own, "
+        "e.g. the file `scripts/report.py --emit-warm-start` writes",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved sweep and exit")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
@@ -92,6 +98,8 @@ def resolve_spec(args: argparse.Namespace) -> SweepSpec:
     if args.data_dir is not None:
         overrides.append(f"data_dir={args.data_dir}")
     raw = apply_overrides(raw, overrides)
+    if args.warm_start is not None:
+        raw["warm_start"] = [*raw.get("warm_start", []), *read_warm_start(args.warm_start)]
     if args.objective is not None:
         parse_objectives(args.objective)  # fail early with the field named
     return build_spec(
@@ -109,6 +117,20 @@ def resolve_spec(args: argparse.Namespace) -> SweepSpec:
         scheduler=args.scheduler,
         max_concurrent=args.max_concurrent,
     )
+
+
+def read_warm_start(path: str) -> list[dict]:
+    """The --warm-start file: a JSON list of objects (param -> value); SpecError naming the flag."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            points = json.load(fh)
+    except OSError as err:
+        raise SpecError("--warm-start", f"cannot read {path!r}: {err.strerror or err}") from err
+    except json.JSONDecodeError as err:
+        raise SpecError("--warm-start", f"{path!r} is not valid JSON: {err}") from err
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise SpecError("--warm-start", f"{path!r} must hold a JSON list of objects (param -> value)")
+    return points
 
 
 def main(argv: list[str] | None = None) -> int:

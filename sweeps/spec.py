@@ -502,6 +502,12 @@ def validate_spec(spec: SweepSpec) -> None:
             dim = spec.space[key]
             if dim.kind == "choice" and value not in dim.values:
                 raise SpecError(f"warm_start.{key}", f"{value!r} is not one of {list(dim.values)!r}")
+            if dim.kind != "choice":
+                low, high = dim.values
+                if not (_is_number(value) and low <= value <= high):
+                    raise SpecError(f"warm_start.{key}", f"{value!r} is outside the searched [{low}, {high}]")
+                if dim.kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+                    raise SpecError(f"warm_start.{key}", f"{value!r} is not an integer")
     _check_files(spec)
 
 
