@@ -540,7 +540,7 @@ def test_fit_on_cuda_bf16_channels_last(digits, cache_dir, tmp_path):
 
 def test_eval_every_also_evaluates_the_first_and_last_epoch(digits, cache_dir, tmp_path):
     """Every per-epoch report has the objective from the start (a Tune reporter needs it): with
-    eval_every=3 over 4 epochs, epochs 1, 3 and 4 are evaluated, and a resume evaluates its first."""
+    eval_every=3 over 4 epochs, epochs 1, 3 and 4 are evaluated."""
     result = fit(_cfg(cache_dir, epochs=4, eval_every=3), data=digits, checkpoint_dir=tmp_path)
     evaluated = [int(h["epoch"]) for h in result.history if "val_nll" in h]
     assert evaluated == [1, 3, 4]
