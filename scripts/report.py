@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,14 @@ METHOD_LABELS: dict[str, str] = {
     "similarity:we": "WE",
     "similarity:wordnet": "WordNet",
 }
+# Paper B's loss names (Table 1): a trial's `loss` param is part of its method unless it is plain CE.
+LOSS_LABELS: dict[str, str] = {
+    "ce": "CE",
+    "projection": "P",
+    "log_projection": "LP",
+    "l1": "L1",
+    "mse": "MSE",
+}
 # Params that do not define a configuration: the seed is what a row averages over.
 NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile"})
 
@@ -80,11 +88,15 @@ NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compi
 @dataclass
 class Run:
     run_id: str
-    method: str  # sweeps.space.method_name
+    method: str  # sweeps.space.method_name, plus "+<loss>" when the loss is not CE
     model: str
     params: dict[str, str]
     metrics: dict[str, float]
     start_time: int = 0  # ms since the epoch (MLflow)
+
+    def setting(self, group_by: Sequence[str]) -> str:
+        """The values of the ``group_by`` params (e.g. noise kind and rate) that a row is split by."""
+        return " ".join(f"{k}={self.params.get(k, '-')}" for k in group_by)
 
     @property
     def config_key(self) -> str:
@@ -97,15 +109,25 @@ class Row:
     method: str  # display name
     runs: list[Run]
     prefix: str = ""  # "ts_" etc. for post-hoc rows
+    setting: str = ""  # the --group-by params' values ("" without --group-by)
     cells: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # metric -> (mean, std, n)
 
 
 def method_label(method: str) -> str:
-    if method in METHOD_LABELS:
-        return METHOD_LABELS[method]
-    if method.startswith("confidence:"):
-        return f"Conf ({method.split(':', 1)[1]})"
-    return method
+    """``onehot`` -> ``One-hot``, ``similarity:we`` -> ``WE``, ``confidence:pairs+log_projection`` ->
+    ``LP (conf pairs)``, ``onehot+projection`` -> ``One-hot P``."""
+    base, _, loss = method.partition("+")
+    loss_label = LOSS_LABELS.get(loss, loss)
+    if base.startswith("confidence:"):
+        return f"{loss_label or 'CE'} (conf {base.split(':', 1)[1]})"
+    label = METHOD_LABELS.get(base, base)
+    return f"{label} {loss_label}" if loss_label else label
+
+
+def run_method(method: str, params: Mapping[str, str]) -> str:
+    """A run's method key: its label method, plus its loss unless that is CE (paper B's rows)."""
+    loss = params.get("loss", "ce")
+    return method if loss == "ce" else f"{method}+{loss}"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -116,14 +138,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
 
-def build_rows(runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min") -> list[Row]:
-    """Group runs into table rows: per (model, method) the configuration best on ``select``
-    (validation), its seeds aggregated; post-hoc rows from the chosen one-hot configuration."""
-    groups: dict[tuple[str, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+def build_rows(
+    runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min", group_by: Sequence[str] = ()
+) -> list[Row]:
+    """Group runs into table rows: per (setting, model, method) the configuration best on ``select``
+    (validation), its seeds aggregated; post-hoc rows from the chosen one-hot configuration.
+    ``group_by`` names params (e.g. ``noise_kind``, ``noise_rate``) whose values split rows into
+    settings instead of being configurations to choose between."""
+    groups: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        groups[(run.model, run.method)][run.config_key].append(run)
+        groups[(run.setting(group_by), run.model, run.method)][run.config_key].append(run)
     rows: list[Row] = []
-    for (model, method), configs in groups.items():
+    for (setting, model, method), configs in groups.items():
 
         def score(item: tuple[str, list[Run]]) -> float:
             m, _, n = mean_std([r.metrics.get(select) for r in item[1]])
@@ -137,20 +163,27 @@ def build_rows(runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min
         for run in sorted(chosen, key=lambda r: (r.start_time, r.run_id)):  # the earliest run of a seed
             by_seed.setdefault(run.params.get("seed", run.run_id), run)
         chosen = list(by_seed.values())
-        rows.append(Row(model, method_label(method), chosen))
+        rows.append(Row(model, method_label(method), chosen, setting=setting))
         if method == "onehot":
             for prefix, label in POST_HOC:
                 if any(f"{prefix}_accuracy" in r.metrics for r in chosen):
-                    rows.append(Row(model, label, chosen, prefix=f"{prefix}_"))
+                    rows.append(Row(model, label, chosen, prefix=f"{prefix}_", setting=setting))
     for row in rows:
-        for metric, _ in COLUMNS:
+        for metric, _ in (*COLUMNS, *OOD_COLUMNS):
             row.cells[metric] = mean_std([r.metrics.get(row.prefix + metric) for r in row.runs])
 
-    def order(row: Row) -> tuple[str, int, str]:
+    def order(row: Row) -> tuple[str, str, int, str]:
         idx = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
-        return (row.model, idx, row.method)
+        return (row.setting, row.model, idx, row.method)
 
     return sorted(rows, key=order)
+
+
+# Paper A §6.4: the mean max-softmax confidence on uniform-noise images (train.fit's ood_samples).
+OOD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ood_noise_confidence_mean", "Noise conf mean"),
+    ("ood_noise_confidence_median", "Noise conf median"),
+)
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -159,28 +192,72 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f} ({n})"
 
 
-def to_markdown(rows: Sequence[Row], *, title: str = "") -> str:
-    head = ["Model", "Method", *(f"{label} (%)" for _, label in COLUMNS)]
+def _shown_params(row: Row, show: Sequence[str]) -> str:
+    """The chosen configuration's values of the ``show`` params (e.g. the β a sweep selected)."""
+    if not show or not row.runs:
+        return ""
+    parts = []
+    for key in show:
+        value = row.runs[0].params.get(key)
+        if value is None:
+            continue
+        try:
+            value = f"{float(value):.4g}"
+        except ValueError:
+            pass
+        parts.append(f"{key}={value}")
+    return ", ".join(parts) or "-"
+
+
+def to_markdown(rows: Sequence[Row], *, title: str = "", show_params: Sequence[str] = ()) -> str:
+    settings = any(row.setting for row in rows)
+    head = [
+        *(["Setting"] if settings else []),
+        "Model",
+        "Method",
+        *(["Config"] if show_params else []),
+        *(f"{label} (%)" for _, label in COLUMNS),
+    ]
     lines = [f"## {title}", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        lines.append(
-            "| " + " | ".join([row.model, row.method, *(_cell(*row.cells[m]) for m, _ in COLUMNS)]) + " |"
-        )
+        cells = [
+            *([row.setting] if settings else []),
+            row.model,
+            row.method,
+            *([_shown_params(row, show_params)] if show_params else []),
+            *(_cell(*row.cells[m]) for m, _ in COLUMNS),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "ECE and accuracy on the test split in %, mean ± sample std (number of seeds); configuration "
         "per method chosen on the validation split; TS/ETS/Dir-ODIR are post-hoc on the one-hot runs."
     )
+    ood_rows = [r for r in rows if not r.prefix and r.cells.get(OOD_COLUMNS[0][0], (0, 0, 0))[2]]
+    if ood_rows:
+        ood_head = ["Model", "Method", *(f"{label} (%)" for _, label in OOD_COLUMNS)]
+        lines += [
+            "",
+            "### Confidence on uniform-noise images (paper A §6.4)",
+            "",
+            "| " + " | ".join(ood_head) + " |",
+            "|" + "---|" * len(ood_head),
+        ]
+        for row in ood_rows:
+            cells = [row.model, row.method, *(_cell(*row.cells[m]) for m, _ in OOD_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Max-softmax confidence in %, mean ± sample std over seeds of each run's mean/median."]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: Sequence[Row]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["model", "method", *(f"{m}_{s}" for m, _ in COLUMNS for s in ("mean", "std", "n"))])
+    cols = (*COLUMNS, *OOD_COLUMNS)
+    writer.writerow(["setting", "model", "method", *(f"{m}_{s}" for m, _ in cols for s in ("mean", "std", "n"))])
     for row in rows:
-        writer.writerow([row.model, row.method, *(v for m, _ in COLUMNS for v in row.cells[m])])
+        writer.writerow([row.setting, row.model, row.method, *(v for m, _ in cols for v in row.cells[m])])
     return buf.getvalue()
 
 
@@ -204,7 +281,9 @@ def load_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Run]]:
     runs = [
         Run(
             run_id=r.info.run_id,
-            method=r.data.tags.get("simlab.method", r.data.params.get("label", "?")),
+            method=run_method(
+                r.data.tags.get("simlab.method", r.data.params.get("label", "?")), r.data.params
+            ),
             model=r.data.params.get("model", "?"),
             params=dict(r.data.params),
             metrics=dict(r.data.metrics),
@@ -241,9 +320,8 @@ def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: in
                 continue
             with np.load(local) as npz:
                 probs, labels = torch.from_numpy(npz["probs"]), torch.from_numpy(npz["labels"])
-            fig = reliability_diagram(
-                probs, labels, n_bins=n_bins, scope="prediction", title=f"{row.model} {row.method}"
-            )
+            title = f"{row.model} {row.method}" + (f"\n{row.setting}" if row.setting else "")
+            fig = reliability_diagram(probs, labels, n_bins=n_bins, scope="prediction", title=title)
             fig.canvas.draw()
             panels.append(np.asarray(fig.canvas.buffer_rgba()))
             os.unlink(local)
@@ -263,6 +341,88 @@ def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: in
     return path
 
 
+SIMILARITY_METHODS: tuple[str, ...] = ("L1", "L2", "AE", "WE", "WordNet")
+PAPER_OOD_METHODS: tuple[str, ...] = ("One-hot", "Uniform", "Mixup")
+
+
+def ood_rows(rows: Sequence[Row], *, select: str = "val_nll", mode: str = "min") -> list[tuple[str, Row]]:
+    """Paper A Fig. 3's methods: one-hot, uniform LS, mixup and the best similarity row (best mean
+    ``select`` on validation over its seeds), each with the name its histogram is drawn under."""
+    plain = [r for r in rows if not r.prefix]
+    chosen = [(r.method, r) for r in plain if r.method in PAPER_OOD_METHODS]
+    sims = [r for r in plain if r.method in SIMILARITY_METHODS]
+
+    def score(row: Row) -> float:
+        m, _, n = mean_std([run.metrics.get(select) for run in row.runs])
+        return math.inf if n == 0 else (m if mode == "min" else -m)
+
+    if sims:
+        best = min(sims, key=score)
+        chosen.append((f"{best.method} (best similarity)", best))
+    return chosen
+
+
+def ood_figure(client: Any, rows: Sequence[tuple[str, Row]], path: Path, *, bins: int = 20) -> Path | None:
+    """Paper A Fig. 3 (right): histograms of max-softmax confidence on uniform-noise images, each row's
+    ``ood_noise_confidences.npz`` artifacts pooled over its seeds."""
+    import numpy as np
+
+    from simlab.train import ood_confidence_figure
+
+    confidences: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, row in rows:
+            parts = []
+            for run in row.runs:
+                try:
+                    local = client.download_artifacts(run.run_id, "ood_noise_confidences.npz", tmp)
+                except Exception as err:
+                    logger.debug("no ood_noise_confidences.npz in run %s: %s", run.run_id, err)
+                    continue
+                with np.load(local) as npz:
+                    parts.append(np.asarray(npz["confidences"], dtype=np.float64))
+                os.unlink(local)
+            if parts:
+                confidences[f"{name} (n={len(parts)})"] = np.concatenate(parts)
+    if not confidences:
+        return None
+    fig = ood_confidence_figure(confidences, bins=bins, title="Confidence on uniform-noise images")
+    tmp_path = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp_path, dpi=110)
+    os.replace(tmp_path, path)
+    return path
+
+
+def _param_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def warm_start_points(rows: Sequence[Row], params: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Each (non post-hoc) row's chosen configuration as sweep warm-start points, one per seed: the label
+    method (``label``, ``similarity``) plus ``params`` (e.g. the β chosen on validation), for
+    ``sweeps/calibration.py --warm-start`` (re-running what a search chose over more seeds)."""
+    points = []
+    for row in rows:
+        if row.prefix or not row.runs:
+            continue
+        run = row.runs[0]
+        method = run.method.partition("+")[0]
+        label, _, source = method.partition(":")
+        base: dict[str, Any] = {"label": label}
+        if source:
+            base["similarity" if label == "similarity" else "confidence_source"] = source
+        for key in params:
+            if run.params.get(key) not in (None, "None"):
+                base[key] = _param_value(run.params[key])
+        points.extend({**base, "seed": seed} for seed in seeds)
+    return points
+
+
 def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
@@ -278,7 +438,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
     p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
     p.add_argument("--no-diagrams", action="store_true", help="skip the reliability-diagram grid")
+    p.add_argument(
+        "--group-by",
+        default="",
+        help="params that split rows into settings, comma-separated (paper B: noise_kind,noise_rate)",
+    )
+    p.add_argument(
+        "--show-params",
+        default="",
+        help="params of each row's chosen configuration to show in a Config column (e.g. beta)",
+    )
+    p.add_argument(
+        "--emit-warm-start",
+        metavar="FILE",
+        help="write each row's chosen configuration (label method + --show-params) x --seeds as a JSON "
+        "warm-start list for sweeps/calibration.py --warm-start",
+    )
+    p.add_argument("--seeds", default="0,1,2", help="seeds for --emit-warm-start (default 0,1,2)")
     args = p.parse_args(argv)
+    group_by = tuple(k.strip() for k in args.group_by.split(",") if k.strip())
+    show_params = tuple(k.strip() for k in args.show_params.split(",") if k.strip())
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.select.startswith("val_"):
@@ -293,16 +477,25 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: no finished trial runs in experiment {args.experiment!r}", file=sys.stderr)
         return 1
-    rows = build_rows(runs, select=args.select, mode=mode)
+    rows = build_rows(runs, select=args.select, mode=mode, group_by=group_by)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(rows, title=f"{args.experiment}: {len(runs)} finished trials")
+    md = to_markdown(rows, title=f"{args.experiment}: {len(runs)} finished trials", show_params=show_params)
     _write(out / "report.md", md)
     _write(out / "report.csv", to_csv(rows))
     print(md)
     if not args.no_diagrams:
         grid = reliability_grid(client, rows, out / "reliability.png")
         print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")
+        if any(r.cells.get(OOD_COLUMNS[0][0], (0, 0, 0))[2] for r in rows):
+            ood = ood_figure(client, ood_rows(rows, select=args.select, mode=mode), out / "ood_confidence.png")
+            print(f"uniform-noise confidence histograms: {ood}" if ood else "no ood_noise_confidences.npz")
+    if args.emit_warm_start:
+        points = warm_start_points(rows, show_params, seeds)
+        target = Path(args.emit_warm_start)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write(target, json.dumps(points, indent=1) + "\n")
+        print(f"warm-start points ({len(points)}): {target}")
     print(f"written: {out / 'report.md'}, {out / 'report.csv'}")
     return 0
 

@@ -5,6 +5,7 @@ rows from the one-hot runs, and the reliability-diagram grid from the test_probs
 from __future__ import annotations
 
 import csv
+import json
 import importlib.util
 import io
 import sys
@@ -140,3 +141,124 @@ def test_select_must_be_a_validation_metric(store, tmp_path, capsys):
     uri, _, _ = store
     assert report.main(["--tracking-uri", uri, "--experiment", "exp", "--select", "accuracy"]) == 2
     assert "--select" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# paper B rows (settings x loss), paper A §6.4 noise confidences, warm-start points for re-runs
+@pytest.fixture(scope="module")
+def noisy_store(tmp_path_factory):
+    """Paper B style: CE one-hot vs LP / P confidence runs in two noise settings, 3 seeds each; plus
+    paper A rows with uniform-noise confidences (one similarity row clearly best on validation)."""
+    tmp = tmp_path_factory.mktemp("report-noisy")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("noisy", artifact_location=str(tmp / "artifacts"))
+    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    rng = np.random.default_rng(1)
+    truth: dict = {}
+    for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
+        for method, label, loss in (
+            ("onehot", "onehot", "ce"),
+            ("confidence:pairs", "confidence", "log_projection"),
+            ("confidence:pairs", "confidence", "projection"),
+        ):
+            for seed in range(3):
+                metrics = {m: float(rng.uniform(0.1, 0.9)) for m in METRICS}
+                metrics["val_accuracy"] = metrics["accuracy"]
+                truth.setdefault((kind, rate, loss), []).append(metrics)
+                params = {"label": label, "loss": loss, "model": "m", "seed": str(seed)}
+                params.update(noise_kind=kind, noise_rate=rate)
+                _log_run(client, exp_id, parent, method, params, metrics)
+    ood_exp = client.create_experiment("ood", artifact_location=str(tmp / "ood-artifacts"))
+    ood_parent = client.create_run(ood_exp, tags={"simlab.role": "sweep"}).info.run_id
+    for method, label, extra, val_nll in (
+        ("onehot", "onehot", {}, 1.0),
+        ("uniform", "uniform", {}, 0.9),
+        ("mixup", "onehot", {"mixup": "0.2"}, 0.95),
+        ("similarity:l1", "similarity", {"similarity": "l1", "beta": "1.5"}, 0.8),
+        ("similarity:we", "similarity", {"similarity": "we", "beta": "3.25"}, 0.7),  # best similarity
+    ):
+        for seed in range(2):
+            conf = rng.uniform(0.1, 1.0, size=40)
+            metrics = {m: float(rng.uniform(0.05, 0.3)) for m in METRICS}
+            metrics.update(
+                val_nll=val_nll,
+                ood_noise_confidence_mean=float(conf.mean()),
+                ood_noise_confidence_median=float(np.median(conf)),
+            )
+            truth.setdefault(("ood", method), []).append(metrics)
+            rid = _log_run(
+                client, ood_exp, ood_parent, method, {"label": label, "model": "m", "seed": str(seed), **extra}, metrics
+            )
+            path = tmp / rid / "ood_noise_confidences.npz"
+            path.parent.mkdir(parents=True)
+            np.savez(path, confidences=conf)
+            client.log_artifact(rid, str(path))
+    return uri, truth
+
+
+def test_group_by_splits_settings_and_loss_names_paper_b_rows(noisy_store, tmp_path):
+    uri, truth = noisy_store
+    _, runs = report.load_runs(uri, "noisy")
+    rows = report.build_rows(runs, select="val_accuracy", mode="max", group_by=("noise_kind", "noise_rate"))
+    got = {(r.setting, r.method): r for r in rows}
+    assert len(got) == 6
+    for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
+        setting = f"noise_kind={kind} noise_rate={rate}"
+        for loss, name in (("ce", "One-hot"), ("log_projection", "LP (conf pairs)"), ("projection", "P (conf pairs)")):
+            acc = np.array([t["accuracy"] for t in truth[(kind, rate, loss)]])
+            mean, std, n = got[(setting, name)].cells["accuracy"]
+            assert n == 3
+            assert mean == pytest.approx(acc.mean(), abs=1e-12)
+            assert std == pytest.approx(acc.std(ddof=1), abs=1e-12)
+    assert report.main(["--tracking-uri", uri, "--experiment", "noisy", "--out", str(tmp_path),
+                        "--select", "val_accuracy", "--group-by", "noise_kind,noise_rate", "--no-diagrams"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| Setting | Model | Method |" in md
+    assert "| noise_kind=symmetric noise_rate=0.4 | m | LP (conf pairs) |" in md
+    # Without --group-by the two LP settings would be one method choosing between "configurations".
+    flat = {r.method for r in report.build_rows(runs, select="val_accuracy", mode="max")}
+    assert flat == {"One-hot", "LP (conf pairs)", "P (conf pairs)"}
+
+
+def test_noise_confidence_table_figure_and_best_similarity(noisy_store, tmp_path):
+    uri, truth = noisy_store
+    client, runs = report.load_runs(uri, "ood")
+    rows = report.build_rows(runs)
+    chosen = report.ood_rows(rows)
+    assert [name for name, _ in chosen] == ["One-hot", "Uniform", "Mixup", "WE (best similarity)"]
+    assert report.main(["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path),
+                        "--show-params", "beta"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    means = np.array([t["ood_noise_confidence_mean"] for t in truth[("ood", "similarity:we")]])
+    assert f"| m | WE | {100 * means.mean():.2f} ± {100 * means.std(ddof=1):.2f} (2) |" in md
+    assert "| m | WE | beta=3.25 |" in md
+    assert (tmp_path / "ood_confidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_emit_warm_start_points_feed_a_sweep(noisy_store, tmp_path):
+    """The chosen β of each similarity row x seeds, as points the repro-a-cifar10 sweep accepts."""
+    uri, _ = noisy_store
+    points_file = tmp_path / "points.json"
+    assert report.main(["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path / "r"),
+                        "--show-params", "beta", "--no-diagrams", "--emit-warm-start", str(points_file),
+                        "--seeds", "0,1,2"]) == 0
+    points = json.loads(points_file.read_text())
+    assert {"label": "similarity", "similarity": "we", "beta": 3.25, "seed": 2} in points
+    assert {"label": "mixup", "seed": 0} in points and {"label": "onehot", "seed": 1} in points
+    assert len(points) == 5 * 3
+    from sweeps.calibration import build_parser, resolve_spec
+
+    sims = tmp_path / "sims.json"
+    sims.write_text(json.dumps([p for p in points if p["label"] == "similarity"]))
+    args = build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(sims)])
+    spec = resolve_spec(args)
+    assert len(spec.warm_start) == 9 + 6 and spec.warm_start[-1]["beta"] == 3.25
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"label": "similarity", "beta": 9.0}]))  # outside [0.5, 6]
+    from sweeps.spec import SpecError
+
+    with pytest.raises(SpecError, match="warm_start"):
+        resolve_spec(build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(bad)]))
+    with pytest.raises(SpecError, match="--warm-start"):
+        resolve_spec(build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(tmp_path / "no")]))
