@@ -267,14 +267,15 @@ class _Run:
             t_epoch = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             metrics: dict[str, float] = {"epoch": float(epoch), "train_loss": train_loss}
+            scheduled = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
             # Also the first epoch this process runs: a per-epoch reporter (Ray Tune) then has the
             # objective in every report, from the start and after a resume.
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or epoch == start_epoch + 1:
+            if scheduled or epoch == start_epoch + 1:
                 val_logits, test_logits = self._predict_splits()
                 metrics.update(split_metrics(val_logits, self.val_y, n_bins=cfg.n_bins, prefix="val_"))
                 metrics.update(split_metrics(test_logits, self.test_y, n_bins=cfg.n_bins))
                 last_eval = (epoch, val_logits, test_logits)
-                if cfg.scheduler == "plateau":
+                if cfg.scheduler == "plateau" and scheduled:  # a resume must not add a step
                     # paper B §4.1.1: halve the lr when validation accuracy stops improving.
                     self.scheduler.step(metrics["val_accuracy"])
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])

@@ -545,3 +545,18 @@ def test_eval_every_also_evaluates_the_first_and_last_epoch(digits, cache_dir, t
     evaluated = [int(h["epoch"]) for h in result.history if "val_nll" in h]
     assert evaluated == [1, 3, 4]
     assert "val_nll" not in result.history[1]
+
+
+def test_resume_with_eval_every_keeps_the_plateau_schedule(digits, cache_dir, tmp_path):
+    """The extra evaluation a resumed process makes (its first epoch) must not step ReduceLROnPlateau:
+    the lr schedule and final weights equal an uninterrupted run's (eval_every=2, patience 0)."""
+    kw = dict(epochs=5, eval_every=2, scheduler="plateau", plateau_patience=0, plateau_factor=0.5)
+    reference = fit(_cfg(cache_dir, **kw), data=digits)
+    cfg = _cfg(cache_dir, **kw)
+    with pytest.raises(_Interrupt):
+        fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=_interrupt_after(2))
+    resumed = fit(cfg, data=digits, checkpoint_dir=tmp_path)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in reference.history]
+    assert torch.equal(resumed.test_probs, reference.test_probs)
+    assert "val_nll" in resumed.history[2]  # epoch 3: the resumed process's first, evaluated
+    assert "val_nll" not in reference.history[2]  # ... which the uninterrupted run skipped
