@@ -199,7 +199,7 @@ def _shown_params(row: Row, show: Sequence[str]) -> str:
     parts = []
     for key in show:
         value = row.runs[0].params.get(key)
-        if value is None:
+        if value in (None, "None"):  # MLflow logs an unset field as the string "None"
             continue
         try:
             value = f"{float(value):.4g}"

@@ -173,7 +173,7 @@ def noisy_store(tmp_path_factory):
     ood_parent = client.create_run(ood_exp, tags={"simlab.role": "sweep"}).info.run_id
     for method, label, extra, val_nll in (
         ("onehot", "onehot", {}, 1.0),
-        ("uniform", "uniform", {}, 0.9),
+        ("uniform", "uniform", {"beta": "None"}, 0.9),
         ("mixup", "onehot", {"mixup": "0.2"}, 0.95),
         ("similarity:l1", "similarity", {"similarity": "l1", "beta": "1.5"}, 0.8),
         ("similarity:we", "similarity", {"similarity": "we", "beta": "3.25"}, 0.7),  # best similarity
@@ -233,6 +233,7 @@ def test_noise_confidence_table_figure_and_best_similarity(noisy_store, tmp_path
     means = np.array([t["ood_noise_confidence_mean"] for t in truth[("ood", "similarity:we")]])
     assert f"| m | WE | {100 * means.mean():.2f} ± {100 * means.std(ddof=1):.2f} (2) |" in md
     assert "| m | WE | beta=3.25 |" in md
+    assert "| m | Uniform | - |" in md  # no beta: a dash, not "beta=None"
     assert (tmp_path / "ood_confidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
