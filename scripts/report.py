@@ -138,6 +138,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
 
+def selection_score(runs: Sequence[Run], select: str, mode: str) -> float:
+    """The mean of validation metric ``select`` over ``runs``, signed so that lower is better
+    (inf when no run has it): what picks a method's configuration and the best similarity row."""
+    m, _, n = mean_std([r.metrics.get(select) for r in runs])
+    if n == 0:
+        return math.inf
+    return m if mode == "min" else -m
+
+
 def build_rows(
     runs: Iterable[Run], *, select: str = "val_nll", mode: str = "min", group_by: Sequence[str] = ()
 ) -> list[Row]:
@@ -150,14 +159,7 @@ def build_rows(
         groups[(run.setting(group_by), run.model, run.method)][run.config_key].append(run)
     rows: list[Row] = []
     for (setting, model, method), configs in groups.items():
-
-        def score(item: tuple[str, list[Run]]) -> float:
-            m, _, n = mean_std([r.metrics.get(select) for r in item[1]])
-            if n == 0:
-                return math.inf
-            return m if mode == "min" else -m
-
-        _, chosen = min(configs.items(), key=score)
+        _, chosen = min(configs.items(), key=lambda item: selection_score(item[1], select, mode))
         # Repeats of one configuration with the same seed are the same experiment: count each seed once.
         by_seed: dict[str, Run] = {}
         for run in sorted(chosen, key=lambda r: (r.start_time, r.run_id)):  # the earliest run of a seed
@@ -255,7 +257,9 @@ def to_csv(rows: Sequence[Row]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     cols = (*COLUMNS, *OOD_COLUMNS)
-    writer.writerow(["setting", "model", "method", *(f"{m}_{s}" for m, _ in cols for s in ("mean", "std", "n"))])
+    writer.writerow(
+        ["setting", "model", "method", *(f"{m}_{s}" for m, _ in cols for s in ("mean", "std", "n"))]
+    )
     for row in rows:
         writer.writerow([row.setting, row.model, row.method, *(v for m, _ in cols for v in row.cells[m])])
     return buf.getvalue()
@@ -352,12 +356,8 @@ def ood_rows(rows: Sequence[Row], *, select: str = "val_nll", mode: str = "min")
     chosen = [(r.method, r) for r in plain if r.method in PAPER_OOD_METHODS]
     sims = [r for r in plain if r.method in SIMILARITY_METHODS]
 
-    def score(row: Row) -> float:
-        m, _, n = mean_std([run.metrics.get(select) for run in row.runs])
-        return math.inf if n == 0 else (m if mode == "min" else -m)
-
     if sims:
-        best = min(sims, key=score)
+        best = min(sims, key=lambda row: selection_score(row.runs, select, mode))
         chosen.append((f"{best.method} (best similarity)", best))
     return chosen
 
@@ -402,7 +402,9 @@ def _param_value(text: str) -> Any:
     return text
 
 
-def warm_start_points(rows: Sequence[Row], params: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
+def warm_start_points(
+    rows: Sequence[Row], params: Sequence[str], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
     """Each (non post-hoc) row's chosen configuration as sweep warm-start points, one per seed: the label
     method (``label``, ``similarity``) plus ``params`` (e.g. the β chosen on validation), for
     ``sweeps/calibration.py --warm-start`` (re-running what a search chose over more seeds)."""
@@ -488,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         grid = reliability_grid(client, rows, out / "reliability.png")
         print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")
         if any(r.cells.get(OOD_COLUMNS[0][0], (0, 0, 0))[2] for r in rows):
-            ood = ood_figure(client, ood_rows(rows, select=args.select, mode=mode), out / "ood_confidence.png")
+            ood = ood_figure(
+                client, ood_rows(rows, select=args.select, mode=mode), out / "ood_confidence.png"
+            )
             print(f"uniform-noise confidence histograms: {ood}" if ood else "no ood_noise_confidences.npz")
     if args.emit_warm_start:
         points = warm_start_points(rows, show_params, seeds)

@@ -2,12 +2,13 @@
 
 One call trains one model on one configuration (paper A: class-similarity label smoothing; paper B:
 confidence labels, label noise with a trusted set, projective losses), evaluates it every
-``cfg.eval_every`` epochs (and at the first and last epoch it runs) on the validation and test splits with the SPEC §6 metrics, checkpoints every
-epoch (and resumes from the checkpoint), and at the end fits the post-hoc recalibrators on validation
-logits and writes the artifacts. Experiment tracking goes through `simlab.tracking.Tracker`; the sweep
-layer (`sweeps/`) supplies the MLflow tracker, the Ray reporting (``on_epoch_end``) and the process
-group. Under ``torch.distributed`` every rank trains its shard of each global batch (DDP) and the
-evaluation gathers the logits of all ranks, so metrics are on the whole split and equal on all ranks.
+``cfg.eval_every`` epochs (and at the first and last epoch it runs) on the validation and test splits
+with the SPEC §6 metrics, checkpoints every epoch (and resumes from the checkpoint), and at the end fits
+the post-hoc recalibrators on validation logits and writes the artifacts. Experiment tracking goes
+through `simlab.tracking.Tracker`; the sweep layer (`sweeps/`) supplies the MLflow tracker, the Ray
+reporting (``on_epoch_end``) and the process group. Under ``torch.distributed`` every rank trains its
+shard of each global batch (DDP) and the evaluation gathers the logits of all ranks, so metrics are on
+the whole split and equal on all ranks.
 
 Randomness: every random stream is a `torch.Generator` derived from ``(cfg.seed, purpose, epoch,
 rank)``; each epoch re-derives its generators, so a resumed run draws exactly what the uninterrupted
@@ -621,7 +622,8 @@ class _Run:
     # ------------------------------------------------------------------------------------------
     def _ood_confidences(self) -> torch.Tensor:
         """Paper A §6.4: max-softmax confidences ``[cfg.ood_samples]`` on i.i.d. uniform-noise images
-        shaped like the training images; one fixed set (seed independent of the config), so every run is scored on the same images."""
+        shaped like the training images: one fixed set (its seed does not depend on the config), so
+        every run is scored on the same images."""
         from simlab.data.batches import uniform_noise_images
 
         gen = torch.Generator().manual_seed(_seed(0, "ood-noise"))

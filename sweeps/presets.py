@@ -31,6 +31,11 @@ _PAPER_A_SPACE = {
     "similarity": {"choice": ["l1", "l2", "ae", "we"]},
     "beta": {"uniform": [0.5, 6.0]},
 }
+# CIFAR-10's sources: the shared word vectors (`car`, not `automobile`), AE latent 256 (paper A §6.1).
+_CIFAR10_SOURCE_ARGS = {
+    "we": {"vectors": f"{DATA}/vectors/cifar10-words-300d.txt", "mapping": {"automobile": "car"}},
+    "ae": {"latent_dim": 256},
+}
 _PAPER_A_WARM = [
     {"label": "onehot"},
     {"label": "uniform"},
@@ -114,10 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "space": {"model": {"choice": ["resnet18", "wrn", "densenet_bc"]}, **copy.deepcopy(_PAPER_A_SPACE)},
         "model_args": copy.deepcopy(_CIFAR_MODEL_ARGS),
-        "source_args": {
-            "we": {"vectors": f"{DATA}/vectors/cifar10-words-300d.txt", "mapping": {"automobile": "car"}},
-            "ae": {"latent_dim": 256},
-        },
+        "source_args": copy.deepcopy(_CIFAR10_SOURCE_ARGS),
         "warm_start": copy.deepcopy(_PAPER_A_WARM),
         "num_samples": 60,
         "objective": "val_nll:min",
@@ -268,6 +270,7 @@ _REPRO_B_METHODS = (
 )
 # Paper A's baselines, each over the seeds (the similarity rows come from the β search, see RESULTS.md).
 _REPRO_A_BASELINES = ({"label": "onehot"}, {"label": "uniform"}, {"label": "mixup"})
+_REPRO_A_SOURCES = ("l1", "l2", "ae", "we")  # paper A §5
 
 PRESETS.update(
     {
@@ -305,17 +308,14 @@ PRESETS.update(
             **copy.deepcopy(_REPRO_RUN),
         },
         "repro-a-cifar10-beta": {
-            "description": "paper A scaled to CPU, step 1: Optuna search of beta per similarity source (seed 0)",
+            "description": "paper A scaled to CPU, step 1: Optuna searches beta per source (seed 0)",
             "fixed": {**copy.deepcopy(_REPRO_FIXED), "label": "similarity", "alpha": 0.1, "seed": 0},
             "space": {
-                "similarity": {"choice": ["l1", "l2", "ae", "we"]},
+                "similarity": {"choice": list(_REPRO_A_SOURCES)},
                 "beta": {"uniform": [0.5, 6.0]},  # paper A §6.2
             },
-            "source_args": {
-                "we": {"vectors": f"{DATA}/vectors/cifar10-words-300d.txt", "mapping": {"automobile": "car"}},
-                "ae": {"latent_dim": 256},  # paper A §6.1 (CIFAR-100)
-            },
-            "warm_start": [{"similarity": s} for s in ("l1", "l2", "ae", "we")],
+            "source_args": copy.deepcopy(_CIFAR10_SOURCE_ARGS),
+            "warm_start": [{"similarity": s} for s in _REPRO_A_SOURCES],
             "num_samples": 12,  # ~3 per source: TPE's random start-up, then 2 model-guided trials
             "objective": "val_nll:min",
             **copy.deepcopy(_REPRO_RUN),
@@ -328,17 +328,14 @@ PRESETS.update(
             "fixed": {**copy.deepcopy(_REPRO_FIXED), "alpha": 0.1, "ood_samples": 2000},
             "space": {
                 "label": {"choice": ["onehot", "uniform", "mixup", "similarity"]},
-                "similarity": {"choice": ["l1", "l2", "ae", "we"]},
+                "similarity": {"choice": list(_REPRO_A_SOURCES)},
                 "beta": {"uniform": [0.5, 6.0]},
                 "seed": {"choice": list(_REPRO_SEEDS)},
             },
-            "source_args": {
-                "we": {"vectors": f"{DATA}/vectors/cifar10-words-300d.txt", "mapping": {"automobile": "car"}},
-                "ae": {"latent_dim": 256},
-            },
+            "source_args": copy.deepcopy(_CIFAR10_SOURCE_ARGS),
             "warm_start": [{**m, "seed": seed} for m in _REPRO_A_BASELINES for seed in _REPRO_SEEDS],
-            # + 4 sources x 3 seeds from `scripts/report.py --emit-warm-start` (RESULTS.md)
-            "num_samples": (len(_REPRO_A_BASELINES) + 4) * len(_REPRO_SEEDS),
+            # + each source x the seeds from `scripts/report.py --emit-warm-start` (RESULTS.md)
+            "num_samples": (len(_REPRO_A_BASELINES) + len(_REPRO_A_SOURCES)) * len(_REPRO_SEEDS),
             "objective": "val_nll:min",
             **copy.deepcopy(_REPRO_RUN),
         },

@@ -5,9 +5,9 @@ rows from the one-hot runs, and the reliability-diagram grid from the test_probs
 from __future__ import annotations
 
 import csv
-import json
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -188,7 +188,12 @@ def noisy_store(tmp_path_factory):
             )
             truth.setdefault(("ood", method), []).append(metrics)
             rid = _log_run(
-                client, ood_exp, ood_parent, method, {"label": label, "model": "m", "seed": str(seed), **extra}, metrics
+                client,
+                ood_exp,
+                ood_parent,
+                method,
+                {"label": label, "model": "m", "seed": str(seed), **extra},
+                metrics,
             )
             path = tmp / rid / "ood_noise_confidences.npz"
             path.parent.mkdir(parents=True)
@@ -205,14 +210,34 @@ def test_group_by_splits_settings_and_loss_names_paper_b_rows(noisy_store, tmp_p
     assert len(got) == 6
     for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
         setting = f"noise_kind={kind} noise_rate={rate}"
-        for loss, name in (("ce", "One-hot"), ("log_projection", "LP (conf pairs)"), ("projection", "P (conf pairs)")):
+        for loss, name in (
+            ("ce", "One-hot"),
+            ("log_projection", "LP (conf pairs)"),
+            ("projection", "P (conf pairs)"),
+        ):
             acc = np.array([t["accuracy"] for t in truth[(kind, rate, loss)]])
             mean, std, n = got[(setting, name)].cells["accuracy"]
             assert n == 3
             assert mean == pytest.approx(acc.mean(), abs=1e-12)
             assert std == pytest.approx(acc.std(ddof=1), abs=1e-12)
-    assert report.main(["--tracking-uri", uri, "--experiment", "noisy", "--out", str(tmp_path),
-                        "--select", "val_accuracy", "--group-by", "noise_kind,noise_rate", "--no-diagrams"]) == 0
+    assert (
+        report.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "noisy",
+                "--out",
+                str(tmp_path),
+                "--select",
+                "val_accuracy",
+                "--group-by",
+                "noise_kind,noise_rate",
+                "--no-diagrams",
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "report.md").read_text()
     assert "| Setting | Model | Method |" in md
     assert "| noise_kind=symmetric noise_rate=0.4 | m | LP (conf pairs) |" in md
@@ -227,8 +252,12 @@ def test_noise_confidence_table_figure_and_best_similarity(noisy_store, tmp_path
     rows = report.build_rows(runs)
     chosen = report.ood_rows(rows)
     assert [name for name, _ in chosen] == ["One-hot", "Uniform", "Mixup", "WE (best similarity)"]
-    assert report.main(["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path),
-                        "--show-params", "beta"]) == 0
+    assert (
+        report.main(
+            ["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path), "--show-params", "beta"]
+        )
+        == 0
+    )
     md = (tmp_path / "report.md").read_text()
     means = np.array([t["ood_noise_confidence_mean"] for t in truth[("ood", "similarity:we")]])
     assert f"| m | WE | {100 * means.mean():.2f} ± {100 * means.std(ddof=1):.2f} (2) |" in md
@@ -241,9 +270,26 @@ def test_emit_warm_start_points_feed_a_sweep(noisy_store, tmp_path):
     """The chosen β of each similarity row x seeds, as points the repro-a-cifar10 sweep accepts."""
     uri, _ = noisy_store
     points_file = tmp_path / "points.json"
-    assert report.main(["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path / "r"),
-                        "--show-params", "beta", "--no-diagrams", "--emit-warm-start", str(points_file),
-                        "--seeds", "0,1,2"]) == 0
+    assert (
+        report.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--experiment",
+                "ood",
+                "--out",
+                str(tmp_path / "r"),
+                "--show-params",
+                "beta",
+                "--no-diagrams",
+                "--emit-warm-start",
+                str(points_file),
+                "--seeds",
+                "0,1,2",
+            ]
+        )
+        == 0
+    )
     points = json.loads(points_file.read_text())
     assert {"label": "similarity", "similarity": "we", "beta": 3.25, "seed": 2} in points
     assert {"label": "mixup", "seed": 0} in points and {"label": "onehot", "seed": 1} in points
@@ -262,4 +308,6 @@ def test_emit_warm_start_points_feed_a_sweep(noisy_store, tmp_path):
     with pytest.raises(SpecError, match="warm_start"):
         resolve_spec(build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(bad)]))
     with pytest.raises(SpecError, match="--warm-start"):
-        resolve_spec(build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(tmp_path / "no")]))
+        resolve_spec(
+            build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(tmp_path / "no")])
+        )

@@ -414,13 +414,17 @@ def test_fit_scores_uniform_noise_with_the_final_weights(digits, cache_dir, tmp_
     artifact and two metrics; the reference recomputes it from the checkpointed weights by hand."""
     tracker = RecordingTracker()
     cfg = _cfg(cache_dir, ood_samples=64, recalibrate=False)
-    result = fit(cfg, data=digits, tracker=tracker, artifact_dir=tmp_path / "art", checkpoint_dir=tmp_path / "ck")
+    result = fit(
+        cfg, data=digits, tracker=tracker, artifact_dir=tmp_path / "art", checkpoint_dir=tmp_path / "ck"
+    )
     with np.load(result.artifacts["ood_noise_confidences"]) as npz:
         conf = torch.from_numpy(npz["confidences"]).double()
     assert conf.shape == (64,)
     state = load_checkpoint(checkpoint_paths(tmp_path / "ck")[0])
     channels = int(digits.test_x.shape[1])
-    model = build_model(cfg.model, 10, in_channels=channels, generator=torch.Generator().manual_seed(0), **cfg.model_args)
+    model = build_model(
+        cfg.model, 10, in_channels=channels, generator=torch.Generator().manual_seed(0), **cfg.model_args
+    )
     model.load_state_dict(state["model"])
     model.eval()
     gen = torch.Generator().manual_seed(_seed(0, "ood-noise"))
@@ -428,7 +432,9 @@ def test_fit_scores_uniform_noise_with_the_final_weights(digits, cache_dir, tmp_
     mean = torch.tensor(digits.mean, dtype=torch.float64).view(1, -1, 1, 1)
     std = torch.tensor(digits.std, dtype=torch.float64).view(1, -1, 1, 1)
     with torch.no_grad():
-        expected = torch.softmax(model(((noise.double() / 255 - mean) / std).float()).double(), 1).max(1).values
+        expected = (
+            torch.softmax(model(((noise.double() / 255 - mean) / std).float()).double(), 1).max(1).values
+        )
     torch.testing.assert_close(conf, expected, atol=1e-5, rtol=0)
     assert result.metrics["ood_noise_confidence_mean"] == pytest.approx(float(expected.mean()), abs=1e-5)
     assert result.metrics["ood_noise_confidence_median"] == pytest.approx(float(expected.median()), abs=1e-5)

@@ -5,9 +5,9 @@ Both train the same model on the same device-resident uint8 images with the same
 augmentation (`epoch_batches` + `prepare_images`), SGD with momentum and soft cross-entropy. The bare
 loop does nothing else. `fit` adds what a trial needs: per-sample target rows, the per-step non-finite
 loss check (one host sync per step), the cosine schedule, the epoch checkpoint (atomic write + fsync)
-and the `on_epoch_end` report. Evaluation happens only at the last epoch (``eval_every = epochs``), so
-the timed epochs (between two ``on_epoch_end`` calls, first epoch excluded as warm-up) are training
-epochs; the evaluation (validation + test forward passes and the SPEC §6 metrics) is timed separately
+and the `on_epoch_end` report. Evaluation happens at the last epoch (``eval_every = epochs``) and at
+the first (fit evaluates the first epoch a process runs), so the timed epochs (between two
+``on_epoch_end`` calls, the first excluded as warm-up) are training epochs; the evaluation (validation + test forward passes and the SPEC §6 metrics) is timed separately
 from the last epoch. CPU (process) time is reported beside wall time: on a shared machine the wall
 clock mostly measures the other jobs.
 
