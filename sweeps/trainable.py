@@ -39,6 +39,7 @@ CHECKPOINT_SUBDIR = "ckpt"  # inside a trial's local work folder: what fit resum
 EVALUATED_EPOCH = "evaluated_epoch"
 FINAL_FLAG = "final"  # 1.0 on the last report: fit's final metrics incl. ts_/ets_/dir_ recalibration
 STOPPED_TAG = "simlab.stopped_early"  # MLflow tag of a trial the scheduler stopped (run ends FINISHED)
+EPOCH_CHECKPOINT_PREFIX = "epoch_"  # Train-mode checkpoint folders: <storage>/train/<trial id>/epoch_000003
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,59 @@ def _restore_checkpoint(checkpoint: Any, work: Path) -> None:
     logger.info("restored trial checkpoint %s into %s", checkpoint.path, target)
 
 
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The folder name of epoch ``epoch``'s checkpoint inside a Train run (ordered by name and epoch)."""
+    return f"{EPOCH_CHECKPOINT_PREFIX}{epoch:06d}"
+
+
+def newest_persisted_checkpoint(run_uri: str, work: Path) -> int | None:
+    """Copy the newest complete epoch checkpoint of a Train run into ``work/ckpt``; its epoch, or None.
+
+    Why not only ``ray.train.get_checkpoint()``: Ray Train V2 persists a reported checkpoint to storage
+    inside ``ray.train.report``, but registers it only when its controller next polls the workers
+    (every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s). A worker that dies between the two takes the
+    queued report with it, and the restarted group would get an older checkpoint — or none, restarting
+    from epoch 0 (RELIABILITY T1: at most one epoch redone). The folders themselves survive, named by
+    `epoch_checkpoint_name`, so the newest one whose ``checkpoint.pt`` (or its ``.prev``) loads is the
+    true resume point. A folder cut short by a death mid-upload fails to load and is skipped.
+    """
+    import pyarrow.fs as pafs
+
+    from simlab.checkpoint import CheckpointError, load_latest
+
+    fs, root = pafs.FileSystem.from_uri(run_uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    epochs = sorted(
+        (
+            (int(info.base_name[len(EPOCH_CHECKPOINT_PREFIX) :]), info.path)
+            for info in infos
+            if info.type == pafs.FileType.Directory
+            and info.base_name.startswith(EPOCH_CHECKPOINT_PREFIX)
+            and info.base_name[len(EPOCH_CHECKPOINT_PREFIX) :].isdigit()
+        ),
+        reverse=True,
+    )
+    target = work / CHECKPOINT_SUBDIR
+    for epoch, path in epochs:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        local = pafs.LocalFileSystem()
+        pafs.copy_files(path, str(target), source_filesystem=fs, destination_filesystem=local)
+        try:
+            found = load_latest(target, map_location="cpu")
+        except CheckpointError as err:
+            logger.warning("skipping checkpoint folder %s: %s", path, err)
+            continue
+        if found is not None:  # the state's own epoch: a folder's .prev fallback holds the one before
+            state, file = found
+            logger.info("resuming from persisted checkpoint %s (epoch %s)", file, state.get("epoch"))
+            return int(state.get("epoch", epoch))
+    if target.exists():
+        shutil.rmtree(target)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices: dict[str, Any]) -> None:
     """Tune function trainable: `fit` in this actor, one `tune.report` (+ checkpoint) per epoch."""
@@ -247,6 +301,7 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
             "trial_id": trial_id,
             "run_id": run_id,
             "cpus": spec.cpus_per_trial,
+            "run_uri": _train_run_uri(spec.sweep_dir, trial_id),
         },
         scaling_config=ScalingConfig(
             num_workers=spec.workers_per_trial,
@@ -256,7 +311,7 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
         run_config=RunConfig(
             # Stable (storage_path, name): a retried trial resumes its Train run from its checkpoint.
             name=trial_id,
-            storage_path=f"{spec.sweep_dir}/train",
+            storage_path=_train_storage(spec.sweep_dir),
             failure_config=FailureConfig(max_failures=spec.train_max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
@@ -271,6 +326,15 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
         _safe_close(tracker, "FAILED", reason=f"{type(err).__name__}: {_root_cause(err)}")
         raise
     _safe_close(tracker, "FINISHED")
+
+
+def _train_storage(sweep_dir: str) -> str:
+    return f"{sweep_dir}/train"
+
+
+def _train_run_uri(sweep_dir: str, trial_id: str) -> str:
+    """Where Ray Train keeps trial ``trial_id``'s run: local path or ``s3://...`` like the sweep dir."""
+    return f"{_train_storage(sweep_dir)}/{trial_id}"
 
 
 def _root_cause(err: BaseException) -> str:
@@ -295,7 +359,10 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
     cfg = TrainConfig.from_dict(loop_config["cfg"])
     ctx, trial_id = loop_config["ctx"], loop_config["trial_id"]
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-r{rank}-"))
-    _restore_checkpoint(ray.train.get_checkpoint(), work)
+    # The newest checkpoint persisted in the run folder, registered by Ray's controller or not (see
+    # newest_persisted_checkpoint); Ray's registered one only if the folder cannot be listed.
+    if newest_persisted_checkpoint(loop_config["run_uri"], work) is None:
+        _restore_checkpoint(ray.train.get_checkpoint(), work)
     tracker = _tracker(ctx, loop_config["run_id"], trial_id, "rank0") if rank == 0 else NullTracker()
     carry = _Carry()
 
@@ -304,7 +371,9 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
         checkpoint = None
         if rank == 0 and report.checkpoint_dir is not None:
             checkpoint = ray.train.Checkpoint.from_directory(str(report.checkpoint_dir))
-        ray.train.report(metrics, checkpoint=checkpoint)  # every rank: it is a barrier
+        # Every rank (it is a barrier), each naming the folder by epoch so a restart can find it.
+        name = epoch_checkpoint_name(report.epoch)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     result = fit(
         cfg,
