@@ -10,7 +10,8 @@ import scipy.stats
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from simlab.similarity import _ExactUint8Gram, class_distance_matrix, similarity_from_distances
+import simlab.similarity as sim
+from simlab.similarity import class_distance_matrix, similarity_from_distances
 
 
 # --- naive references ----------------------------------------------------------------------------
@@ -89,14 +90,56 @@ def test_uint8_l2_exact_for_near_duplicate_bright_images(generator):
     torch.testing.assert_close(got, brute_distances(x, y, 2, 2.0), rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700)])
-def test_exact_uint8_gram_both_paths_match_int64(generator, m, n, dims):
+@pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700), (9, 6, 2500), (3, 2, 40_000)])
+@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+def test_exact_uint8_gram_paths_match_int64(generator, path, m, n, dims):
+    # Worst-case rows (all -128, all 127) plus random ones; 2500 and 40,000 dims cross the float32
+    # (1,024) and int32 (32,768) slice boundaries.
     a = torch.randint(-128, 128, (m, dims), generator=generator, dtype=torch.int8)
     b = torch.randint(-128, 128, (n, dims), generator=generator, dtype=torch.int8)
-    want = (a.long() @ b.long().T).double()  # exact integer reference
-    assert torch.equal(_ExactUint8Gram._float_slices(a, b), want)
-    if hasattr(torch, "_int_mm"):
-        assert torch.equal(_ExactUint8Gram._int_mm(a, b), want)
+    a[0], b[0] = -128, -128
+    if n > 1:
+        b[1] = 127
+    want = a.long() @ b.long().T  # exact integer reference
+    try:
+        got = sim._GRAM_FNS[path](a, b)
+    except RuntimeError as err:  # e.g. bf16 x bf16 -> float32 has no CPU kernel
+        pytest.skip(f"{path} unavailable here: {err}")
+    assert torch.equal(got.to(torch.float64), want.to(torch.float64))
+
+
+@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+def test_uint8_l2_worst_case_every_gram_path_matches_cdist(generator, monkeypatch, path):
+    # D = 3,072 pixels: |a|^2 up to 3072 * 255^2 ~ 2e8 and shifted Gram partial sums up to
+    # 3072 * 128^2 ~ 5e7, both > 2^24, so nothing float32-wide over all features would be exact.
+    # All-255, all-0, half/half and random images, 3 classes, blocks that straddle classes.
+    n, dims = 36, 3072
+    x = torch.randint(0, 256, (n, dims), generator=generator, dtype=torch.uint8)
+    x[0:4], x[12:16], x[24:27] = 255, 0, 255
+    x[4:6, : dims // 2], x[4:6, dims // 2 :] = 0, 255
+    x[27, :] = 254  # near-duplicate of the all-255 rows: distance sqrt(3072) next to ~1e4 ones
+    y = torch.arange(n) // 12
+    y = y[torch.randperm(n, generator=generator)]  # unsorted input
+    try:
+        sim._GRAM_FNS[path](x[:2].view(torch.int8), x[:2].view(torch.int8))
+    except RuntimeError as err:
+        pytest.skip(f"{path} unavailable here: {err}")
+    monkeypatch.setattr(sim, "_choose_gram_path", lambda *a, **k: path)
+    got = class_distance_matrix(x, y, 3, p=2, chunk_size=10)
+    torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-14, atol=0)
+
+
+def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
+    # A float32 product over all 3,072 features rounds (partial sums > 2^24): the run-time probe
+    # must drop it, and the chosen path is logged at INFO.
+    full_fp32 = lambda a, b: a.float() @ b.float().T  # noqa: E731
+    monkeypatch.setattr(sim, "_GRAM_FNS", {"fp32_full": full_fp32, "fp64": sim._GRAM_FNS["fp64"]})
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    with caplog.at_level("INFO", logger="simlab.similarity"):
+        chosen = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+    assert chosen == "fp64"
+    assert "fp32_full is not exact" in caplog.text
+    assert "Gram path 'fp64'" in caplog.text
 
 
 def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
@@ -104,6 +147,7 @@ def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
         raise RuntimeError("_int_mm: not supported here")
 
     monkeypatch.setattr(torch, "_int_mm", refuse, raising=False)
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
     x, y = make_data(generator, 50, 3, (3, 4, 4), torch.uint8)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=16)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
