@@ -169,18 +169,19 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
 _CACHE_ELEMENTS = 1 << 16
 
 
-def _bin_index(c: torch.Tensor, edges: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Bin of each float64 confidence: m (0-based) with ``edges[m] < c <= edges[m + 1]``, exactly.
+def _bin_index(c: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin of each float64 confidence: m (0-based) with ``e_m < c <= e_{m+1}``, ``e_m = fl(m/M)``.
 
-    ``edges`` is ``[-inf, 1/M, ..., (M-1)/M, +inf]`` (float64). A first guess ``ceil(c M) - 1`` is
-    off by at most one (the product rounds by <= M 2^-53 << 1, and an edge ``fl(m/M)`` is within an
-    ulp of m/M); one comparison with each neighbouring edge corrects it, so the result is exactly
-    bucketize's (binary search) at a fraction of the cost.
+    Exactly ``torch.bucketize(c, arange(1, M) / M)`` (bin 0 also takes everything <= 1/M, the last
+    everything above (M-1)/M), without its per-element binary search or any gather: the guess
+    ``ceil(c M) - 1`` is off by at most one (``fl(c M)`` is within ``M 2^-53`` of ``c M``, and ``fl(m/M)``
+    within an ulp of ``m/M``), and one comparison with each neighbouring edge, recomputed elementwise
+    as the same correctly rounded division ``m / M``, corrects it.
     """
-    idx = torch.ceil(c * n_bins).to(torch.int64).sub_(1).clamp_(0, n_bins - 1)
-    idx += (c > edges[idx + 1]).to(torch.int64)
-    idx -= (c <= edges[idx]).to(torch.int64)
-    return idx
+    m = torch.ceil(c * n_bins).sub_(1.0)  # float64 guess
+    m += (c > (m + 1.0).div_(n_bins)).to(m.dtype)
+    m -= (c <= m / n_bins).to(m.dtype)
+    return m.clamp_(0, n_bins - 1).to(torch.int64)
 
 
 def _bin_sums(
@@ -189,35 +190,29 @@ def _bin_sums(
     """Per-bin (count or None, sum of confidences, sum of outcomes) of validated inputs, float64."""
     device = probs.device
     f64 = torch.float64
-    # Bin m (1-based) is ((m-1)/M, m/M], the first also takes 0: inner edges 1/M .. (M-1)/M compared
-    # in float64 (every input dtype widens to it exactly); sums are float64 (bincount with float64
-    # weights accumulates in float64).
-    inner = torch.arange(1, n_bins, dtype=f64, device=device) / n_bins
-    inf = torch.tensor([math.inf], dtype=f64, device=device)
-    edges = torch.cat([-inf, inner, inf])
+    # Bin m (1-based) is ((m-1)/M, m/M], the first also takes 0; confidences are compared in float64
+    # (every input dtype widens to it exactly) and summed in float64.
     count = torch.zeros(n_bins, dtype=f64, device=device) if with_counts else None
     conf = torch.zeros(n_bins, dtype=f64, device=device)
     hits = torch.zeros(n_bins, dtype=f64, device=device)
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
             c, pred = p.max(dim=1)  # max is exact in any dtype; widen only the N maxima
-            c = c.to(f64)
-            idx = _bin_index(c, edges, n_bins)
-            hits += torch.bincount(idx, weights=(pred == y).to(f64), minlength=n_bins)
-            conf += torch.bincount(idx, weights=c, minlength=n_bins)
+            pieces = [(c.to(f64), (pred == y).to(f64))]
+        else:
+            # Outcomes are 1 only at (i, y_i): one per row into the bin of p_{i, y_i}.
+            c_true = p.gather(1, y[:, None]).squeeze(1).to(f64)
+            hits.scatter_add_(0, _bin_index(c_true, n_bins), torch.ones_like(c_true))
+            flat = p.reshape(-1)
+            step = _CACHE_ELEMENTS
+            pieces = ((flat[s : s + step].to(f64), None) for s in range(0, flat.shape[0], step))
+        for c, h in pieces:
+            idx = _bin_index(c, n_bins)
+            conf.scatter_add_(0, idx, c)
+            if h is not None:
+                hits.scatter_add_(0, idx, h)
             if count is not None:
-                count += torch.bincount(idx, minlength=n_bins)
-            continue
-        # Outcomes are 1 only at (i, y_i): one per row into the bin of p_{i, y_i}.
-        c_true = p.gather(1, y[:, None]).squeeze(1).to(f64)
-        hits += torch.bincount(_bin_index(c_true, edges, n_bins), minlength=n_bins)
-        flat = p.reshape(-1)
-        for start in range(0, flat.shape[0], _CACHE_ELEMENTS):
-            c = flat[start : start + _CACHE_ELEMENTS].to(f64)
-            idx = _bin_index(c, edges, n_bins)
-            conf += torch.bincount(idx, weights=c, minlength=n_bins)
-            if count is not None:
-                count += torch.bincount(idx, minlength=n_bins)
+                count.scatter_add_(0, idx, torch.ones_like(c))
     return count, conf, hits
 
 
@@ -227,7 +222,7 @@ def bin_statistics(
     """Per-bin ``(count, sum of confidences, sum of outcomes)``, each float64 ``[n_bins]``.
 
     ``probs [N, K]``, ``labels [N]``. Bin m (1-based) is ``((m-1)/M, m/M]``; the first bin also
-    takes 0 (SPEC §5, paper A eq. 3). One vectorised pass (exact bin index + bincount), chunked
+    takes 0 (SPEC §5, paper A eq. 3). One vectorised pass (exact bin index + scatter-add), chunked
     over rows; works on any device.
     """
     probs, labels = _prepare(probs, labels)
@@ -265,10 +260,8 @@ def _linear_bin_mirrored(values: torch.Tensor, counts: torch.Tensor, x_min: floa
 
     Reflection (SPEC §5 step 3): ``c < 0.5 -> -c``, ``c >= 0.5 -> 2 - c``. Linear binning as KDEpy's
     ``linbin_cython``: a point at fractional grid position ``t = (v - x_min) / dx`` gives
-    ``1 - frac(t)`` to ``floor(t)`` and ``frac(t)`` to ``floor(t) + 1``. Two weighted bincounts per
-    cache-sized slice (the second shifted by one slot) instead of scatter-adds over all values.
+    ``1 - frac(t)`` to ``floor(t)`` and ``frac(t)`` to ``floor(t) + 1``, in cache-sized slices.
     """
-    g1 = counts.shape[0]
     flat = values.reshape(-1)
     for start in range(0, flat.shape[0], _CACHE_ELEMENTS):
         v = flat[start : start + _CACHE_ELEMENTS].double()  # the reflection 2 - c must not round
@@ -277,8 +270,8 @@ def _linear_bin_mirrored(values: torch.Tensor, counts: torch.Tensor, x_min: floa
         lo = torch.floor(t)
         frac = t.sub_(lo)
         lo = lo.to(torch.int64)
-        counts += torch.bincount(lo, weights=1.0 - frac, minlength=g1)[:g1]
-        counts[1:] += torch.bincount(lo, weights=frac, minlength=g1)[: g1 - 1]
+        counts.scatter_add_(0, lo, 1.0 - frac)
+        counts.scatter_add_(0, lo + 1, frac)
 
 
 def _triweight_fft_kde(counts: torch.Tensor, bw: float, dx: float) -> torch.Tensor:
