@@ -142,6 +142,16 @@ def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
     assert "Gram path 'fp64'" in caplog.text
 
 
+def test_uint8_l2_timed_choice_is_an_exact_path_and_cached(monkeypatch, caplog):
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    with caplog.at_level("INFO", logger="simlab.similarity"):
+        chosen = sim._choose_gram_path(torch.device("cpu"), 96, time_it=True)
+    assert chosen in sim._GRAM_FNS
+    assert sim._GRAM_PATHS == {("cpu", 96): chosen}
+    assert f"Gram path {chosen!r}" in caplog.text and "GMAC/s" in caplog.text
+    assert sim._choose_gram_path(torch.device("cpu"), 96, time_it=True) == chosen
+
+
 def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("_int_mm: not supported here")
@@ -233,6 +243,16 @@ def test_uint8_histogram_device_parity(device, generator):
     assert torch.equal(got.cpu(), brute_distances(x, y, 3, 1.0))
 
 
+def test_uint8_l2_device_parity(device, generator, monkeypatch):
+    # The exact Gram path chosen for the device (int8 _int_mm / bf16 / fp32 slices / fp64 on CUDA).
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    x, y = make_data(generator, 70, 3, (3, 32, 32), torch.uint8)
+    x[:5] = 255
+    got = class_distance_matrix(x.to(device), y.to(device), 3, p=2, chunk_size=32)
+    assert got.device.type == device.type
+    torch.testing.assert_close(got.cpu(), brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor any torch op creates (deterministic memory-bound check)."""
 
@@ -248,7 +268,9 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize(("p", "dtype"), [(2.0, torch.float32), (1.0, torch.float32), (1.0, torch.uint8)])
+@pytest.mark.parametrize(
+    ("p", "dtype"), [(2.0, torch.float32), (2.0, torch.uint8), (1.0, torch.float32), (1.0, torch.uint8)]
+)
 def test_memory_bounded_by_chunk_size_never_n_by_n(generator, p, dtype):
     n = 300  # N x N = 90,000; features N x D = 1,200; the uint8 |u - v| table is 256 x 256 = 65,536
     x, y = make_data(generator, n, 3, (4,), dtype)
