@@ -396,7 +396,8 @@ def _l2_pair_sums_uint8(
             sums[alo:ahi, blo:bhi] += block
             if j0 != i0:  # the mirrored block (j, i) of the symmetric pair matrix
                 sums[blo:bhi, alo:ahi] += block.T
-    return sums
+    # Diagonal blocks add (a, b) and (b, a) pairs in different orders: make the result exactly symmetric.
+    return (sums + sums.T) / 2
 
 
 def _l1_pair_sums_uint8(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: int) -> torch.Tensor:

@@ -152,6 +152,42 @@ def test_uint8_l2_timed_choice_is_an_exact_path_and_cached(monkeypatch, caplog):
     assert sim._choose_gram_path(torch.device("cpu"), 96, time_it=True) == chosen
 
 
+_NO_VNNI_CHILD = """
+import json, logging, torch
+import simlab.similarity as sim
+w = torch.cat([torch.full((4, 3072), -128, dtype=torch.int8), torch.full((4, 3072), 127, dtype=torch.int8)])
+int_mm_exact = torch.equal(torch._int_mm(w, w.T).long(), w.long() @ w.long().T)
+path = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+x = torch.full((8, 3072), 255, dtype=torch.uint8)
+x[4:] = 0
+x[[1, 5], :7] = 17
+d = sim.class_distance_matrix(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, p=2)
+print(json.dumps({"int_mm_exact": int_mm_exact, "path": path, "d": d.tolist()}))
+"""
+
+
+def test_uint8_l2_without_vnni_rejects_saturating_int_mm(tmp_path):
+    # Capped below VNNI, oneDNN's s8s8 GEMM adds u8 x s8 pairs in saturating 16-bit lanes and is NOT
+    # exact on all-(-128) / all-127 rows (seen on this project's AMD EPYC with ONEDNN_MAX_CPU_ISA=AVX2):
+    # the run-time probe must then pick another path, and the distances stay exact.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", _NO_VNNI_CHILD], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if not out["int_mm_exact"]:
+        assert out["path"] != "int8_int_mm"
+    x = torch.full((8, 3072), 255, dtype=torch.uint8)
+    x[4:] = 0
+    x[[1, 5], :7] = 17
+    want = brute_distances(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, 2.0)
+    torch.testing.assert_close(torch.tensor(out["d"], dtype=torch.float64), want, rtol=1e-14, atol=0)
+
+
 def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("_int_mm: not supported here")

@@ -58,6 +58,47 @@ a = torch.randint(-128, 128, (512, 3072), dtype=torch.int8)
 torch._int_mm(a, a.T)
 """
 
+# One child per oneDNN ISA cap: GMAC/s of torch._int_mm on a 2048 x 3072 block, and whether a worst-case
+# product (all -128 / all 127 rows, where u8 x s8 pairs could saturate 16-bit adds) is exact.
+_ISA_CHILD = """
+import json, time, torch
+torch.manual_seed(0)
+a = torch.randint(-128, 128, (2048, 3072), dtype=torch.int8)
+torch._int_mm(a, a.T)
+best = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter(); torch._int_mm(a, a.T); best = min(best, time.perf_counter() - t0)
+w = torch.cat([torch.full((8, 3072), -128, dtype=torch.int8), torch.full((8, 3072), 127, dtype=torch.int8),
+               a[:16]])
+exact = torch.equal(torch._int_mm(w, w.T).long(), w.long() @ w.long().T)
+print(json.dumps({"gmac_per_s": 2048 * 2048 * 3072 / best / 1e9, "exact_worst_case": exact}))
+"""
+
+ISA_CAPS = ["AVX2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX", None]
+
+
+def isa_sweep() -> dict:
+    """torch._int_mm speed and exactness with oneDNN capped at each ISA (``ONEDNN_MAX_CPU_ISA``).
+
+    The gemm_api verbose line does not name its kernel, so this is how the int8 units are identified:
+    if the uncapped speed matches the AVX512_CORE_VNNI cap and beats AVX512_CORE, VNNI does the work;
+    if it beats the VNNI cap by a wide margin on a CPU with amx_int8, AMX does. A cap above what the
+    CPU has behaves as uncapped.
+    """
+    out = {}
+    for cap in ISA_CAPS:
+        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+        if cap is not None:
+            env["ONEDNN_MAX_CPU_ISA"] = cap
+        try:
+            res = subprocess.run(
+                [sys.executable, "-c", _ISA_CHILD], env=env, capture_output=True, text=True, timeout=300
+            )
+            out[cap or "default"] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError) as err:
+            out[cap or "default"] = {"error": str(err)}
+    return out
+
 
 def onednn_int8_report() -> dict:
     """oneDNN's own account of the int8 GEMM (child process: ONEDNN_VERBOSE is read at start-up)."""
@@ -79,16 +120,27 @@ def onednn_int8_report() -> dict:
         out["exec_lines"] = [ln for ln in lines if ",exec," in ln]
         impl = " ".join(out["exec_lines"]).lower()
         isa = (out["isa_line"] or "").lower()
-        out["int8_units_used"] = (
-            "amx"
-            if "amx" in impl or ("amx" in isa and "brg" in impl)
-            else "vnni (DL Boost)"
-            if "dl boost" in isa or "vnni" in impl or "vnni" in isa
-            else "none seen"
+        out["isa_allows"] = (
+            "amx" if "amx" in isa else "vnni" if "dl boost" in isa or "vnni" in isa else "none"
         )
+        out["implementation"] = "gemm_api" if "gemm_api" in impl else impl[:200]
+        sweep = isa_sweep()
+        out["isa_cap_sweep"] = sweep
+        speed = {k: v.get("gmac_per_s", 0.0) for k, v in sweep.items()}
+        default, vnni = speed.get("default", 0.0), speed.get("AVX512_CORE_VNNI", 0.0)
+        core = speed.get("AVX512_CORE", 0.0)
+        if out["isa_allows"] == "amx" and vnni and default > 1.5 * vnni:
+            used = "amx"
+        elif vnni and core and default > 1.3 * core:
+            used = "vnni"
+        else:
+            used = "no int8 units evident (uncapped speed ~ the AVX512_CORE cap)"
+        out["int8_units_used"] = used
         out["how"] = (
-            "ONEDNN_VERBOSE=1 on one torch._int_mm in a child process: the 'isa:' line is the ISA "
-            "oneDNN dispatches to on this CPU; the exec line names the primitive implementation"
+            "ONEDNN_VERBOSE=1 on one torch._int_mm in a child process (the 'isa:' line is the highest "
+            "ISA oneDNN may use; the exec line names the primitive, gemm_api for _int_mm, which does not "
+            "name its kernel), plus child processes with ONEDNN_MAX_CPU_ISA capped at each ISA: the "
+            "speed steps show which units the uncapped run uses"
         )
     except (OSError, subprocess.SubprocessError) as err:
         out["error"] = str(err)
@@ -211,6 +263,8 @@ def main() -> int:
         print(f"int8 units: {u.get('int8_units_used')}; cpu flags {u['cpu_flags']}; {u.get('isa_line')}")
         for ln in u.get("exec_lines", [])[:2]:
             print(f"  {ln}")
+        for cap, r in u.get("isa_cap_sweep", {}).items():
+            print(f"  ONEDNN_MAX_CPU_ISA={cap}: {r}")
     print(f"exactness: max rel diff vs float64 cdist ({args.check_per_class}/class) {rel:.2e}")
     print(f"load average start {info['load_avg_at_start']} end {res['load_avg_at_end']}")
     return 0
