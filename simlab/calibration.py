@@ -164,32 +164,55 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------------
 # histogram ECE
 # --------------------------------------------------------------------------------------------------
+# Flat entries processed at a time inside a row chunk: ~0.5 MB of float64 per temporary, so the dozen
+# elementwise passes below run in cache instead of streaming ``N*K``-sized temporaries through memory.
+_CACHE_ELEMENTS = 1 << 16
+
+
+def _bin_index(c: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin of each float64 confidence: m (0-based) with ``e_m < c <= e_{m+1}``, ``e_m = fl(m/M)``.
+
+    Exactly ``torch.bucketize(c, arange(1, M) / M)`` (bin 0 also takes everything <= 1/M, the last
+    everything above (M-1)/M), without its per-element binary search or any gather: the guess
+    ``ceil(c M) - 1`` is off by at most one (``fl(c M)`` is within ``M 2^-53`` of ``c M``, and ``fl(m/M)``
+    within an ulp of ``m/M``), and one comparison with each neighbouring edge, recomputed elementwise
+    as the same correctly rounded division ``m / M``, corrects it.
+    """
+    m = torch.ceil(c * n_bins).sub_(1.0)  # float64 guess
+    m += (c > (m + 1.0).div_(n_bins)).to(m.dtype)
+    m -= (c <= m / n_bins).to(m.dtype)
+    return m.clamp_(0, n_bins - 1).to(torch.int64)
+
+
 def _bin_sums(
     probs: torch.Tensor, labels: torch.Tensor, n_bins: int, scope: str, *, with_counts: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Per-bin (count or None, sum of confidences, sum of outcomes) of validated inputs, float64."""
     device = probs.device
-    # Inner edges 1/M .. (M-1)/M; bucketize(right=False) puts b_{m-1} < c <= b_m in bin m, and
-    # everything <= 1/M (0 included) in bin 0. Confidences are compared in float64, exactly.
-    edges = torch.arange(1, n_bins, dtype=torch.float64, device=device) / n_bins
-    count = torch.zeros(n_bins, dtype=torch.float64, device=device) if with_counts else None
-    conf = torch.zeros(n_bins, dtype=torch.float64, device=device)
-    hits = torch.zeros(n_bins, dtype=torch.float64, device=device)
+    f64 = torch.float64
+    # Bin m (1-based) is ((m-1)/M, m/M], the first also takes 0; confidences are compared in float64
+    # (every input dtype widens to it exactly) and summed in float64.
+    count = torch.zeros(n_bins, dtype=f64, device=device) if with_counts else None
+    conf = torch.zeros(n_bins, dtype=f64, device=device)
+    hits = torch.zeros(n_bins, dtype=f64, device=device)
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
             c, pred = p.max(dim=1)  # max is exact in any dtype; widen only the N maxima
-            c = c.double()
-            idx = torch.bucketize(c, edges)
-            hits.index_add_(0, idx, (pred == y).double())
+            pieces = [(c.to(f64), (pred == y).to(f64))]
         else:
-            c = p.reshape(-1).double()
-            idx = torch.bucketize(c, edges)
-            # Outcomes are 1 only at (i, y_i): add one per row into the bin of p_{i, y_i}.
-            c_true = p.gather(1, y[:, None]).squeeze(1).double()
-            hits.index_add_(0, torch.bucketize(c_true, edges), torch.ones_like(c_true))
-        conf.index_add_(0, idx, c)
-        if count is not None:
-            count += torch.bincount(idx, minlength=n_bins)
+            # Outcomes are 1 only at (i, y_i): one per row into the bin of p_{i, y_i}.
+            c_true = p.gather(1, y[:, None]).squeeze(1).to(f64)
+            hits.scatter_add_(0, _bin_index(c_true, n_bins), torch.ones_like(c_true))
+            flat = p.reshape(-1)
+            step = _CACHE_ELEMENTS
+            pieces = ((flat[s : s + step].to(f64), None) for s in range(0, flat.shape[0], step))
+        for c, h in pieces:
+            idx = _bin_index(c, n_bins)
+            conf.scatter_add_(0, idx, c)
+            if h is not None:
+                hits.scatter_add_(0, idx, h)
+            if count is not None:
+                count.scatter_add_(0, idx, torch.ones_like(c))
     return count, conf, hits
 
 
@@ -199,7 +222,7 @@ def bin_statistics(
     """Per-bin ``(count, sum of confidences, sum of outcomes)``, each float64 ``[n_bins]``.
 
     ``probs [N, K]``, ``labels [N]``. Bin m (1-based) is ``((m-1)/M, m/M]``; the first bin also
-    takes 0 (SPEC §5, paper A eq. 3). One vectorised pass (bucketize + index_add/bincount), chunked
+    takes 0 (SPEC §5, paper A eq. 3). One vectorised pass (exact bin index + scatter-add), chunked
     over rows; works on any device.
     """
     probs, labels = _prepare(probs, labels)
@@ -236,27 +259,28 @@ def _linear_bin_mirrored(values: torch.Tensor, counts: torch.Tensor, x_min: floa
     """Add the linear-binning weights of ``values`` and of their reflections into ``counts [G + 1]``.
 
     Reflection (SPEC §5 step 3): ``c < 0.5 -> -c``, ``c >= 0.5 -> 2 - c``. Linear binning as KDEpy's
-    ``linbin_cython``: a point at fractional grid position t gives ``1 - frac(t)`` to ``floor(t)`` and
-    ``frac(t)`` to ``floor(t) + 1``.
+    ``linbin_cython``: a point at fractional grid position ``t = (v - x_min) / dx`` gives
+    ``1 - frac(t)`` to ``floor(t)`` and ``frac(t)`` to ``floor(t) + 1``, in cache-sized slices.
     """
-    values = values.double()  # the reflection 2 - c must not round in a narrow dtype
-    mirrored = torch.where(values < 0.5, -values, 2.0 - values)
-    for v in (values, mirrored):
-        t = (v - x_min) / dx
+    flat = values.reshape(-1)
+    for start in range(0, flat.shape[0], _CACHE_ELEMENTS):
+        v = flat[start : start + _CACHE_ELEMENTS].double()  # the reflection 2 - c must not round
+        both = torch.cat([v, torch.where(v < 0.5, -v, 2.0 - v)])
+        t = both.sub_(x_min).div_(dx)
         lo = torch.floor(t)
-        frac = t - lo
-        lo = lo.long()
-        counts.index_add_(0, lo, 1.0 - frac)
-        counts.index_add_(0, lo + 1, frac)
+        frac = t.sub_(lo)
+        lo = lo.to(torch.int64)
+        counts.scatter_add_(0, lo, 1.0 - frac)
+        counts.scatter_add_(0, lo + 1, frac)
 
 
 def _triweight_fft_kde(counts: torch.Tensor, bw: float, dx: float) -> torch.Tensor:
-    """Convolve grid counts ``[G]`` with the triweight kernel of std ``bw`` sampled at the grid spacing.
+    """Convolve grid counts ``[..., G]`` with the triweight kernel of std ``bw`` sampled at the grid spacing.
 
     Exactly KDEpy's FFTKDE: the kernel ``(35/32)(1-u^2)^3 / h`` with ``h = 3 bw`` (so its std is bw) is
     evaluated at offsets ``l*dx`` for ``|l| <= L = floor(h / dx)`` and convolved ("same" mode).
     """
-    g = counts.shape[0]
+    g = counts.shape[-1]
     h = _TRIWEIGHT_SUPPORT_IN_STD * bw
     half = int(min(math.floor(h / dx), g))
     offsets = torch.arange(-half, half + 1, dtype=torch.float64, device=counts.device) * dx
@@ -266,7 +290,7 @@ def _triweight_fft_kde(counts: torch.Tensor, bw: float, dx: float) -> torch.Tens
     n_full = g + 2 * half
     n_fft = 1 << (n_full - 1).bit_length()
     full = torch.fft.irfft(torch.fft.rfft(counts, n=n_fft) * torch.fft.rfft(kernel, n=n_fft), n=n_fft)
-    return full[half : half + g]
+    return full[..., half : half + g]
 
 
 def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "prediction") -> float:
@@ -289,15 +313,19 @@ def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "predictio
     x_min = x[0].item()
     dx = (x[-1].item() - x_min) / (g - 1)  # KDEpy: (max - min) / num_intervals
 
-    # Step 1-2: correct confidences (their std sets the bandwidth), counts, rate.
+    # Steps 1-3 in one pass over the input: correct confidences (their std sets the bandwidth) and the
+    # mirrored, linearly binned confidences of all pairs (+1 slot as KDEpy: the last is off the grid).
     n_pairs = probs.shape[0] * (probs.shape[1] if scope == "output" else 1)
+    counts2 = torch.zeros(g + 1, dtype=torch.float64, device=device)
     correct_conf = []
     for p, y in _row_chunks(probs, labels):
         if scope == "prediction":
             c, pred = p.max(dim=1)
             correct_conf.append(c[pred == y].double())
+            _linear_bin_mirrored(c, counts2, x_min, dx)
         else:
             correct_conf.append(p.gather(1, y[:, None]).squeeze(1).double())
+            _linear_bin_mirrored(p, counts2, x_min, dx)
     c1 = torch.cat(correct_conf)
     n_correct = c1.shape[0]
     if n_correct == 0:
@@ -310,16 +338,12 @@ def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "predictio
         return math.nan
     rate = n_correct / n_pairs
 
-    # Steps 3-4: mirrored, linearly binned data; +1 slot as KDEpy (the last is outside the grid).
+    # Step 4: both densities in one batched FFT convolution; each integrates to 1 over the mirrored
+    # data (2 points per pair).
     counts1 = torch.zeros(g + 1, dtype=torch.float64, device=device)
-    counts2 = torch.zeros(g + 1, dtype=torch.float64, device=device)
     _linear_bin_mirrored(c1, counts1, x_min, dx)
-    for p, _ in _row_chunks(probs, labels):
-        c = p.max(dim=1).values if scope == "prediction" else p.reshape(-1)
-        _linear_bin_mirrored(c, counts2, x_min, dx)
-    # Each density integrates to 1 over the mirrored data (2 points per pair).
-    f1 = _triweight_fft_kde(counts1[:g] / (2 * n_correct), bw, dx)
-    f2 = _triweight_fft_kde(counts2[:g] / (2 * n_pairs), bw, dx)
+    both = torch.stack([counts1[:g] / (2 * n_correct), counts2[:g] / (2 * n_pairs)])
+    f1, f2 = _triweight_fft_kde(both, bw, dx)
     outside = (x <= 0.0) | (x >= 1.0)
     f1 = torch.where(outside, torch.zeros_like(f1), f1 * 2.0)
     f2 = torch.where(outside, torch.zeros_like(f2), f2 * 2.0)

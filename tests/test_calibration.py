@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from reference_kde import reference_kde_ece
+from reference_kde import published_kde_ece, reference_kde_ece
 
 from simlab import calibration
 from simlab.calibration import accuracy, brier, hist_ece, kde_ece, nll, reliability_diagram
@@ -148,6 +148,53 @@ def test_kde_ece_matches_direct_port_in_float32():
     p32 = probs.float()
     expected = reference_kde_ece(p32.double().numpy(), labels.numpy(), "prediction")
     assert kde_ece(p32, labels) == pytest.approx(expected, abs=1e-4)
+
+
+def _dyadic_top_label_data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of exact binary fractions summing exactly to 1, whose correct top-label confidences are
+    0.5 and 0.75 equally often: every float32 step of the published code (confidences stored in a
+    float32 tensor, ``np.std`` of a float32 array = 0.125, the bandwidth 0.125 * 32^-0.2 = 1/16 kept
+    in float32 by NumPy 2's promotion) is then exact, so the values can agree to rounding."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [[0.5, 0.25, 0.125, 0.125], [0.75, 0.125, 0.0625, 0.0625], [0.375, 0.25, 0.25, 0.125]]
+    kinds = torch.tensor([0] * 4 + [1] * 4 + [2] * 8)  # N = 16: (2N)^-0.2 = 0.5 exactly
+    probs = torch.tensor(rows, dtype=torch.float64)[kinds]
+    labels = torch.where(kinds < 2, 0, torch.randint(1, 4, (len(kinds),), generator=g))  # 2: wrong
+    perm = torch.stack([torch.randperm(4, generator=g) for _ in range(len(kinds))])
+    probs = torch.empty_like(probs).scatter_(1, perm, probs)  # shuffle the classes per row
+    return probs, perm.gather(1, labels[:, None]).squeeze(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kde_ece_equals_published_code_top_label(seed):
+    # The published loop structure (tests/reference_kde.py: per-row loops, float32 confidences, the
+    # grid loop with argmin look-ups) on inputs where its float32 steps are exact: the same value.
+    probs, labels = _dyadic_top_label_data(seed)
+    expected = published_kde_ece(probs.numpy(), labels.numpy(), "prediction")
+    assert kde_ece(probs, labels, scope="prediction") == pytest.approx(expected, rel=1e-12, abs=0)
+    assert kde_ece(probs.float(), labels, scope="prediction") == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(("n", "k", "scale", "seed"), [(60, 5, 3.0, 0), (40, 3, 1.0, 1)])
+def test_kde_ece_equals_published_code_output_scope(n, k, scale, seed):
+    # Output scope = the published binary path on the N*K pairs ([1 - p, p], 1[y = k]), all float64.
+    _, probs, labels = _data(n, k, scale, seed)
+    expected = published_kde_ece(probs.numpy(), labels.numpy(), "output")
+    assert kde_ece(probs, labels, scope="output") == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 7, 10, 15, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bin_index_equals_bucketize_at_the_edges(n_bins, dtype):
+    # Values on, just below and just above every edge m/M (in the input dtype), plus 0 and 1.
+    inner = torch.arange(1, n_bins, dtype=torch.float64) / n_bins
+    e = inner.to(dtype)
+    vals = torch.cat([e, torch.nextafter(e, torch.ones_like(e)), torch.nextafter(e, torch.zeros_like(e))])
+    extra = torch.tensor([0.0, 1.0, 1e-30, 1.0004], dtype=dtype)  # 1.0004: rows may sum to 1 +- 1e-3
+    vals = torch.cat([vals, extra, torch.rand(1000, dtype=dtype)])
+    c = vals.double()
+    got = calibration._bin_index(c, n_bins)
+    assert torch.equal(got, torch.bucketize(c, inner))
 
 
 def test_kde_ece_undefined_cases_return_nan():

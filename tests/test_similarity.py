@@ -10,7 +10,8 @@ import scipy.stats
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from simlab.similarity import _ExactUint8Gram, class_distance_matrix, similarity_from_distances
+import simlab.similarity as sim
+from simlab.similarity import class_distance_matrix, similarity_from_distances
 
 
 # --- naive references ----------------------------------------------------------------------------
@@ -89,14 +90,102 @@ def test_uint8_l2_exact_for_near_duplicate_bright_images(generator):
     torch.testing.assert_close(got, brute_distances(x, y, 2, 2.0), rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700)])
-def test_exact_uint8_gram_both_paths_match_int64(generator, m, n, dims):
+@pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700), (9, 6, 2500), (3, 2, 40_000)])
+@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+def test_exact_uint8_gram_paths_match_int64(generator, path, m, n, dims):
+    # Worst-case rows (all -128, all 127) plus random ones; 2500 and 40,000 dims cross the float32
+    # (1,024) and int32 (32,768) slice boundaries.
     a = torch.randint(-128, 128, (m, dims), generator=generator, dtype=torch.int8)
     b = torch.randint(-128, 128, (n, dims), generator=generator, dtype=torch.int8)
-    want = (a.long() @ b.long().T).double()  # exact integer reference
-    assert torch.equal(_ExactUint8Gram._float_slices(a, b), want)
-    if hasattr(torch, "_int_mm"):
-        assert torch.equal(_ExactUint8Gram._int_mm(a, b), want)
+    a[0], b[0] = -128, -128
+    if n > 1:
+        b[1] = 127
+    want = a.long() @ b.long().T  # exact integer reference
+    try:
+        got = sim._GRAM_FNS[path](a, b)
+    except RuntimeError as err:  # e.g. bf16 x bf16 -> float32 has no CPU kernel
+        pytest.skip(f"{path} unavailable here: {err}")
+    assert torch.equal(got.to(torch.float64), want.to(torch.float64))
+
+
+@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+def test_uint8_l2_worst_case_every_gram_path_matches_cdist(generator, monkeypatch, path):
+    # D = 3,072 pixels: |a|^2 up to 3072 * 255^2 ~ 2e8 and shifted Gram partial sums up to
+    # 3072 * 128^2 ~ 5e7, both > 2^24, so nothing float32-wide over all features would be exact.
+    # All-255, all-0, half/half and random images, 3 classes, blocks that straddle classes.
+    n, dims = 36, 3072
+    x = torch.randint(0, 256, (n, dims), generator=generator, dtype=torch.uint8)
+    x[0:4], x[12:16], x[24:27] = 255, 0, 255
+    x[4:6, : dims // 2], x[4:6, dims // 2 :] = 0, 255
+    x[27, :] = 254  # near-duplicate of the all-255 rows: distance sqrt(3072) next to ~1e4 ones
+    y = torch.arange(n) // 12
+    y = y[torch.randperm(n, generator=generator)]  # unsorted input
+    try:
+        sim._GRAM_FNS[path](x[:2].view(torch.int8), x[:2].view(torch.int8))
+    except RuntimeError as err:
+        pytest.skip(f"{path} unavailable here: {err}")
+    monkeypatch.setattr(sim, "_choose_gram_path", lambda *a, **k: path)
+    got = class_distance_matrix(x, y, 3, p=2, chunk_size=10)
+    torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-14, atol=0)
+
+
+def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
+    # A float32 product over all 3,072 features rounds (partial sums > 2^24): the run-time probe
+    # must drop it, and the chosen path is logged at INFO.
+    full_fp32 = lambda a, b: a.float() @ b.float().T  # noqa: E731
+    monkeypatch.setattr(sim, "_GRAM_FNS", {"fp32_full": full_fp32, "fp64": sim._GRAM_FNS["fp64"]})
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    with caplog.at_level("INFO", logger="simlab.similarity"):
+        chosen = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+    assert chosen == "fp64"
+    assert "fp32_full is not exact" in caplog.text
+    assert "Gram path 'fp64'" in caplog.text
+
+
+def test_uint8_l2_timed_choice_is_an_exact_path_and_cached(monkeypatch, caplog):
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    with caplog.at_level("INFO", logger="simlab.similarity"):
+        chosen = sim._choose_gram_path(torch.device("cpu"), 96, time_it=True)
+    assert chosen in sim._GRAM_FNS
+    assert sim._GRAM_PATHS == {("cpu", 96): chosen}
+    assert f"Gram path {chosen!r}" in caplog.text and "GMAC/s" in caplog.text
+    assert sim._choose_gram_path(torch.device("cpu"), 96, time_it=True) == chosen
+
+
+_NO_VNNI_CHILD = """
+import json, logging, torch
+import simlab.similarity as sim
+w = torch.cat([torch.full((4, 3072), -128, dtype=torch.int8), torch.full((4, 3072), 127, dtype=torch.int8)])
+int_mm_exact = torch.equal(torch._int_mm(w, w.T).long(), w.long() @ w.long().T)
+path = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+x = torch.full((8, 3072), 255, dtype=torch.uint8)
+x[4:] = 0
+x[[1, 5], :7] = 17
+d = sim.class_distance_matrix(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, p=2)
+print(json.dumps({"int_mm_exact": int_mm_exact, "path": path, "d": d.tolist()}))
+"""
+
+
+def test_uint8_l2_without_vnni_rejects_saturating_int_mm(tmp_path):
+    # Capped below VNNI, oneDNN's s8s8 GEMM adds u8 x s8 pairs in saturating 16-bit lanes and is NOT
+    # exact on all-(-128) / all-127 rows (seen on this project's AMD EPYC with ONEDNN_MAX_CPU_ISA=AVX2):
+    # the run-time probe must then pick another path, and the distances stay exact.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", _NO_VNNI_CHILD], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if not out["int_mm_exact"]:
+        assert out["path"] != "int8_int_mm"
+    x = torch.full((8, 3072), 255, dtype=torch.uint8)
+    x[4:] = 0
+    x[[1, 5], :7] = 17
+    want = brute_distances(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, 2.0)
+    torch.testing.assert_close(torch.tensor(out["d"], dtype=torch.float64), want, rtol=1e-14, atol=0)
 
 
 def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
@@ -104,6 +193,7 @@ def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
         raise RuntimeError("_int_mm: not supported here")
 
     monkeypatch.setattr(torch, "_int_mm", refuse, raising=False)
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
     x, y = make_data(generator, 50, 3, (3, 4, 4), torch.uint8)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=16)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
@@ -189,6 +279,16 @@ def test_uint8_histogram_device_parity(device, generator):
     assert torch.equal(got.cpu(), brute_distances(x, y, 3, 1.0))
 
 
+def test_uint8_l2_device_parity(device, generator, monkeypatch):
+    # The exact Gram path chosen for the device (int8 _int_mm / bf16 / fp32 slices / fp64 on CUDA).
+    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    x, y = make_data(generator, 70, 3, (3, 32, 32), torch.uint8)
+    x[:5] = 255
+    got = class_distance_matrix(x.to(device), y.to(device), 3, p=2, chunk_size=32)
+    assert got.device.type == device.type
+    torch.testing.assert_close(got.cpu(), brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor any torch op creates (deterministic memory-bound check)."""
 
@@ -204,7 +304,9 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize(("p", "dtype"), [(2.0, torch.float32), (1.0, torch.float32), (1.0, torch.uint8)])
+@pytest.mark.parametrize(
+    ("p", "dtype"), [(2.0, torch.float32), (2.0, torch.uint8), (1.0, torch.float32), (1.0, torch.uint8)]
+)
 def test_memory_bounded_by_chunk_size_never_n_by_n(generator, p, dtype):
     n = 300  # N x N = 90,000; features N x D = 1,200; the uint8 |u - v| table is 256 x 256 = 65,536
     x, y = make_data(generator, n, 3, (4,), dtype)
