@@ -146,7 +146,8 @@ def _welch_power(delta: float, se: float, df: float, alpha: float) -> float:
 
     crit = stats.t.ppf(1 - alpha / 2, df)
     ncp = delta / se
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    # lower tail P(T < -crit | ncp) = P(T > crit | -ncp): scipy's nct.cdf far in the tail returns nan
+    return float(stats.nct.sf(crit, df, ncp) + stats.nct.sf(crit, df, -ncp))
 
 
 def min_detectable_difference(a: Summary, b: Summary, *, alpha: float = 0.05, power: float = 0.8) -> float:
