@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -400,7 +399,8 @@ def test_verdicts_on_clear_differences(tmp_path):
     assert got["Uniform"].verdict == "better" and got["Mixup"].verdict == "worse"
     assert got["WE"].verdict == "cannot tell"
     assert got["WE"].detectable == pytest.approx(
-        3.0709 * 0.01, rel=1e-3  # 3.07 sigma at n = 3
+        3.0709 * 0.01,
+        rel=1e-3,  # 3.07 sigma at n = 3
     )
 
 
