@@ -76,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha", type=float, default=0.05, help="significance level of the verdicts (default 0.05)"
     )
+    p.add_argument("--stage", help="only runs of this stage of a two-stage sweep (search / seeds)")
     p.add_argument(
         "--best-epoch",
-        action="store_true",
-        help="add the best epoch's test accuracy from the metric history (paper B's protocol: selected "
-        "on test)",
+        nargs="?",
+        const="test_accuracy",
+        metavar="METRIC",
+        help="add the best epoch's test accuracy (the runs' test_accuracy_best, else the best of METRIC's "
+        "per-epoch history, default test_accuracy): paper B's protocol, selected on test",
     )
     p.add_argument(
         "--bootstrap",
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
         try:
             client, runs = load_runs(
-                args.tracking_uri, args.experiment, history=("accuracy",) if args.best_epoch else ()
+                args.tracking_uri, args.experiment, best_epoch_from=args.best_epoch, stage=args.stage
             )
         except ValueError as err:
             return fail(str(err))

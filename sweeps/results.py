@@ -571,11 +571,16 @@ def comparisons_csv(comparisons: Sequence[Comparison]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # MLflow
-def load_runs(tracking_uri: str, experiment: str, *, history: Sequence[str] = ()) -> tuple[Any, list[Run]]:
+def load_runs(
+    tracking_uri: str, experiment: str, *, best_epoch_from: str | None = None, stage: str | None = None
+) -> tuple[Any, list[Run]]:
     """The FINISHED trial runs of ``experiment`` (child runs tagged ``simlab.role = trial``).
 
-    ``history``: metrics whose per-epoch history (``step`` = epoch) gives a run a ``best_epoch_<m>``
-    (the best value over epochs, chosen on test as paper B does) and ``best_epoch_<m>_step``.
+    ``stage``: only runs tagged ``simlab.stage`` = stage (a two-stage sweep's ``search`` / ``seeds``).
+    ``best_epoch_from``: a per-epoch test metric (``test_accuracy``; ``step`` = epoch) whose best value
+    becomes the run's ``best_epoch_accuracy`` and its epoch ``best_epoch`` (paper B's protocol, which
+    selects the epoch on test). A run that logged ``test_accuracy_best`` / ``best_epoch`` itself keeps
+    those; otherwise they come from the metric's history.
     """
     from mlflow.tracking import MlflowClient
 
@@ -586,23 +591,22 @@ def load_runs(tracking_uri: str, experiment: str, *, history: Sequence[str] = ()
         raise ValueError(
             f"experiment: no experiment {experiment!r} at {tracking_uri}; found: {', '.join(names)}"
         )
-    found = client.search_runs(
-        [exp.experiment_id],
-        filter_string="tags.`simlab.role` = 'trial' and attributes.status = 'FINISHED'",
-        max_results=50000,
-    )
+    query = "tags.`simlab.role` = 'trial' and attributes.status = 'FINISHED'"
+    if stage:
+        query += f" and tags.`simlab.stage` = '{stage}'"
+    found = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
     runs = []
     for r in found:
         metrics = dict(r.data.metrics)
-        for name in history:
-            points = [m for m in client.get_metric_history(r.info.run_id, name) if math.isfinite(m.value)]
-            if points:
-                higher = HIGHER_IS_BETTER.get(name, True)
-                top = (max if higher else min)(
-                    points, key=lambda m: (m.value, -m.step) if higher else (m.value, m.step)
-                )
-                metrics[f"best_epoch_{name}"] = top.value
-                metrics[f"best_epoch_{name}_step"] = float(top.step)
+        if best_epoch_from and "test_accuracy_best" in metrics:
+            metrics[BEST_EPOCH_COLUMN[0]] = metrics["test_accuracy_best"]
+        elif best_epoch_from:
+            history = client.get_metric_history(r.info.run_id, best_epoch_from)
+            points = [m for m in history if math.isfinite(m.value)]
+            if points:  # the highest value, the earliest epoch among ties
+                top = max(points, key=lambda m: (m.value, -m.step))
+                metrics[BEST_EPOCH_COLUMN[0]] = top.value
+                metrics["best_epoch"] = float(top.step)
         runs.append(
             Run(
                 run_id=r.info.run_id,

@@ -450,14 +450,24 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
         for epoch, value in enumerate(curve, start=1):
             client.log_metric(rid, "accuracy", float(value), step=epoch)
         histories[seed] = curve
-    _, runs = report.load_runs(uri, "hist", history=("accuracy",))
+    _, runs = report.load_runs(uri, "hist", best_epoch_from="accuracy")
     for run in runs:
         curve = histories[int(run.params["seed"])]
         assert run.metrics["best_epoch_accuracy"] == pytest.approx(curve.max())
-        assert run.metrics["best_epoch_accuracy_step"] == float(np.argmax(curve) + 1)
+        assert run.metrics["best_epoch"] == float(np.argmax(curve) + 1)
         assert run.metrics["accuracy"] == pytest.approx(curve[-1])  # the final value
     out = tmp_path / "out"
-    argv = ["--tracking-uri", uri, "--experiment", "hist", "--out", str(out), "--best-epoch", "--no-diagrams"]
+    argv = [
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "hist",
+        "--out",
+        str(out),
+        "--best-epoch",
+        "accuracy",
+        "--no-diagrams",
+    ]
     assert cli.main([*argv, "--bootstrap", "20"]) == 0
     md = (out / "report.md").read_text()
     assert "Acc best epoch* (%)" in md and "selected on the test set" in md
