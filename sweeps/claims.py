@@ -246,25 +246,31 @@ def load_claims(path: str | os.PathLike) -> ClaimsFile:
     )
 
 
-def load_source_rows(source: Source) -> list[Row] | None:
-    """The rows of a source: from its MLflow store when that exists, else its CSV; None when neither."""
+def load_source_rows(source: Source) -> tuple[list[Row] | None, str]:
+    """``(rows, origin)`` of a source: from its MLflow store when that exists, else its CSV; rows are
+    None when neither is there. ``origin`` says which was read (for the claims table)."""
     if source.tracking_uri and source.experiment:
-        db = (
-            source.tracking_uri.removeprefix("sqlite:///")
-            if source.tracking_uri.startswith("sqlite:///")
-            else None
-        )
+        uri = source.tracking_uri
+        db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
         if db is None or os.path.exists(db):
             try:
-                _, runs = load_runs(source.tracking_uri, source.experiment)
+                _, runs = load_runs(uri, source.experiment)
             except ValueError as err:
                 logger.warning("source %s: %s", source.name, err)
             else:
                 mode = source.mode or ("max" if source.select.endswith("accuracy") else "min")
-                return build_rows(runs, select=source.select, mode=mode, group_by=source.group_by)
+                rows = build_rows(runs, select=source.select, mode=mode, group_by=source.group_by)
+                return rows, f"MLflow {uri}, experiment {source.experiment} ({len(runs)} runs)"
     if source.csv and os.path.exists(source.csv):
-        return read_csv(source.csv)
-    return None
+        return read_csv(source.csv), f"{_relative(source.csv)} (no MLflow store found)"
+    return None, "not available (no MLflow store, no CSV): its tests are 'no data'"
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
 
 
 @dataclass(frozen=True)
@@ -374,7 +380,13 @@ def evaluate_claims(
 _RELATION = {"greater": ">", "less": "<", "differ": "≠", "equal": "≈"}
 
 
-def claims_markdown(claims: ClaimsFile, results: Sequence[ClaimResult], *, interval: bool = True) -> str:
+def claims_markdown(
+    claims: ClaimsFile,
+    results: Sequence[ClaimResult],
+    *,
+    interval: bool = True,
+    origins: Mapping[str, str] | None = None,
+) -> str:
     """The claims table: claim, the paper's numbers, ours (mean ± std (n) [95 % t interval] per side),
     the test (Δ, Welch p, Holm p, detectable Δ) and the verdicts, one line per test."""
     labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
@@ -424,9 +436,11 @@ def claims_markdown(claims: ClaimsFile, results: Sequence[ClaimResult], *, inter
         "if all are. Cells: mean ± sample std (n) [95 % t interval]; Δ and the detectable Δ (80 % power) in "
         "points. See docs/statistics.md.",
     ]
+    if origins:
+        lines += ["", "Sources:", *(f"- `{name}`: {origin}" for name, origin in origins.items())]
     notes = [(r.claim.id, r.claim.note) for r in results if r.claim.note]
     if notes:
-        lines += ["", *(f"- {cid}: {note}" for cid, note in notes)]
+        lines += ["", "Notes:", *(f"- {cid}: {note}" for cid, note in notes)]
     return "\n".join(lines) + "\n"
 
 

@@ -121,17 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             claims = load_claims(args.claims)
         except (OSError, ValueError) as err:
             return fail(str(err))
-        rows_by_source = {name: load_source_rows(s) for name, s in claims.sources.items()}
-        for name, rows in rows_by_source.items():
-            if rows is None:
-                logger.warning(
-                    "claims source %s: no MLflow store and no CSV found; its tests are 'no data'", name
-                )
+        loaded = {name: load_source_rows(s) for name, s in claims.sources.items()}
+        rows_by_source = {name: rows for name, (rows, _) in loaded.items()}
+        origins = {name: origin for name, (_, origin) in loaded.items()}
         try:
             results = evaluate_claims(claims, rows_by_source)
         except ValueError as err:
             return fail(str(err))
-        md = claims_markdown(claims, results)
+        md = claims_markdown(claims, results, origins=origins)
         stem = Path(args.claims).stem
         write_atomic(out / f"claims_{stem}.md", md)
         write_atomic(out / f"claims_{stem}.csv", claims_csv(results))

@@ -130,7 +130,7 @@ def test_verdicts_against_scipy(store, tmp_path):
     path = tmp_path / "claims.yaml"
     path.write_text(CLAIMS.format(uri=uri, tmp=tmp))
     claims = cl.load_claims(path)
-    rows = {name: cl.load_source_rows(s) for name, s in claims.sources.items()}
+    rows = {name: cl.load_source_rows(s)[0] for name, s in claims.sources.items()}
     assert rows["missing"] is None
     results = {r.claim.id: r for r in cl.evaluate_claims(claims, rows)}
     asym = ("asymmetric",)
