@@ -19,6 +19,9 @@ LABEL_METHODS: tuple[str, ...] = ("onehot", "uniform", "similarity", "confidence
 # Confidence labels (paper B) come from one of these score sources (see simlab.sources).
 CONFIDENCE_SOURCES: tuple[str, ...] = ("pairs", "predictions")
 RELAXATIONS: tuple[str, ...] = ("none", "l2")
+# Which distances paper A eq. 17's z-score is taken over (SPEC §1): the whole row, diagonal included
+# (the paper's §5.4), or the off-diagonal entries only (SPEC's first version).
+SIMILARITY_NORMALISE: tuple[str, ...] = ("row", "off_diagonal")
 NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
 SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -46,6 +49,7 @@ class TrainConfig:
     similarity_args: dict[str, Any] = field(default_factory=dict)  # parameters of that source
     alpha: float = 0.1  # smoothing mass on the other classes (paper A eq. 18; uniform LS too)
     beta: float | None = None  # softmax sharpness over z-scored distances (paper A eq. 17)
+    similarity_normalise: Literal["row", "off_diagonal"] = "row"  # z-score over the row / off-diagonal
     confidence_own: float = 0.6  # hand-made pair labels for noisy samples (paper B §4.1)
     confidence_other: float = 0.4
     trusted_own: float = 0.95  # ... and for the trusted set
@@ -122,6 +126,7 @@ class TrainConfig:
         """Raise ValueError naming the field for any out-of-range or incompatible setting."""
         _choice("label", self.label, LABEL_METHODS)
         _choice("relaxation", self.relaxation, RELAXATIONS)
+        _choice("similarity_normalise", self.similarity_normalise, SIMILARITY_NORMALISE)
         _choice("noise_kind", self.noise_kind, NOISE_KINDS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("device", self.device, DEVICES)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -40,6 +40,7 @@ from simlab._core_checks import (
     check_tensor,
     generator_device,
 )
+from simlab.config import SIMILARITY_NORMALISE
 
 logger = logging.getLogger(__name__)
 
@@ -459,16 +460,30 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
     return sums
 
 
-def similarity_from_distances(distances: torch.Tensor, beta: float) -> torch.Tensor:
-    """Class similarities from class distances (paper A eq. 17 with its §5.4 normalisation).
+Normalise = Literal["row", "off_diagonal"]
 
-    For each row k the off-diagonal distances ``d = D[k, j], j != k`` are z-normalised (population
-    std; ``z = 0`` when they are all equal), then ``S[k, j] = softmax_j(-beta z)`` over ``j != k``
-    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass.
+
+def similarity_from_distances(
+    distances: torch.Tensor, beta: float, normalise: Normalise = "row"
+) -> torch.Tensor:
+    """Class similarities from class distances (paper A eq. 17 with its §5.4 normalisation, SPEC §1).
+
+    Each row ``d_k = D[k, :]`` is z-normalised (population std; ``z = 0`` when the normalised entries
+    are all equal), then ``S[k, j] = softmax_{j != k}(-beta z_kj)`` and ``S[k, k] = 0``, so rows sum to 1
+    and ``alpha`` in eq. 18 is exactly the off-class mass. Which entries the mean and std are taken
+    over is ``normalise``:
+
+    - ``"row"`` (default, paper A §5.4 literally: "the distances d_k"): the whole row, the diagonal
+      ``D[k, k]`` included (eq. 15 makes it the mean within-class distance; 0 for word vectors).
+      Softmax over all K then zeroing ``S[k, k]`` and rescaling equals a softmax over ``j != k``.
+    - ``"off_diagonal"`` (SPEC's first version): only ``j != k``. The two differ by a per-row
+      rescaling of beta (``std_row / std_off``), so the paper's beta grid means what the paper meant
+      only with ``"row"``.
 
     Args:
         distances: ``[K, K]`` float, ``K >= 2``, finite.
         beta: ``>= 0``; 0 gives the uniform distribution over the other classes.
+        normalise: ``"row"`` or ``"off_diagonal"``.
 
     Returns:
         ``[K, K]`` in ``distances``' dtype and device (computed in float64).
@@ -478,16 +493,22 @@ def similarity_from_distances(distances: torch.Tensor, beta: float) -> torch.Ten
     if k < 2:
         raise ValueError(f"distances: expected at least 2 classes, got shape {tuple(distances.shape)}")
     beta = check_real("beta", beta, low=0.0)
+    if normalise not in SIMILARITY_NORMALISE:
+        raise ValueError(
+            f"normalise: expected one of {', '.join(map(repr, SIMILARITY_NORMALISE))}, got {normalise!r}"
+        )
 
     d = distances.to(torch.float64)
     off = ~torch.eye(k, dtype=torch.bool, device=d.device)
     vals = d[off].view(k, k - 1)  # row k without its diagonal entry
-    mean = vals.mean(1, keepdim=True)
-    std = vals.std(1, correction=0, keepdim=True)
+    stats_over = d if normalise == "row" else vals  # the entries mean and std are taken over
+    mean = stats_over.mean(1, keepdim=True)
+    std = stats_over.std(1, correction=0, keepdim=True)
     # "std is 0" tested exactly (all entries equal), not as the rounding residue of a mean
-    constant = vals.max(1, keepdim=True).values == vals.min(1, keepdim=True).values
+    constant = stats_over.max(1, keepdim=True).values == stats_over.min(1, keepdim=True).values
     z = torch.where(constant, torch.zeros_like(vals), (vals - mean) / torch.where(constant, 1.0, std))
-    s_off = torch.softmax(-beta * z, dim=1)  # eq. 17 over j != k
+    # eq. 17 over j != k: the softmax over all K with S[k, k] zeroed and the row rescaled is exactly this
+    s_off = torch.softmax(-beta * z, dim=1)
     s = torch.zeros_like(d)
     s[off] = s_off.flatten()
     return s.to(distances.dtype)

@@ -50,7 +50,9 @@ def _similarity(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | N
     from simlab.similarity import similarity_from_distances
 
     # paper A eq. 17 (similarity from z-scored distances), then eq. 18 (smoothing with it).
-    labels = smooth_labels(similarity_from_distances(source, cfg.beta), cfg.alpha)
+    labels = smooth_labels(
+        similarity_from_distances(source, cfg.beta, normalise=cfg.similarity_normalise), cfg.alpha
+    )
     return labels, labels.clone()
 
 

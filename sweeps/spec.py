@@ -37,6 +37,7 @@ SWEEP_LABELS: tuple[str, ...] = (*LABEL_METHODS, "mixup")
 CONDITIONAL: dict[str, tuple[str, ...]] = {
     "alpha": ("uniform", "similarity"),
     "beta": ("similarity",),
+    "similarity_normalise": ("similarity",),
     "similarity": ("similarity",),
     "confidence_source": ("confidence",),
     "relaxation": ("confidence",),

@@ -49,6 +49,10 @@ def test_not_a_mapping():
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"subset_per_class": 0}, "subset_per_class"),
         ({"warmup_epochs": 10, "epochs": 10}, "warmup_epochs"),
+        (
+            {"label": "similarity", "similarity": "l2", "beta": 1.0, "similarity_normalise": "rows"},
+            "similarity_normalise",
+        ),
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):

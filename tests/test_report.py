@@ -1,25 +1,23 @@
-"""scripts/report.py against a real sqlite MLflow store filled by hand (no sweep needed): rows per method,
-mean ± std over seeds computed independently with numpy, configuration chosen on validation, post-hoc
-rows from the one-hot runs, and the reliability-diagram grid from the test_probs.npz artifacts."""
+"""sweeps.results / sweeps.report (the scripts/report.py CLI) against a real sqlite MLflow store filled by
+hand (no sweep needed): rows per method, mean ± std over seeds computed independently with numpy,
+configuration chosen on validation, post-hoc rows from the one-hot runs, the reliability-diagram grid
+from the test_probs.npz artifacts; comparisons against a baseline checked with scipy.stats."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("simlab_report", ROOT / "scripts" / "report.py")
-report = importlib.util.module_from_spec(spec)
-sys.modules["simlab_report"] = report
-spec.loader.exec_module(report)
+from sweeps import report as cli
+from sweeps import results as report
+from sweeps.results import Method
 
 METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")
 
@@ -107,20 +105,20 @@ def test_rows_match_numpy_mean_and_sample_std(store):
     uri, truth, _ = store
     _, runs = report.load_runs(uri, "exp")
     assert len(runs) == 10  # 4 one-hot (one a repeat) + 6 similarity; FAILED and parent runs left out
-    rows = {r.method: r for r in report.build_rows(runs)}
+    rows = {r.method.display: r for r in report.build_rows(runs)}
     assert list(rows) == ["One-hot", "TS", "L2"] or set(rows) == {"One-hot", "TS", "L2"}
     for name, key, prefix in (("One-hot", "onehot", ""), ("TS", "onehot", "ts_"), ("L2", ("l2", 4.0), "")):
         for metric in METRICS:
             values = np.array([t[prefix + metric] for t in truth[key]])
-            mean, std, n = rows[name].cells[metric]
-            assert n == 3
-            assert mean == pytest.approx(values.mean(), abs=1e-12)
-            assert std == pytest.approx(values.std(ddof=1), abs=1e-12)
+            cell = rows[name].cells[metric]
+            assert cell.n == 3
+            assert cell.mean == pytest.approx(values.mean(), abs=1e-12)
+            assert cell.std == pytest.approx(values.std(ddof=1), abs=1e-12)
 
 
 def test_cli_writes_markdown_csv_and_diagram_grid(store, tmp_path):
     uri, truth, _ = store
-    assert report.main(["--tracking-uri", uri, "--experiment", "exp", "--out", str(tmp_path)]) == 0
+    assert cli.main(["--tracking-uri", uri, "--experiment", "exp", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "| m | One-hot |" in md and "| m | L2 |" in md and "| m | TS |" in md
     acc = np.array([t["accuracy"] for t in truth["onehot"]])
@@ -133,13 +131,13 @@ def test_cli_writes_markdown_csv_and_diagram_grid(store, tmp_path):
 
 def test_unknown_experiment_is_a_clear_error(store, tmp_path, capsys):
     uri, _, _ = store
-    assert report.main(["--tracking-uri", uri, "--experiment", "nope", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--tracking-uri", uri, "--experiment", "nope", "--out", str(tmp_path)]) == 2
     assert "exp" in capsys.readouterr().err  # lists the experiments that exist
 
 
 def test_select_must_be_a_validation_metric(store, tmp_path, capsys):
     uri, _, _ = store
-    assert report.main(["--tracking-uri", uri, "--experiment", "exp", "--select", "accuracy"]) == 2
+    assert cli.main(["--tracking-uri", uri, "--experiment", "exp", "--select", "accuracy"]) == 2
     assert "--select" in capsys.readouterr().err
 
 
@@ -206,7 +204,7 @@ def test_group_by_splits_settings_and_loss_names_paper_b_rows(noisy_store, tmp_p
     uri, truth = noisy_store
     _, runs = report.load_runs(uri, "noisy")
     rows = report.build_rows(runs, select="val_accuracy", mode="max", group_by=("noise_kind", "noise_rate"))
-    got = {(r.setting, r.method): r for r in rows}
+    got = {(r.setting_text, r.method.display): r for r in rows}
     assert len(got) == 6
     for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
         setting = f"noise_kind={kind} noise_rate={rate}"
@@ -216,12 +214,12 @@ def test_group_by_splits_settings_and_loss_names_paper_b_rows(noisy_store, tmp_p
             ("projection", "P (conf pairs)"),
         ):
             acc = np.array([t["accuracy"] for t in truth[(kind, rate, loss)]])
-            mean, std, n = got[(setting, name)].cells["accuracy"]
-            assert n == 3
-            assert mean == pytest.approx(acc.mean(), abs=1e-12)
-            assert std == pytest.approx(acc.std(ddof=1), abs=1e-12)
+            cell = got[(setting, name)].cells["accuracy"]
+            assert cell.n == 3
+            assert cell.mean == pytest.approx(acc.mean(), abs=1e-12)
+            assert cell.std == pytest.approx(acc.std(ddof=1), abs=1e-12)
     assert (
-        report.main(
+        cli.main(
             [
                 "--tracking-uri",
                 uri,
@@ -242,7 +240,7 @@ def test_group_by_splits_settings_and_loss_names_paper_b_rows(noisy_store, tmp_p
     assert "| Setting | Model | Method |" in md
     assert "| noise_kind=symmetric noise_rate=0.4 | m | LP (conf pairs) |" in md
     # Without --group-by the two LP settings would be one method choosing between "configurations".
-    flat = {r.method for r in report.build_rows(runs, select="val_accuracy", mode="max")}
+    flat = {r.method.display for r in report.build_rows(runs, select="val_accuracy", mode="max")}
     assert flat == {"One-hot", "LP (conf pairs)", "P (conf pairs)"}
 
 
@@ -253,7 +251,7 @@ def test_noise_confidence_table_figure_and_best_similarity(noisy_store, tmp_path
     chosen = report.ood_rows(rows)
     assert [name for name, _ in chosen] == ["One-hot", "Uniform", "Mixup", "WE (best similarity)"]
     assert (
-        report.main(
+        cli.main(
             ["--tracking-uri", uri, "--experiment", "ood", "--out", str(tmp_path), "--show-params", "beta"]
         )
         == 0
@@ -271,7 +269,7 @@ def test_emit_warm_start_points_feed_a_sweep(noisy_store, tmp_path):
     uri, _ = noisy_store
     points_file = tmp_path / "points.json"
     assert (
-        report.main(
+        cli.main(
             [
                 "--tracking-uri",
                 uri,
@@ -311,3 +309,166 @@ def test_emit_warm_start_points_feed_a_sweep(noisy_store, tmp_path):
         resolve_spec(
             build_parser().parse_args(["--preset", "repro-a-cifar10", "--warm-start", str(tmp_path / "no")])
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Method values, cells, CSV round trip, comparisons against a baseline (scipy), best epoch, bootstrap
+@pytest.mark.parametrize(
+    ("text", "display"),
+    [
+        ("onehot", "One-hot"),
+        ("uniform", "Uniform"),
+        ("mixup", "Mixup"),
+        ("similarity:we", "WE"),
+        ("similarity:l2", "L2"),
+        ("confidence:pairs+log_projection", "LP (conf pairs)"),
+        ("confidence:pairs", "CE (conf pairs)"),
+        ("onehot+projection", "One-hot P"),
+        ("onehot/ts", "TS"),
+        ("onehot/dir", "Dir-ODIR"),
+    ],
+)
+def test_method_text_and_display_round_trip(text, display):
+    m = Method.parse(text)
+    assert str(m) == text
+    assert m.display == display
+    assert Method.from_display(display) == m
+
+
+def test_method_parse_rejects_bad_text():
+    with pytest.raises(ValueError, match="method"):
+        Method.parse("")
+    with pytest.raises(ValueError, match="posthoc"):
+        Method.parse("onehot/xyz")
+
+
+def test_cells_single_seed_alone_and_t_interval():
+    from simlab.stats import summarise
+
+    assert report.format_cell(summarise([0.1924])) == "19.24"
+    vals = [0.5, 0.52, 0.47]
+    lo, hi = scipy.stats.t.interval(0.95, 2, loc=np.mean(vals), scale=scipy.stats.sem(vals))
+    text = report.format_cell(summarise(vals), interval=True)
+    assert text == f"49.67 ± 2.52 (3) [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def _holm_by_hand(p):
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_comparisons_match_scipy_welch_and_holm(noisy_store):
+    uri, truth = noisy_store
+    _, runs = report.load_runs(uri, "noisy")
+    rows = report.build_rows(runs, select="val_accuracy", mode="max", group_by=("noise_kind", "noise_rate"))
+    comps = report.compare(rows, Method("onehot"))
+    assert len(comps) == 2 * 2 * 5  # 2 settings x 2 methods x 5 metrics
+    losses = {"LP (conf pairs)": "log_projection", "P (conf pairs)": "projection"}
+    want_p = []
+    for c in comps:
+        kind, rate = (v for _, v in c.row.setting)
+        a = [t[c.metric] for t in truth[(kind, rate, losses[c.row.method.display])]]
+        b = [t[c.metric] for t in truth[(kind, rate, "ce")]]
+        ref = scipy.stats.ttest_ind(a, b, equal_var=False)
+        assert c.p == pytest.approx(ref.pvalue, rel=1e-9)
+        assert c.diff == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)
+        want_p.append(ref.pvalue)
+    for c, want in zip(comps, _holm_by_hand(want_p), strict=True):
+        assert c.p_holm == pytest.approx(want, rel=1e-9)
+        lower_better = c.metric != "accuracy"
+        if c.p_holm < 0.05:
+            assert c.verdict == ("better" if (c.diff < 0) == lower_better else "worse")
+        else:
+            assert c.verdict == "cannot tell"
+
+
+def test_verdicts_on_clear_differences(tmp_path):
+    """Known truth: a method 30 points better / worse with 1-point seed spread is better / worse."""
+    from simlab.stats import Summary
+
+    def row(method, acc):
+        return report.Row("m", Method.parse(method), cells={"accuracy": Summary(*acc)})
+
+    rows = [row("onehot", (0.5, 0.01, 3)), row("uniform", (0.8, 0.01, 3)), row("mixup", (0.2, 0.01, 3))]
+    rows.append(row("similarity:we", (0.505, 0.01, 3)))
+    got = {c.row.method.display: c for c in report.compare(rows, Method("onehot"), metrics=("accuracy",))}
+    assert got["Uniform"].verdict == "better" and got["Mixup"].verdict == "worse"
+    assert got["WE"].verdict == "cannot tell"
+    assert got["WE"].detectable == pytest.approx(
+        3.0709 * 0.01,
+        rel=1e-3,  # 3.07 sigma at n = 3
+    )
+
+
+def test_csv_round_trip_and_rerender(noisy_store, tmp_path):
+    uri, _ = noisy_store
+    _, runs = report.load_runs(uri, "noisy")
+    rows = report.build_rows(runs, select="val_accuracy", mode="max", group_by=("noise_kind", "noise_rate"))
+    path = tmp_path / "report.csv"
+    path.write_text(report.to_csv(rows))
+    back = report.read_csv(path)
+    assert [(r.setting, r.method) for r in back] == [(r.setting, r.method) for r in rows]
+    for a, b in zip(rows, back, strict=True):
+        for metric, cell in a.cells.items():
+            other = b.cells[metric]
+            assert other.n == cell.n
+            if cell.n:
+                assert other.mean == cell.mean and other.std == cell.std
+    assert cli.main(["--from-csv", str(path), "--out", str(tmp_path / "re"), "--interval"]) == 0
+    md = (tmp_path / "re" / "report.md").read_text()
+    assert "### Against One-hot" in md and "Detectable Δ (80 % power)" in md
+    # the re-rendered comparisons equal those computed from the runs
+    direct = report.comparisons_csv(report.compare(rows, Method("onehot")))
+    assert (tmp_path / "re" / "comparisons.csv").read_text() == direct.replace("\r\n", "\n")
+
+
+def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("hist", artifact_location=str(tmp_path / "art"))
+    parent = client.create_run(exp, tags={"simlab.role": "sweep"}).info.run_id
+    rng = np.random.default_rng(0)
+    histories = {}
+    for seed in range(2):
+        curve = rng.uniform(0.2, 0.6, size=6)
+        probs = rng.dirichlet(np.ones(3), size=60)
+        labels = rng.integers(0, 3, size=60)
+        rid = _log_run(
+            client,
+            exp,
+            parent,
+            "onehot",
+            {"label": "onehot", "model": "m", "seed": str(seed)},
+            {"val_nll": 1.0},
+            (probs, labels),
+            tmp_path,
+        )
+        for epoch, value in enumerate(curve, start=1):
+            client.log_metric(rid, "accuracy", float(value), step=epoch)
+        histories[seed] = curve
+    _, runs = report.load_runs(uri, "hist", best_epoch_from="accuracy")
+    for run in runs:
+        curve = histories[int(run.params["seed"])]
+        assert run.metrics["best_epoch_accuracy"] == pytest.approx(curve.max())
+        assert run.metrics["best_epoch"] == float(np.argmax(curve) + 1)
+        assert run.metrics["accuracy"] == pytest.approx(curve[-1])  # the final value
+    out = tmp_path / "out"
+    argv = [
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "hist",
+        "--out",
+        str(out),
+        "--best-epoch",
+        "accuracy",
+        "--no-diagrams",
+    ]
+    assert cli.main([*argv, "--bootstrap", "20"]) == 0
+    md = (out / "report.md").read_text()
+    assert "Acc best epoch* (%)" in md and "selected on the test set" in md
+    assert "### Bootstrap over test samples" in md and md.count("| - | m | One-hot |") == 2

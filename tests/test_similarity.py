@@ -1,7 +1,9 @@
 """SPEC §1: class_distance_matrix against per-class-pair torch.cdist brute force (float64), and
-similarity_from_distances against a scipy zscore + softmax reference."""
+similarity_from_distances against a float64 loop reference of SPEC §1 (both normalisations) and scipy."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -30,7 +32,33 @@ def brute_distances(features: torch.Tensor, labels: torch.Tensor, k: int, p: flo
     return out
 
 
-def reference_similarity(distances: np.ndarray, beta: float) -> np.ndarray:
+def reference_similarity(distances: np.ndarray, beta: float, normalise: str = "row") -> np.ndarray:
+    """SPEC §1 written out with loops in float64 (no vector ops shared with the implementation).
+
+    ``row``: mean and population std over all K entries of row k (the diagonal included);
+    ``off_diagonal``: over the K - 1 entries j != k. Then softmax over all K of ``-beta z``, zero the
+    diagonal and rescale the row to sum 1 (paper A §5.4).
+    """
+    k = distances.shape[0]
+    s = np.zeros((k, k))
+    for row in range(k):
+        over = [j for j in range(k) if normalise == "row" or j != row]
+        mean = sum(float(distances[row, j]) for j in over) / len(over)
+        var = sum((float(distances[row, j]) - mean) ** 2 for j in over) / len(over)
+        constant = all(distances[row, j] == distances[row, over[0]] for j in over)
+        z = [0.0 if constant else (float(distances[row, j]) - mean) / math.sqrt(var) for j in range(k)]
+        e = [math.exp(-beta * z[j]) for j in range(k)]
+        total = sum(e)
+        soft = [v / total for v in e]
+        soft[row] = 0.0
+        rest = sum(soft)
+        for j in range(k):
+            s[row, j] = soft[j] / rest
+    return s
+
+
+def reference_similarity_scipy(distances: np.ndarray, beta: float) -> np.ndarray:
+    """The off-diagonal mode with scipy's zscore and softmax (a second, independent reference)."""
     k = distances.shape[0]
     s = np.zeros((k, k))
     for row in range(k):
@@ -349,13 +377,43 @@ def test_distance_bad_input(kwargs, exc, pattern):
 
 
 # --- similarity_from_distances ------------------------------------------------------------------
+@pytest.mark.parametrize("normalise", ["row", "off_diagonal"])
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 7.0])
-def test_similarity_matches_reference(generator, beta):
+def test_similarity_matches_reference(generator, beta, normalise):
+    # a non-zero diagonal (within-class distances, eq. 15) is where the two modes differ
     d = torch.rand(6, 6, generator=generator, dtype=torch.float64) * 10
-    got = similarity_from_distances(d, beta)
+    got = similarity_from_distances(d, beta, normalise=normalise)
     torch.testing.assert_close(
-        got, torch.from_numpy(reference_similarity(d.numpy(), beta)), rtol=1e-12, atol=1e-15
+        got, torch.from_numpy(reference_similarity(d.numpy(), beta, normalise)), rtol=1e-12, atol=1e-15
     )
+
+
+def test_off_diagonal_mode_matches_scipy(generator):
+    d = torch.rand(7, 7, generator=generator, dtype=torch.float64) * 3
+    torch.testing.assert_close(
+        similarity_from_distances(d, 2.5, normalise="off_diagonal"),
+        torch.from_numpy(reference_similarity_scipy(d.numpy(), 2.5)),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+
+
+def test_default_is_row_normalisation_and_differs_from_off_diagonal(generator):
+    # SPEC §1: the paper's reading is the default. Word-vector distances have a zero diagonal, which
+    # widens the row's std, so "row" is a smaller effective beta than "off_diagonal" (beta * std_off/std_row).
+    d = torch.rand(5, 5, generator=generator, dtype=torch.float64) + 1.0
+    d.fill_diagonal_(0.0)
+    d = (d + d.T) / 2
+    row = similarity_from_distances(d, 3.0)
+    torch.testing.assert_close(row, similarity_from_distances(d, 3.0, normalise="row"), rtol=0, atol=0)
+    off = similarity_from_distances(d, 3.0, normalise="off_diagonal")
+    assert float((row - off).abs().max()) > 1e-3
+    # ... and equals off_diagonal at the per-row rescaled beta (the two differ only by that rescaling)
+    for k in range(5):
+        others = [j for j in range(5) if j != k]
+        ratio = float(d[k, others].std(correction=0) / d[k].std(correction=0))
+        rescaled = similarity_from_distances(d, 3.0 * ratio, normalise="off_diagonal")
+        torch.testing.assert_close(row[k], rescaled[k], rtol=1e-12, atol=1e-15)
 
 
 def test_similarity_rows_sum_to_one_and_zero_diagonal(generator):
@@ -395,12 +453,13 @@ def test_larger_beta_concentrates_on_nearer_classes(generator):
         prev_mass, prev_entropy = mass, ent
 
 
-def test_similarity_invariant_to_affine_rescaling_per_row(generator):
+@pytest.mark.parametrize("normalise", ["row", "off_diagonal"])
+def test_similarity_invariant_to_affine_rescaling_per_row(generator, normalise):
     # §5.4: z-normalisation makes beta independent of the distance scale.
     d = torch.rand(5, 5, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(
-        similarity_from_distances(d * 37.0 + 5.0, 2.0),
-        similarity_from_distances(d, 2.0),
+        similarity_from_distances(d * 37.0 + 5.0, 2.0, normalise=normalise),
+        similarity_from_distances(d, 2.0, normalise=normalise),
         rtol=1e-12,
         atol=1e-15,
     )
@@ -436,3 +495,8 @@ def test_two_classes():
 def test_similarity_bad_input(distances, beta, exc, pattern):
     with pytest.raises(exc, match=pattern):
         similarity_from_distances(distances, beta)
+
+
+def test_similarity_bad_normalise():
+    with pytest.raises(ValueError, match=r"normalise.*'row'.*'off_diagonal'.*'rows'"):
+        similarity_from_distances(torch.rand(3, 3), 1.0, normalise="rows")

@@ -16,16 +16,17 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig.from_dict(kw, validate=False)
 
 
-def _ref_similarity_labels(dist: np.ndarray, beta: float, alpha: float) -> np.ndarray:
-    """Paper A eq. 17 (SPEC §1 exact form) then eq. 18, one scalar at a time."""
+def _ref_similarity_labels(dist: np.ndarray, beta: float, alpha: float, normalise: str = "row") -> np.ndarray:
+    """Paper A eq. 17 (SPEC §1 exact form) then eq. 18, one scalar at a time. ``normalise="row"``
+    z-scores over the whole row (diagonal included, paper A §5.4), ``"off_diagonal"`` over j != k."""
     k = dist.shape[0]
     out = np.zeros((k, k))
     for a in range(k):
         others = [j for j in range(k) if j != a]
-        d = [dist[a, j] for j in others]
-        mean = sum(d) / len(d)
-        std = math.sqrt(sum((x - mean) ** 2 for x in d) / len(d))
-        z = [(x - mean) / std if std > 0 else 0.0 for x in d]
+        over = [dist[a, j] for j in (range(k) if normalise == "row" else others)]
+        mean = sum(over) / len(over)
+        std = math.sqrt(sum((x - mean) ** 2 for x in over) / len(over))
+        z = [(dist[a, j] - mean) / std if std > 0 else 0.0 for j in others]
         e = [math.exp(-beta * v) for v in z]
         for j, ej in zip(others, e, strict=True):
             out[a, j] = alpha * ej / sum(e)
@@ -53,15 +54,18 @@ def test_uniform_matches_cross_entropy_label_smoothing_convention():
     torch.testing.assert_close(soft, ref)
 
 
+@pytest.mark.parametrize("normalise", [None, "row", "off_diagonal"])  # None: TrainConfig's default
 @pytest.mark.parametrize("as_numpy", [True, False])
-def test_similarity_labels_from_distances(as_numpy):
+def test_similarity_labels_from_distances(as_numpy, normalise):
     rng = np.random.default_rng(1)
     pts = rng.normal(size=(5, 3))
     dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1) + 0.3  # nonzero diagonal like eq. 15
-    cfg = _cfg(label="similarity", similarity="l2", beta=2.5, alpha=0.15)
+    extra = {} if normalise is None else {"similarity_normalise": normalise}
+    cfg = _cfg(label="similarity", similarity="l2", beta=2.5, alpha=0.15, **extra)
     source = dist if as_numpy else torch.tensor(dist)
     labels, trusted = label_matrices(cfg, list("abcde"), source)
-    expected = _ref_similarity_labels(dist, 2.5, 0.15)
+    # SPEC §1 (second version): the default is the paper's whole-row normalisation
+    expected = _ref_similarity_labels(dist, 2.5, 0.15, normalise or "row")
     np.testing.assert_allclose(labels.numpy(), expected, atol=1e-10)
     np.testing.assert_allclose(trusted.numpy(), expected, atol=1e-10)
     assert labels.dtype == torch.float64
@@ -72,7 +76,11 @@ def test_confidence_pairs_cifar10():
     labels, trusted = label_matrices(cfg, CIFAR10, None)
     idx = {n: i for i, n in enumerate(CIFAR10)}
     pairs = [
-        ("truck", "automobile"), ("bird", "airplane"), ("deer", "horse"), ("cat", "dog"), ("frog", "ship")
+        ("truck", "automobile"),
+        ("bird", "airplane"),
+        ("deer", "horse"),
+        ("cat", "dog"),
+        ("frog", "ship"),
     ]
 
     def expected(own, other):

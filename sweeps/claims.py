@@ -1,0 +1,487 @@
+"""A paper's claims as data, checked by code: a YAML file of claims, each a list of tests evaluated on
+the rows of `sweeps.results` into supported / contradicted / cannot tell / no data.
+
+File format (``claims/paper_a.yaml``)::
+
+    paper: A
+    title: ...
+    alpha: 0.05
+    sources:                      # where rows come from: the MLflow store when it exists, else the CSV
+      overconfident:
+        csv: results/paper_a_overfit/report.csv          # relative to the repository root
+        tracking_uri: sqlite:///~/simlab_sweeps/repro-a-cifar10-overfit/mlflow.db
+        experiment: repro-a-cifar10-overfit
+        select: val_nll           # how build_rows chooses each method's configuration
+        group_by: []              # params that split rows into settings
+    claims:
+      - id: A2-over
+        text: TS, ETS and Dir-ODIR remove most of one-hot's miscalibration
+        paper: "Table 1: ECE 12-23 % -> 1-5 %"
+        source: overconfident     # default for the tests
+        tests:                    # a ? b, one line of the claims table each
+          - {metric: ece_hist_prediction, method: onehot/ts, baseline: onehot, direction: less}
+          - {metric: accuracy, method: "confidence:pairs+log_projection", baseline: onehot,
+             direction: greater, setting: {noise_kind: asymmetric, noise_rate: 0.8},
+             baseline_source: clean, baseline_setting: {noise_kind: none}}
+
+``direction``: ``greater`` / ``less`` (a > b / a < b), ``differ``, ``equal`` (with an optional
+``margin``, a fraction like the metrics, for an equivalence test). Optional per test:
+``baseline_metric``, ``baseline_source``, ``baseline_setting``, ``model``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simlab.stats import Summary, holm, min_detectable_difference, welch_test
+from sweeps.results import (
+    BEST_EPOCH_COLUMN,
+    COLUMNS,
+    OOD_COLUMNS,
+    Method,
+    Row,
+    build_rows,
+    fmt_p,
+    fmt_pct,
+    fmt_points,
+    format_cell,
+    load_runs,
+    markdown_table,
+    read_csv,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CLAIM_VERDICTS",
+    "DIRECTIONS",
+    "Claim",
+    "ClaimResult",
+    "ClaimTest",
+    "ClaimsFile",
+    "Outcome",
+    "Side",
+    "Source",
+    "claims_csv",
+    "claims_markdown",
+    "combine_verdicts",
+    "evaluate_claims",
+    "load_claims",
+    "load_source_rows",
+]
+
+
+DIRECTIONS: tuple[str, ...] = ("greater", "less", "differ", "equal")
+CLAIM_VERDICTS: tuple[str, ...] = ("supported", "contradicted", "cannot tell", "no data")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a test: a row (method in a setting of a source) and the metric read from it."""
+
+    method: Method
+    metric: str
+    source: str
+    setting: tuple[tuple[str, str], ...] = ()
+    model: str | None = None
+
+    def describe(self) -> str:
+        where = " ".join(f"{k}={v}" for k, v in self.setting)
+        return f"{self.method.display} [{self.source}{' ' + where if where else ''}]"
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    a: Side
+    b: Side
+    direction: str  # a ? b: greater, less, differ, equal
+    margin: float | None = None  # for "equal": equivalence margin (a fraction, like the metrics)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str
+    paper: str  # the paper's numbers, as the paper states them
+    tests: tuple[ClaimTest, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a claim's rows come from: an MLflow experiment (preferred when the store exists) or a CSV."""
+
+    name: str
+    csv: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    select: str = "val_nll"
+    mode: str | None = None
+    group_by: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimsFile:
+    paper: str
+    title: str
+    sources: dict[str, Source]
+    claims: tuple[Claim, ...]
+    alpha: float = 0.05
+
+
+def _norm_value(value: Any) -> str:
+    """Setting values compare as numbers when they are numbers ("0.8" == 0.8, "1000" == 1000)."""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _setting(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}.setting: expected a mapping of param -> value, got {raw!r}")
+    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+
+
+def load_claims(path: str | os.PathLike) -> ClaimsFile:
+    """Read and validate a claims YAML file (see ``claims/paper_a.yaml`` for the format)."""
+    import yaml
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, Mapping) or "claims" not in data or "sources" not in data:
+        raise ValueError(f"claims file {str(path)!r}: expected a mapping with 'sources' and 'claims'")
+    base = path.resolve().parent.parent if path.resolve().parent.name == "claims" else path.resolve().parent
+    sources = {}
+    for name, raw in data["sources"].items():
+        raw = dict(raw or {})
+        unknown = set(raw) - {"csv", "tracking_uri", "experiment", "select", "mode", "group_by", "note"}
+        if unknown:
+            raise ValueError(f"sources.{name}: unknown key(s) {sorted(unknown)}")
+        csv_path = raw.get("csv")
+        if csv_path and not os.path.isabs(csv_path):
+            csv_path = str(base / csv_path)
+        uri = raw.get("tracking_uri")
+        if uri:
+            uri = os.path.expandvars(
+                os.path.expanduser(uri.replace("sqlite:///~", "sqlite:///" + os.path.expanduser("~")))
+            )
+        sources[name] = Source(
+            name,
+            csv=csv_path,
+            tracking_uri=uri,
+            experiment=raw.get("experiment"),
+            select=raw.get("select", "val_nll"),
+            mode=raw.get("mode"),
+            group_by=tuple(raw.get("group_by", ())),
+            note=raw.get("note", ""),
+        )
+    claims = []
+    seen = set()
+    for i, raw in enumerate(data["claims"]):
+        where = f"claims[{i}]"
+        for key in ("id", "text", "paper", "tests"):
+            if key not in raw:
+                raise ValueError(f"{where}: missing {key!r}")
+        if raw["id"] in seen:
+            raise ValueError(f"{where}: duplicate id {raw['id']!r}")
+        seen.add(raw["id"])
+        tests = []
+        for j, t in enumerate(raw["tests"]):
+            tw = f"{where}.tests[{j}]"
+            direction = t.get("direction")
+            if direction not in DIRECTIONS:
+                raise ValueError(
+                    f"{tw}.direction: expected one of {', '.join(DIRECTIONS)}, got {direction!r}"
+                )
+            source = t.get("source", raw.get("source"))
+            b_source = t.get("baseline_source", source)
+            for s in (source, b_source):
+                if s not in sources:
+                    raise ValueError(
+                        f"{tw}.source: {s!r} is not one of the file's sources: {', '.join(sources)}"
+                    )
+            setting = _setting(t.get("setting", raw.get("setting")), tw)
+            b_setting = _setting(t["baseline_setting"], tw) if "baseline_setting" in t else setting
+            metric = t.get("metric", raw.get("metric"))
+            if not metric:
+                raise ValueError(f"{tw}.metric: missing")
+            a = Side(Method.parse(t["method"]), metric, source, setting, t.get("model"))
+            b = Side(
+                Method.parse(t["baseline"]),
+                t.get("baseline_metric", metric),
+                b_source,
+                b_setting,
+                t.get("model"),
+            )
+            margin = t.get("margin")
+            tests.append(ClaimTest(a, b, direction, None if margin is None else float(margin)))
+        claims.append(
+            Claim(
+                str(raw["id"]),
+                str(raw["text"]).strip(),
+                str(raw["paper"]).strip(),
+                tuple(tests),
+                str(raw.get("note", "")).strip(),
+            )
+        )
+    return ClaimsFile(
+        str(data.get("paper", "")),
+        str(data.get("title", "")),
+        sources,
+        tuple(claims),
+        float(data.get("alpha", 0.05)),
+    )
+
+
+def load_source_rows(source: Source) -> tuple[list[Row] | None, str]:
+    """``(rows, origin)`` of a source: from its MLflow store when that exists, else its CSV; rows are
+    None when neither is there. ``origin`` says which was read (for the claims table)."""
+    if source.tracking_uri and source.experiment:
+        uri = source.tracking_uri
+        db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+        if db is None or os.path.exists(db):
+            try:
+                _, runs = load_runs(uri, source.experiment)
+            except ValueError as err:
+                logger.warning("source %s: %s", source.name, err)
+            else:
+                mode = source.mode or ("max" if source.select.endswith("accuracy") else "min")
+                rows = build_rows(runs, select=source.select, mode=mode, group_by=source.group_by)
+                return rows, f"MLflow {uri}, experiment {source.experiment} ({len(runs)} runs)"
+    if source.csv and os.path.exists(source.csv):
+        return read_csv(source.csv), f"{_relative(source.csv)} (no MLflow store found)"
+    return None, "not available (no MLflow store, no CSV): its tests are 'no data'"
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    test: ClaimTest
+    a: Summary | None
+    b: Summary | None
+    diff: float = math.nan
+    p: float = math.nan
+    p_holm: float = math.nan
+    detectable: float = math.nan
+    verdict: str = "no data"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    tests: tuple[Outcome, ...]
+    verdict: str
+
+
+def _find(rows: Sequence[Row], side: Side) -> Summary | None:
+    want = {k: _norm_value(v) for k, v in side.setting}
+    found = [
+        r
+        for r in rows
+        if r.method == side.method
+        and (side.model is None or r.model == side.model)
+        and all(_norm_value(dict(r.setting).get(k, "-")) == v for k, v in want.items())
+    ]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ValueError(
+            f"claims: {side.describe()} matches {len(found)} rows "
+            f"({', '.join(r.setting_text + ' ' + r.model for r in found)}); give a setting or model"
+        )
+    s = found[0].cells.get(side.metric)
+    return s if s is not None and s.n > 0 else None
+
+
+def _test_verdict(t: ClaimTest, a: Summary, b: Summary, p_holm: float, alpha: float) -> str:
+    diff = a.mean - b.mean
+    significant = math.isfinite(p_holm) and p_holm < alpha
+    if t.direction in ("greater", "less"):
+        if not significant:
+            return "cannot tell"
+        return "supported" if (diff > 0) == (t.direction == "greater") else "contradicted"
+    if t.direction == "differ":
+        return "supported" if significant else "cannot tell"
+    # equal: a significant difference contradicts it; equivalence within the margin (two one-sided
+    # tests at alpha = the 1 - 2 alpha Welch interval of the difference inside ±margin) supports it.
+    if significant:
+        return "contradicted"
+    if t.margin is not None and a.n >= 2 and b.n >= 2:
+        from scipy import stats
+
+        w = welch_test(a, b)
+        if math.isfinite(w.df):
+            half = stats.t.ppf(1 - alpha, w.df) * w.se
+            if -t.margin < diff - half and diff + half < t.margin:
+                return "supported"
+    return "cannot tell"
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+    """A claim's verdict from its tests': contradicted if any test contradicts it, supported if all
+    support it, no data if none has data, else cannot tell."""
+    if any(v == "contradicted" for v in verdicts):
+        return "contradicted"
+    if verdicts and all(v == "supported" for v in verdicts):
+        return "supported"
+    if all(v == "no data" for v in verdicts):
+        return "no data"
+    return "cannot tell"
+
+
+def evaluate_claims(
+    claims: ClaimsFile, rows_by_source: Mapping[str, Sequence[Row] | None]
+) -> list[ClaimResult]:
+    """Each test's Welch p over seeds, Holm-corrected over all tests of the file (one family), a
+    verdict per test at ``claims.alpha`` and per claim (`combine_verdicts`). A test whose rows are
+    missing (source not available, or no such method/setting) is "no data"."""
+    found = []
+    for claim in claims.claims:
+        for t in claim.tests:
+            ra, rb = rows_by_source.get(t.a.source), rows_by_source.get(t.b.source)
+            a = _find(ra, t.a) if ra is not None else None
+            b = _find(rb, t.b) if rb is not None else None
+            w = welch_test(a, b) if a is not None and b is not None else None
+            found.append((claim, t, a, b, w))
+    adjusted = holm([w.p if w is not None else math.nan for *_, w in found])
+    by_claim: dict[str, list[Outcome]] = defaultdict(list)
+    for (claim, t, a, b, w), p_holm in zip(found, adjusted, strict=True):
+        if w is None:
+            by_claim[claim.id].append(Outcome(t, a, b))
+            continue
+        verdict = _test_verdict(t, a, b, p_holm, claims.alpha)
+        mdd = min_detectable_difference(a, b, alpha=claims.alpha)
+        by_claim[claim.id].append(Outcome(t, a, b, w.diff, w.p, p_holm, mdd, verdict))
+    return [
+        ClaimResult(c, tuple(by_claim[c.id]), combine_verdicts([r.verdict for r in by_claim[c.id]]))
+        for c in claims.claims
+    ]
+
+
+_RELATION = {"greater": ">", "less": "<", "differ": "≠", "equal": "≈"}
+
+
+def claims_markdown(
+    claims: ClaimsFile,
+    results: Sequence[ClaimResult],
+    *,
+    interval: bool = True,
+    origins: Mapping[str, str] | None = None,
+) -> str:
+    """The claims table: claim, the paper's numbers, ours (mean ± std (n) [95 % t interval] per side),
+    the test (Δ, Welch p, Holm p, detectable Δ) and the verdicts, one line per test."""
+    labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
+    lines = [f"## Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
+    body = []
+    for res in results:
+        for i, tr in enumerate(res.tests):
+            t = tr.test
+            metric = labels.get(t.a.metric, t.a.metric)
+            if t.b.metric != t.a.metric:
+                metric += f" vs {labels.get(t.b.metric, t.b.metric)}"
+            cell_a = format_cell(tr.a, interval=interval) if tr.a else "no data"
+            cell_b = format_cell(tr.b, interval=interval) if tr.b else "no data"
+            ours = f"{t.a.describe()} {cell_a} {_RELATION[t.direction]}? {t.b.describe()} {cell_b}"
+            if tr.verdict == "no data":
+                test = "-"
+            else:
+                test = (
+                    f"Δ {fmt_points(tr.diff)}, p {fmt_p(tr.p)}, Holm {fmt_p(tr.p_holm)}, "
+                    f"detectable {fmt_pct(tr.detectable)}"
+                )
+                if t.margin is not None:
+                    test += f", margin ±{fmt_pct(t.margin)}"
+            body.append(
+                [
+                    f"**{res.claim.id}**" if i == 0 else "",
+                    res.claim.text if i == 0 else "",
+                    res.claim.paper if i == 0 else "",
+                    metric,
+                    ours,
+                    test,
+                    tr.verdict,
+                    f"**{res.verdict}**" if i == 0 else "",
+                ]
+            )
+    lines += markdown_table(
+        ["id", "claim", "paper", "metric", "ours (%)", "test (points)", "test verdict", "claim verdict"], body
+    )
+    lines += [
+        "",
+        "Generated by `scripts/report.py --claims` from the claims file and the sources below; no verdict "
+        "is written by hand. Welch's t-test over seeds, Holm-corrected over all "
+        f"{sum(len(r.tests) for r in results)} tests of this table; a test is supported / contradicted when "
+        f"its Holm p < {claims.alpha:g} in / against "
+        "the claimed direction, cannot tell otherwise ('≈' claims: contradicted by a significant difference, "
+        "supported only by an equivalence margin). A claim is contradicted if any of its tests is, supported "
+        "if all are. Cells: mean ± sample std (n) [95 % t interval]; Δ and the detectable Δ (80 % power) in "
+        "points. See docs/statistics.md.",
+    ]
+    if origins:
+        lines += ["", "Sources:", *(f"- `{name}`: {origin}" for name, origin in origins.items())]
+    notes = [(r.claim.id, r.claim.note) for r in results if r.claim.note]
+    if notes:
+        lines += ["", "Notes:", *(f"- {cid}: {note}" for cid, note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def claims_csv(results: Sequence[ClaimResult]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        [
+            "id",
+            "claim_verdict",
+            "metric",
+            "a",
+            "b",
+            "direction",
+            "a_mean",
+            "a_std",
+            "a_n",
+            "b_mean",
+            "b_std",
+            "b_n",
+            "diff",
+            "p_welch",
+            "p_holm",
+            "detectable",
+            "verdict",
+        ]
+    )
+    for res in results:
+        for tr in res.tests:
+            a = tr.a or Summary(math.nan, math.nan, 0)
+            b = tr.b or Summary(math.nan, math.nan, 0)
+            w.writerow(
+                [
+                    res.claim.id,
+                    res.verdict,
+                    tr.test.a.metric,
+                    tr.test.a.describe(),
+                    tr.test.b.describe(),
+                    tr.test.direction,
+                ]
+                + [repr(a.mean), repr(a.std), a.n, repr(b.mean), repr(b.std), b.n]
+                + [repr(tr.diff), repr(tr.p), repr(tr.p_holm), repr(tr.detectable), tr.verdict]
+            )
+    return buf.getvalue()

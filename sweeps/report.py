@@ -1,0 +1,209 @@
+"""The report CLI (``scripts/report.py``): a sweep's table with statistics from its MLflow experiment
+or a report CSV, its comparisons with a baseline, per-run bootstrap intervals, and claims tables.
+The library parts are `sweeps.results` and `sweeps.claims`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
+from sweeps.results import (
+    OOD_COLUMNS,
+    Method,
+    Summary,
+    bootstrap_markdown,
+    bootstrap_rows,
+    build_rows,
+    compare,
+    comparisons_csv,
+    load_runs,
+    ood_figure,
+    ood_rows,
+    read_csv,
+    reliability_grid,
+    to_csv,
+    to_markdown,
+    warm_start_points,
+    write_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Paper-style tables with statistics from a sweep's MLflow experiment (or a report CSV), "
+        "and a paper's claims evaluated into a claims table."
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tracking-uri", help="e.g. sqlite:///<storage>/<sweep>/mlflow.db (with --experiment)")
+    src.add_argument(
+        "--from-csv", metavar="CSV", help="re-render a report from its report.csv (no store needed)"
+    )
+    src.add_argument(
+        "--claims", metavar="YAML", help="evaluate a claims file (claims/paper_a.yaml) into a table"
+    )
+    p.add_argument("--experiment", help="the sweep's name (= its MLflow experiment)")
+    p.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    p.add_argument("--title", help="table title (default: the experiment or CSV name)")
+    p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
+    p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
+    p.add_argument("--no-diagrams", action="store_true", help="skip the reliability-diagram grid")
+    p.add_argument(
+        "--group-by", default="", help="params that split rows into settings (paper B: noise_kind,noise_rate)"
+    )
+    p.add_argument(
+        "--show-params", default="", help="params of each row's chosen configuration to show (e.g. beta)"
+    )
+    p.add_argument(
+        "--interval", action="store_true", help="add the 95 %% Student-t interval over seeds to each cell"
+    )
+    p.add_argument(
+        "--baseline",
+        default="onehot",
+        help="method every row is compared with (Method text: onehot, uniform, similarity:we, "
+        "confidence:pairs+log_projection, onehot/ts; default onehot = one-hot CE); 'none' to skip",
+    )
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level of the verdicts (default 0.05)"
+    )
+    p.add_argument("--stage", help="only runs of this stage of a two-stage sweep (search / seeds)")
+    p.add_argument(
+        "--best-epoch",
+        nargs="?",
+        const="test_accuracy",
+        metavar="METRIC",
+        help="add the best epoch's test accuracy (the runs' test_accuracy_best, else the best of METRIC's "
+        "per-epoch history, default test_accuracy): paper B's protocol, selected on test",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="per run, N bootstrap resamples of the test set (test_probs.npz)",
+    )
+    p.add_argument(
+        "--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)"
+    )
+    p.add_argument(
+        "--emit-warm-start",
+        metavar="FILE",
+        help="write each row's chosen configuration x --seeds as warm-start JSON",
+    )
+    p.add_argument("--seeds", default="0,1,2", help="seeds for --emit-warm-start (default 0,1,2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+
+    def fail(message: str, code: int = 2) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+    if not 0 < args.alpha < 1:
+        return fail(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.claims:
+        try:
+            claims = load_claims(args.claims)
+        except (OSError, ValueError) as err:
+            return fail(str(err))
+        loaded = {name: load_source_rows(s) for name, s in claims.sources.items()}
+        rows_by_source = {name: rows for name, (rows, _) in loaded.items()}
+        origins = {name: origin for name, (_, origin) in loaded.items()}
+        try:
+            results = evaluate_claims(claims, rows_by_source)
+        except ValueError as err:
+            return fail(str(err))
+        md = claims_markdown(claims, results, origins=origins)
+        stem = Path(args.claims).stem
+        write_atomic(out / f"claims_{stem}.md", md)
+        write_atomic(out / f"claims_{stem}.csv", claims_csv(results))
+        print(md)
+        return 0
+
+    try:
+        baseline = None if args.baseline == "none" else Method.parse(args.baseline)
+        seeds = [int(x) for x in _split(args.seeds)]
+    except ValueError as err:
+        return fail(f"--baseline/--seeds: {err}")
+    client = None
+    if args.from_csv:
+        try:
+            rows = read_csv(args.from_csv)
+        except ValueError as err:
+            return fail(str(err))
+        title = (
+            args.title or f"{Path(args.from_csv).parent.name}: re-rendered from {Path(args.from_csv).name}"
+        )
+        show_config = any(r.config for r in rows)
+    else:
+        if not args.experiment:
+            return fail("--experiment is required with --tracking-uri")
+        if not args.select.startswith("val_"):
+            return fail(f"--select must be a validation metric (val_...), got {args.select!r}")
+        mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
+        try:
+            client, runs = load_runs(
+                args.tracking_uri, args.experiment, best_epoch_from=args.best_epoch, stage=args.stage
+            )
+        except ValueError as err:
+            return fail(str(err))
+        if not runs:
+            return fail(f"no finished trial runs in experiment {args.experiment!r}", 1)
+        show = _split(args.show_params)
+        rows = build_rows(
+            runs, select=args.select, mode=mode, group_by=_split(args.group_by), show_params=show
+        )
+        title = args.title or f"{args.experiment}: {len(runs)} finished trials"
+        show_config = bool(show)
+    comparisons = compare(rows, baseline, alpha=args.alpha) if baseline else []
+    if baseline and not any(r.method == baseline for r in rows):
+        logger.warning("baseline %s: no such row; no comparisons", baseline)
+    md = to_markdown(
+        rows,
+        title=title,
+        show_config=show_config,
+        interval=args.interval,
+        comparisons=comparisons,
+        baseline=baseline,
+        alpha=args.alpha,
+    )
+    if client is not None and args.bootstrap:
+        boot = bootstrap_rows(client, rows, n_resamples=args.bootstrap, seed=args.bootstrap_seed)
+        if boot:
+            md += "\n" + bootstrap_markdown(boot)
+    write_atomic(out / "report.md", md)
+    write_atomic(out / "report.csv", to_csv(rows))
+    if comparisons:
+        write_atomic(out / "comparisons.csv", comparisons_csv(comparisons))
+    print(md)
+    if client is not None and not args.no_diagrams:
+        grid = reliability_grid(client, rows, out / "reliability.png")
+        print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")
+        if any(r.cells.get(OOD_COLUMNS[0][0], Summary(0, 0, 0)).n for r in rows):
+            ood = ood_figure(
+                client, ood_rows(rows, select=args.select, mode=mode), out / "ood_confidence.png"
+            )
+            print(f"uniform-noise confidence histograms: {ood}" if ood else "no ood_noise_confidences.npz")
+    if args.emit_warm_start:
+        if client is None:
+            return fail("--emit-warm-start needs the MLflow store (the chosen params are not in the CSV)")
+        points = warm_start_points(rows, _split(args.show_params), seeds)
+        write_atomic(Path(args.emit_warm_start), json.dumps(points, indent=1) + "\n")
+        print(f"warm-start points ({len(points)}): {args.emit_warm_start}")
+    print(f"written: {out / 'report.md'}, {out / 'report.csv'}")
+    return 0

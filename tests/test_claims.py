@@ -1,0 +1,220 @@
+"""sweeps.claims on a small real sqlite MLflow store with known metrics: every test's Welch p against
+scipy.stats.ttest_ind(equal_var=False), Holm over the file by hand, the verdict rules (supported /
+contradicted / cannot tell / no data, equivalence margins, claims of several tests), CSV sources and
+the claims files shipped with the repository."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import scipy.stats
+from mlflow.tracking import MlflowClient
+
+from sweeps import claims as cl
+from sweeps import report as cli
+
+ROOT = Path(__file__).resolve().parent.parent
+ACC = {  # (noise setting, method tag, loss) -> accuracies over 3 seeds
+    ("asymmetric", "onehot", "ce"): [0.50, 0.51, 0.49],
+    ("asymmetric", "confidence:pairs", "log_projection"): [0.80, 0.82, 0.79],
+    ("asymmetric", "confidence:pairs", "projection"): [0.30, 0.31, 0.29],
+    ("asymmetric", "uniform", "ce"): [0.50, 0.53, 0.47],
+    ("none", "onehot", "ce"): [0.90, 0.91, 0.92],
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("claims")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("b", artifact_location=str(tmp / "art"))
+    parent = client.create_run(exp, tags={"simlab.role": "sweep"}).info.run_id
+    for (kind, method, loss), values in ACC.items():
+        for seed, acc in enumerate(values):
+            run = client.create_run(
+                exp, tags={"mlflow.parentRunId": parent, "simlab.role": "trial", "simlab.method": method}
+            )
+            rid = run.info.run_id
+            params = {"label": method.split(":")[0], "loss": loss, "model": "m", "seed": str(seed)}
+            params.update(noise_kind=kind, noise_rate="0.8" if kind != "none" else "0.0")
+            for k, v in params.items():
+                client.log_param(rid, k, v)
+            client.log_metric(rid, "accuracy", acc, step=1)
+            client.log_metric(rid, "val_accuracy", acc, step=1)
+            client.set_terminated(rid, "FINISHED")
+    return uri, tmp
+
+
+CLAIMS = """
+paper: B
+title: synthetic
+sources:
+  main:
+    tracking_uri: {uri}
+    experiment: b
+    select: val_accuracy
+    group_by: [noise_kind, noise_rate]
+  missing:
+    csv: {tmp}/nowhere/report.csv
+claims:
+  - id: lp-beats-ce
+    text: LP beats CE at asymmetric 0.8
+    paper: "78.13 vs 15.18"
+    source: main
+    setting: {{noise_kind: asymmetric, noise_rate: 0.8}}
+    tests:
+      - {{metric: accuracy, method: "confidence:pairs+log_projection", baseline: onehot, direction: greater}}
+  - id: p-beats-ce
+    text: P beats CE
+    paper: "69.33 vs 15.18"
+    source: main
+    setting: {{noise_kind: asymmetric, noise_rate: 0.8}}
+    tests:
+      - {{metric: accuracy, method: "confidence:pairs+projection", baseline: onehot, direction: greater}}
+  - id: uniform-equals-ce
+    text: uniform equals CE within 20 points
+    paper: "-"
+    source: main
+    setting: {{noise_kind: asymmetric, noise_rate: 0.8}}
+    tests:
+      - {{metric: accuracy, method: uniform, baseline: onehot, direction: equal, margin: 0.2}}
+  - id: uniform-beats-ce
+    text: uniform beats CE
+    paper: "-"
+    source: main
+    setting: {{noise_kind: asymmetric, noise_rate: 0.8}}
+    tests:
+      - {{metric: accuracy, method: uniform, baseline: onehot, direction: greater}}
+  - id: collapse
+    text: CE collapses under noise (across settings)
+    paper: "85.81 -> 15.18"
+    source: main
+    tests:
+      - metric: accuracy
+        method: onehot
+        baseline: onehot
+        direction: less
+        setting: {{noise_kind: asymmetric}}
+        baseline_setting: {{noise_kind: none}}
+  - id: both
+    text: LP and P both beat CE
+    paper: "-"
+    source: main
+    setting: {{noise_kind: asymmetric, noise_rate: 0.8}}
+    tests:
+      - {{metric: accuracy, method: "confidence:pairs+log_projection", baseline: onehot, direction: greater}}
+      - {{metric: accuracy, method: "confidence:pairs+projection", baseline: onehot, direction: greater}}
+  - id: control
+    text: needs a run that does not exist
+    paper: "-"
+    source: missing
+    tests:
+      - {{metric: accuracy, method: onehot, baseline: onehot, direction: greater}}
+"""
+
+
+def _holm_by_hand(p):
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_verdicts_against_scipy(store, tmp_path):
+    uri, tmp = store
+    path = tmp_path / "claims.yaml"
+    path.write_text(CLAIMS.format(uri=uri, tmp=tmp))
+    claims = cl.load_claims(path)
+    rows = {name: cl.load_source_rows(s)[0] for name, s in claims.sources.items()}
+    assert rows["missing"] is None
+    results = {r.claim.id: r for r in cl.evaluate_claims(claims, rows)}
+    asym = ("asymmetric",)
+    pairs = {
+        "lp-beats-ce": [(ACC[(*asym, "confidence:pairs", "log_projection")], ACC[(*asym, "onehot", "ce")])],
+        "p-beats-ce": [(ACC[(*asym, "confidence:pairs", "projection")], ACC[(*asym, "onehot", "ce")])],
+        "uniform-equals-ce": [(ACC[(*asym, "uniform", "ce")], ACC[(*asym, "onehot", "ce")])],
+        "uniform-beats-ce": [(ACC[(*asym, "uniform", "ce")], ACC[(*asym, "onehot", "ce")])],
+        "collapse": [(ACC[(*asym, "onehot", "ce")], ACC[("none", "onehot", "ce")])],
+        "both": [
+            (ACC[(*asym, "confidence:pairs", "log_projection")], ACC[(*asym, "onehot", "ce")]),
+            (ACC[(*asym, "confidence:pairs", "projection")], ACC[(*asym, "onehot", "ce")]),
+        ],
+    }
+    # Holm's family: every test with data, in file order
+    raw = [scipy.stats.ttest_ind(a, b, equal_var=False).pvalue for tests in pairs.values() for a, b in tests]
+    adjusted = iter(_holm_by_hand(raw))
+    for cid, tests in pairs.items():
+        for outcome, (a, b) in zip(results[cid].tests, tests, strict=True):
+            ref = scipy.stats.ttest_ind(a, b, equal_var=False)
+            assert outcome.p == pytest.approx(ref.pvalue, rel=1e-9), cid
+            assert outcome.p_holm == pytest.approx(next(adjusted), rel=1e-9), cid
+            assert outcome.a.n == 3 and outcome.b.n == 3
+    verdicts = {cid: r.verdict for cid, r in results.items()}
+    assert verdicts == {
+        "lp-beats-ce": "supported",
+        "p-beats-ce": "contradicted",
+        "uniform-equals-ce": "supported",  # 90 % Welch interval of 0.00 is well inside ±0.20
+        "uniform-beats-ce": "cannot tell",
+        "collapse": "supported",
+        "both": "contradicted",  # one of its tests is
+        "control": "no data",
+    }
+    assert [t.verdict for t in results["both"].tests] == ["supported", "contradicted"]
+
+
+def test_equivalence_needs_the_margin():
+    from simlab.stats import Summary
+
+    a, b = Summary(0.50, 0.03, 3), Summary(0.50, 0.01, 3)
+    side = cl.Side(cl.Method.parse("uniform"), "accuracy", "s")
+    w = scipy.stats.ttest_ind_from_stats(0.5, 0.03, 3, 0.5, 0.01, 3, equal_var=False)
+    assert w.pvalue == pytest.approx(1.0)
+    # the 90 % Welch interval of the difference, computed with scipy
+    se = math.sqrt(0.03**2 / 3 + 0.01**2 / 3)
+    df = se**4 / ((0.03**2 / 3) ** 2 / 2 + (0.01**2 / 3) ** 2 / 2)
+    half = scipy.stats.t.ppf(0.95, df) * se
+    for margin, want in ((half * 1.01, "supported"), (half * 0.99, "cannot tell"), (None, "cannot tell")):
+        test = cl.ClaimTest(side, side, "equal", margin)
+        assert cl._test_verdict(test, a, b, 1.0, 0.05) == want
+
+
+def test_combine_verdicts():
+    assert cl.combine_verdicts(["supported", "supported"]) == "supported"
+    assert cl.combine_verdicts(["supported", "cannot tell"]) == "cannot tell"
+    assert cl.combine_verdicts(["supported", "contradicted", "no data"]) == "contradicted"
+    assert cl.combine_verdicts(["no data", "no data"]) == "no data"
+    assert cl.combine_verdicts(["no data", "supported"]) == "cannot tell"
+
+
+def test_bad_claims_file_names_the_field(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "sources: {s: {csv: x.csv}}\nclaims:\n  - {id: a, text: t, paper: p, tests: [{metric: accuracy, "
+        "method: onehot, baseline: onehot, direction: sideways, source: s}]}\n"
+    )
+    with pytest.raises(ValueError, match=r"tests\[0\]\.direction"):
+        cl.load_claims(path)
+    path.write_text(
+        "sources: {s: {csv: x.csv}}\nclaims:\n  - {id: a, text: t, paper: p, tests: [{metric: accuracy, "
+        "method: onehot, baseline: onehot, direction: less, source: elsewhere}]}\n"
+    )
+    with pytest.raises(ValueError, match="elsewhere"):
+        cl.load_claims(path)
+
+
+@pytest.mark.parametrize("name", ["paper_a", "paper_b"])
+def test_shipped_claims_files_evaluate(name, tmp_path):
+    """The repository's claims files load, every method they name exists in their CSV sources (or the
+    test is a documented 'no data'), and the CLI writes the claims table."""
+    path = ROOT / "claims" / f"{name}.yaml"
+    claims = cl.load_claims(path)
+    assert claims.claims and len({c.id for c in claims.claims}) == len(claims.claims)
+    assert cli.main(["--claims", str(path), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / f"claims_{name}.md").read_text()
+    for claim in claims.claims:
+        assert f"**{claim.id}**" in md
