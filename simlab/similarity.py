@@ -368,7 +368,8 @@ def _l2_pair_sums_uint8(
         [s[i : i + step].to(torch.int16).square_().sum(1, dtype=torch.int64) for i in range(0, n, step)]
     ).to(f64)
     if path is None:
-        path = _choose_gram_path(dev, dims, time_it=n * n * dims >= 1 << 34)
+        # timing the candidates (~1 s) pays off only for large N; smaller inputs take the first exact one
+        path = _choose_gram_path(dev, dims, time_it=n >= 16384)
     gram = _GRAM_FNS[path]
     lab = labels.tolist()  # class-sorted
     sums = torch.zeros(k, k, dtype=f64, device=dev)
