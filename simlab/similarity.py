@@ -222,7 +222,8 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
 
 _INT_MM_SLICE = 1 << 15
 _F32_SLICE = 1 << 10
-_GRAM_PATHS: dict[tuple[str, int], str] = {}  # (device, D) -> chosen path (process-wide cache)
+_GRAM_PATHS: dict[tuple[str, int], str] = {}  # (device, D) -> timed choice (process-wide cache)
+_GRAM_EXACT: dict[tuple[str, int], list[str]] = {}  # (device, D) -> paths that passed the probe
 
 
 def _gram_int8_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -285,16 +286,8 @@ def _cpu_int8_units() -> str:
     return ",".join(found) or "none"
 
 
-def _choose_gram_path(device: torch.device, dims: int, *, time_it: bool) -> str:
-    """The fastest Gram path that is exact on this machine for ``dims`` features (cached).
-
-    Every candidate is run on ``_gram_probe`` and compared with an exact float64 product on the
-    CPU; those that differ (or raise) are dropped. When ``time_it`` (large inputs) the survivors are
-    timed on a 512 x 512 block and the fastest wins, else the first in ``_GRAM_FNS`` order.
-    """
-    key = (str(device), dims)
-    if key in _GRAM_PATHS:
-        return _GRAM_PATHS[key]
+def _exact_gram_paths(device: torch.device, dims: int) -> list[str]:
+    """The Gram paths that reproduce an exact float64 product on ``_gram_probe`` (in preference order)."""
     probe = _gram_probe(device, dims)
     want = probe.cpu().to(torch.float64) @ probe.cpu().to(torch.float64).T
     exact: list[str] = []
@@ -310,6 +303,24 @@ def _choose_gram_path(device: torch.device, dims: int, *, time_it: bool) -> str:
             logger.warning("L2 Gram path %s is not exact on %s (worst-case probe); not used", name, device)
     if not exact:  # fp64 is exact for any realistic D; guard anyway
         raise RuntimeError(f"no exact Gram path for uint8 L2 distances on {device} with D={dims}")
+    return exact
+
+
+def _choose_gram_path(device: torch.device, dims: int, *, time_it: bool) -> str:
+    """The fastest Gram path that is exact on this machine for ``dims`` features (cached).
+
+    Every candidate is run once per (device, D) on ``_gram_probe`` and compared with an exact float64
+    product on the CPU; those that differ (or raise) are dropped. When ``time_it`` (large inputs) the
+    survivors are timed on a 512 x 512 block and the fastest wins (cached), else the first in
+    ``_GRAM_FNS`` order. The choice is logged at INFO the first time.
+    """
+    key = (str(device), dims)
+    if key in _GRAM_PATHS:
+        return _GRAM_PATHS[key]
+    fresh = key not in _GRAM_EXACT
+    if fresh:
+        _GRAM_EXACT[key] = _exact_gram_paths(device, dims)
+    exact = _GRAM_EXACT[key]
     speeds: dict[str, float] = {}
     if time_it and len(exact) > 1:
         blk = torch.randint(-128, 128, (512, dims), dtype=torch.int8, device=device)
@@ -328,7 +339,8 @@ def _choose_gram_path(device: torch.device, dims: int, *, time_it: bool) -> str:
     else:
         chosen = exact[0]
     units = _cpu_int8_units() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    logger.info(
+    logger.log(
+        logging.INFO if fresh or time_it else logging.DEBUG,
         "class_distance_matrix: exact uint8 L2 Gram path %r on %s (D=%d; exact candidates %s; "
         "GMAC/s %s; CPU capability %s; int8/bf16 units %s)",
         chosen,
@@ -369,7 +381,8 @@ def _l2_pair_sums_uint8(
         [s[i : i + step].to(torch.int16).square_().sum(1, dtype=torch.int64) for i in range(0, n, step)]
     ).to(f64)
     if path is None:
-        path = _choose_gram_path(dev, dims, time_it=n * n * dims >= 1 << 34)
+        # timing the candidates (~1 s) pays off only for large N; smaller inputs take the first exact one
+        path = _choose_gram_path(dev, dims, time_it=n >= 16384)
     gram = _GRAM_FNS[path]
     lab = labels.tolist()  # class-sorted
     sums = torch.zeros(k, k, dtype=f64, device=dev)

@@ -163,6 +163,7 @@ def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
     full_fp32 = lambda a, b: a.float() @ b.float().T  # noqa: E731
     monkeypatch.setattr(sim, "_GRAM_FNS", {"fp32_full": full_fp32, "fp64": sim._GRAM_FNS["fp64"]})
     monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
     with caplog.at_level("INFO", logger="simlab.similarity"):
         chosen = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
     assert chosen == "fp64"
@@ -172,6 +173,7 @@ def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
 
 def test_uint8_l2_timed_choice_is_an_exact_path_and_cached(monkeypatch, caplog):
     monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
     with caplog.at_level("INFO", logger="simlab.similarity"):
         chosen = sim._choose_gram_path(torch.device("cpu"), 96, time_it=True)
     assert chosen in sim._GRAM_FNS
@@ -222,6 +224,7 @@ def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
 
     monkeypatch.setattr(torch, "_int_mm", refuse, raising=False)
     monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
     x, y = make_data(generator, 50, 3, (3, 4, 4), torch.uint8)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=16)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
@@ -310,6 +313,7 @@ def test_uint8_histogram_device_parity(device, generator):
 def test_uint8_l2_device_parity(device, generator, monkeypatch):
     # The exact Gram path chosen for the device (int8 _int_mm / bf16 / fp32 slices / fp64 on CUDA).
     monkeypatch.setattr(sim, "_GRAM_PATHS", {})
+    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
     x, y = make_data(generator, 70, 3, (3, 32, 32), torch.uint8)
     x[:5] = 255
     got = class_distance_matrix(x.to(device), y.to(device), 3, p=2, chunk_size=32)
