@@ -49,6 +49,8 @@ def test_not_a_mapping():
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"subset_per_class": 0}, "subset_per_class"),
         ({"warmup_epochs": 10, "epochs": 10}, "warmup_epochs"),
+        ({"precision": "fp16"}, "precision: unknown value 'fp16'"),
+        ({"precision": "bf16", "amp": False}, "precision='bf16' needs amp=True"),
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):
