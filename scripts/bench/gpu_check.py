@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -210,23 +211,46 @@ def part_sweep(args: argparse.Namespace) -> dict[str, Any]:
     ]
     print("sweep: " + " ".join(cmd), flush=True)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n", flush=True)
-    out: dict[str, Any] = {"command": " ".join(cmd), "returncode": proc.returncode, "wall_s": wall}
+    # Its own timeout, under the part's, so the trial times are still read when the sweep is cut short.
+    proc = subprocess.Popen(cmd, cwd=ROOT, text=True, start_new_session=True)
+    try:
+        code: int | None = proc.wait(timeout=args.sweep_timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)  # the driver and the Ray processes it started
+        proc.wait()
+        code = None
+    cut_at = time.time()
+    out: dict[str, Any] = {"command": " ".join(cmd), "returncode": code, "wall_s": time.perf_counter() - t}
+    out["cut_short"] = code is None
     client = MlflowClient(f"sqlite:///{storage / name / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id]) if exp is not None else []
     trials = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    spans = sorted((r.info.start_time / 1e3, (r.info.end_time or 0) / 1e3) for r in trials)
-    out["trials"] = len(trials)
-    out["trial_spans_s"] = [[round(a - spans[0][0], 2), round(b - spans[0][0], 2)] for a, b in spans]
-    overlap = min(b for _, b in spans) - max(a for a, _ in spans) if spans else float("nan")
-    out["all_overlap_s"] = overlap  # > 0: one moment when every trial was running
-    out["four_at_once"] = bool(len(trials) == 4 and all(b > 0 for _, b in spans) and overlap > 0)
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep exited {proc.returncode}: {proc.stderr[-1500:]}")
+    out.update(trial_overlap([(r.info.start_time, r.info.end_time) for r in trials], cut_at=cut_at))
+    if code != 0:
+        raise RuntimeError(f"sweep exited {code} (None: cut at {args.sweep_timeout:.0f} s); trials: {out}")
     return out
+
+
+def trial_overlap(spans_ms: list[tuple[int, int | None]], *, cut_at: float | None = None) -> dict[str, Any]:
+    """Did all trials run at one moment? ``spans_ms``: MLflow (start_time, end_time) in ms; a run without
+    an end time was still running at ``cut_at`` (s) when the sweep was cut short, else it never ended."""
+    spans = sorted(
+        (a / 1e3, b / 1e3 if b else (cut_at if cut_at is not None else float("nan"))) for a, b in spans_ms
+    )
+    if not spans:
+        return {"trials": 0, "trial_spans_s": [], "all_overlap_s": None, "four_at_once": False}
+    t0 = spans[0][0]
+    if any(math.isnan(b) for _, b in spans):  # a run that never ended (crashed): no evidence
+        return {"trials": len(spans), "trial_spans_s": None, "all_overlap_s": None, "four_at_once": False}
+    overlap = min(b for _, b in spans) - max(a for a, _ in spans)  # > 0: a moment when all were running
+    return {
+        "trials": len(spans),
+        "trial_spans_s": [[round(a - t0, 2), round(b - t0, 2)] for a, b in spans],
+        "all_overlap_s": overlap,
+        "four_at_once": bool(len(spans) == 4 and overlap > 0),
+    }
 
 
 PART_FUNCS = {"train": part_train, "distances": part_distances, "sweep": part_sweep}
@@ -406,6 +430,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     cmd += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
                     cmd += ["--warmup", str(args.warmup), "--sweep-epochs", str(args.sweep_epochs)]
                     cmd += ["--device", args.device, "--per-class", str(args.per_class)]
+                    cmd += ["--sweep-timeout", str(max(10.0, timeout - 25))]
                     if args.data:
                         cmd += ["--data", args.data]
                     code, output = _run_logged(cmd, timeout, log, env)
@@ -449,6 +474,7 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("GPU_CHECK_OUT", "gpu_check_out"))
     ap.add_argument("--data", default=None, help="CIFAR-10 zip/folder for the distance part (else synthetic)")
     ap.add_argument("--budget", type=float, default=460.0, help="seconds for all parts together")
+    ap.add_argument("--timeouts", default="", help="per-part seconds, e.g. train=300,sweep=200")
     ap.add_argument("--skip", default="", help=f"comma-separated parts to skip ({', '.join(PARTS)})")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50, help="timed training steps per mode")
@@ -458,15 +484,26 @@ def main() -> int:
     # Smoke-testing the parts on a CPU machine (tiny sizes); the real check uses the defaults.
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
     ap.add_argument("--per-class", type=int, default=5_000, help=argparse.SUPPRESS)
+    ap.add_argument("--sweep-timeout", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.skip = [s for s in args.skip.split(",") if s]
     unknown = [s for s in args.skip if s not in PARTS]
     if unknown:
         ap.error(f"--skip: unknown part(s) {unknown}; valid: {', '.join(PARTS)}")
+    for item in (t for t in args.timeouts.split(",") if t):
+        part, _, value = item.partition("=")
+        try:
+            if part not in TIMEOUTS:
+                raise ValueError(part)
+            TIMEOUTS[part] = float(value)
+        except ValueError:
+            ap.error(f"--timeouts: expected part=seconds with part in {', '.join(TIMEOUTS)}, got {item!r}")
     if args.data and not os.path.exists(args.data):
         ap.error(f"--data: no such file or folder: {args.data!r}")
     if args.data:
         args.data = os.path.abspath(args.data)
+    if args.sweep_timeout is None:
+        args.sweep_timeout = TIMEOUTS["sweep"] - 25
     if args.part:
         return run_part(args)
     return orchestrate(args)
