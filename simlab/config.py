@@ -25,6 +25,9 @@ SIMILARITY_NORMALISE: tuple[str, ...] = ("row", "off_diagonal")
 NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
 SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# Training precision (simlab.precision resolves it per device): auto = bf16 autocast + channels_last on
+# CUDA, and on a CPU where a start-up probe shows it faster; fp32 otherwise.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def default_cache_dir() -> str:
@@ -81,8 +84,9 @@ class TrainConfig:
     # --- runtime ----------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # see simlab.precision; metrics stay fp32
+    amp: bool = True  # allow bf16 autocast (False: precision 'auto' means fp32)
+    channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU with bf16
     compile: bool = False  # torch.compile the model
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip, on the training device
 
@@ -130,6 +134,9 @@ class TrainConfig:
         _choice("noise_kind", self.noise_kind, NOISE_KINDS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
+        if self.precision == "bf16" and not self.amp:
+            raise ValueError("precision='bf16' needs amp=True (amp=False turns autocast off); or use 'fp32'")
         _unit("alpha", self.alpha)
         _unit("noise_rate", self.noise_rate)
         _unit("val_fraction", self.val_fraction, open_high=True)

@@ -40,6 +40,7 @@ from torch import nn
 
 from simlab.checkpoint import checkpoint_paths, load_latest, save_checkpoint
 from simlab.config import TrainConfig
+from simlab.precision import ResolvedPrecision, resolve_precision
 from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix
 from simlab.tracking import NullTracker, Tracker
 
@@ -102,6 +103,7 @@ class FitResult:
     val_labels: torch.Tensor
     label_matrix: torch.Tensor  # [K, K] float64: row k = target of a (non-trusted) sample labelled k
     artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file (rank 0 only)
+    precision: str = ""  # what ran: fp32 | bf16 [+channels_last] (cfg.precision resolved)
 
 
 # =============================================================================================
@@ -247,6 +249,9 @@ class _Run:
         start_epoch = self._maybe_resume()
         if start_epoch == 0:
             self.tracker.log_params(_flatten(cfg.to_dict()))
+        # A tag, set at every start (params are written once): the run says what it actually used.
+        self.tracker.set_tags({"simlab.precision_resolved": self.precision.label})
+        log.info("precision %s (%s)", self.precision.label, self.precision.reason)
         log.info(
             "fit: %s on %s (%d train / %d val / %d test, K=%d), %s labels, loss %s, %d epochs from %d, "
             "device %s, world %d",
@@ -345,6 +350,7 @@ class _Run:
             val_labels=self.val_y.clone(),
             label_matrix=self.label_matrix.clone(),
             artifacts=artifacts,
+            precision=self.precision.label,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -411,7 +417,8 @@ class _Run:
             cfg.model, self.k, in_channels=int(self.data.train_x.shape[1]), generator=gen, **cfg.model_args
         )
         model = model.to(self.dev)
-        self.channels_last = cfg.channels_last and self.dev.type == "cuda"
+        self.precision = self._resolve_precision()
+        self.channels_last = self.precision.channels_last
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: state dicts, evaluation
@@ -426,7 +433,7 @@ class _Run:
             net = torch.compile(net)
         self.net = net  # what the training step calls
         self.loss_fn = LOSSES[cfg.loss]
-        self.amp = cfg.amp and self.dev.type == "cuda"
+        self.amp = self.precision.autocast  # bf16 autocast; losses and metrics take float32 logits
         self.optimizer = torch.optim.SGD(
             model.parameters(),
             lr=cfg.lr,
@@ -440,6 +447,18 @@ class _Run:
                 f"batch_size: {cfg.batch_size} leaves no batch for {self.n_train} training samples"
             )
         self.scheduler = _make_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+
+    def _resolve_precision(self) -> ResolvedPrecision:
+        cfg = self.cfg
+        if not (self.world.distributed and self.dev.type == "cpu" and cfg.precision == "auto"):
+            return resolve_precision(cfg.precision, self.dev, amp=cfg.amp, channels_last=cfg.channels_last)
+        # CPU DDP: rank 0's probe decides for every rank, so all ranks train in the same precision.
+        box: list[str | None] = [None]
+        if self.world.rank == 0:
+            mine = resolve_precision(cfg.precision, self.dev, amp=cfg.amp, channels_last=cfg.channels_last)
+            box = [mine.label]
+        dist.broadcast_object_list(box, src=0)
+        return ResolvedPrecision.from_label(str(box[0]), "precision='auto': rank 0's probe")
 
     # ------------------------------------------------------------------------------------------
     def _maybe_resume(self) -> int:
@@ -478,6 +497,15 @@ class _Run:
                 f"checkpoint_dir: {path} was trained on classes {state.get('class_names')}, "
                 f"the data has {list(self.data.class_names)}"
             )
+        saved_precision = state.get("precision")
+        if self.cfg.precision == "auto" and saved_precision and saved_precision != self.precision.label:
+            # Keep what the interrupted run resolved: one run, one precision (the probe may differ now).
+            self.precision = ResolvedPrecision.from_label(
+                saved_precision, "precision='auto': from the checkpoint"
+            )
+            self.amp, self.channels_last = self.precision.autocast, self.precision.channels_last
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.model.to(memory_format=fmt)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -501,6 +529,7 @@ class _Run:
                 # needs only ``epoch``; the end-of-epoch states of rank 0 are kept for audit.
                 "rng": {"seed": self.cfg.seed, "world_size": self.world.size, "states": self.rng_states},
                 "config": self.cfg.to_dict(),
+                "precision": self.precision.label,
                 "history": [dict(h) for h in self.history],
                 "class_names": list(self.data.class_names),
             }

@@ -232,13 +232,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ---------------------------------------------------------------------------------------------
 # Scaled-down reproductions for a 2-core CPU machine (RESULTS.md): the papers' CIFAR-10 protocols on a
-# class-balanced subset with a small CNN, every configuration repeated over 3 seeds. What is scaled
-# (network, epochs, data, schedule, trusted-set size) is listed in RESULTS.md.
+# class-balanced subset, every configuration repeated over 3 seeds. What is scaled (network, epochs,
+# data, schedule, trusted-set size) is listed in RESULTS.md.
+# The network is CIFAR ResNet-20 (He et al. 2016, 0.27M parameters), the smallest member of the papers'
+# ResNet family, trained with precision "auto" (bf16 autocast + channels_last where this CPU runs it
+# faster, see simlab.precision). It costs ~41M multiply-adds per image, ~8x the small CNN of the first
+# RESULTS.md runs; bf16 gets back 2-3x of that on an AVX-512 BF16 / AMX CPU, so a trial takes ~3-4x as
+# long (on one busy core of an AMD EPYC: ~100 img/s, ~13 min for 15 epochs of 5,000 images; the
+# 27-trial paper B grid ~2.5 h at two trials at a time). `--set model=small_cnn --set precision=fp32`
+# restores the first RESULTS.md setting (small_cnn width 16, ~350 img/s per core).
 _REPRO_SEEDS = (0, 1, 2)
 _REPRO_FIXED: dict[str, Any] = {
     "dataset": "cifar10",
     "data_dir": f"{DATA}/cifar10-jpeg.zip",
-    "model": "small_cnn",
+    "model": "resnet20",
     "subset_per_class": 500,  # 5,000 training images (paper: 45-50k)
     "val_fraction": 0.04,  # 2,000 validation images held out of the 50k training split
     "epochs": 15,  # paper: 200
@@ -250,11 +257,10 @@ _REPRO_FIXED: dict[str, Any] = {
     "scheduler": "cosine",
     "augment": True,
     "device": "cpu",
-    "amp": False,
-    "channels_last": False,
+    "precision": "auto",  # bf16 + channels_last where the CPU is faster with it, else fp32
 }
 _REPRO_RUN: dict[str, Any] = {
-    "model_args": {"small_cnn": {"width": 16}},
+    "model_args": {"small_cnn": {"width": 16}},  # with --set model=small_cnn (the first RESULTS.md runs)
     "scheduler": "none",  # every configuration runs to the end (no ASHA)
     "in_process": True,  # CPU: Train V2 start-up would cost more than a trial
     "cpus_per_trial": 1.0,
@@ -275,7 +281,10 @@ _REPRO_A_SOURCES = ("l1", "l2", "ae", "we")  # paper A §5
 PRESETS.update(
     {
         "repro-b-cifar10": {
-            "description": "paper B Tables 1-3 scaled to CPU: CE one-hot vs LP / P on confidence pair labels",
+            "description": (
+                "paper B Tables 1-3 scaled to CPU (ResNet-20, precision auto): CE one-hot vs LP / P on "
+                "confidence pair labels"
+            ),
             "fixed": {
                 **copy.deepcopy(_REPRO_FIXED),
                 "confidence_source": "pairs",
@@ -308,7 +317,10 @@ PRESETS.update(
             **copy.deepcopy(_REPRO_RUN),
         },
         "repro-a-cifar10-beta": {
-            "description": "paper A scaled to CPU, step 1: Optuna searches beta per source (seed 0)",
+            "description": (
+                "paper A scaled to CPU (ResNet-20, precision auto), step 1: Optuna searches beta per source "
+                "(seed 0)"
+            ),
             "fixed": {**copy.deepcopy(_REPRO_FIXED), "label": "similarity", "alpha": 0.1, "seed": 0},
             "space": {
                 "similarity": {"choice": list(_REPRO_A_SOURCES)},
@@ -322,8 +334,9 @@ PRESETS.update(
         },
         "repro-a-cifar10": {
             "description": (
-                "paper A scaled to CPU, step 2: one-hot / uniform / mixup (+ post-hoc TS, ETS, Dir-ODIR) and "
-                "similarity labels at the searched beta (--warm-start), 3 seeds each"
+                "paper A scaled to CPU (ResNet-20, precision auto), step 2: one-hot / uniform / mixup "
+                "(+ post-hoc TS, ETS, Dir-ODIR) and similarity labels at the searched beta (--warm-start), "
+                "3 seeds each"
             ),
             "fixed": {**copy.deepcopy(_REPRO_FIXED), "alpha": 0.1, "ood_samples": 2000},
             "space": {

@@ -53,6 +53,8 @@ def test_not_a_mapping():
             {"label": "similarity", "similarity": "l2", "beta": 1.0, "similarity_normalise": "rows"},
             "similarity_normalise",
         ),
+        ({"precision": "fp16"}, "precision: unknown value 'fp16'"),
+        ({"precision": "bf16", "amp": False}, "precision='bf16' needs amp=True"),
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):

@@ -19,17 +19,61 @@ from simlab.models import MODELS, build_model, count_parameters
 # - WRN-16-4: 2,748,890 (reference tables of WRN-d-k counts, e.g. xternalz/WideResNet-pytorch results;
 #   the paper rounds it to 2.7M).
 # - DenseNet-BC-190 (k=40): 25.6M (Huang et al. 2017 Table 2 rounds to 0.1M; no exact figure is published).
+
+
+def cifar_resnet_count(n: int, k: int = 10, shortcut: str = "A") -> int:
+    """ResNet-(6n+2) of He et al. 2016 §4.2 counted by hand: 3x3 stem conv(16) + BN, 3 stages of n
+    BasicBlocks (two 3x3 convs, two BNs) at 16/32/64 channels, linear 64 -> k. Option A shortcuts add
+    nothing; option B adds a 1x1 conv + BN where the shape changes (the first block of stages 2, 3)."""
+    total = 3 * 16 * 9 + 2 * 16
+    for c in (16, 32, 64):
+        cin = 16 if c == 16 else c // 2
+        total += cin * c * 9 + c * c * 9 + 4 * c  # first block
+        total += (n - 1) * (2 * c * c * 9 + 4 * c)  # the others
+        if shortcut == "B" and cin != c:
+            total += cin * c + 2 * c
+    return total + 64 * k + k
+
+
+def wrn_count(depth: int, k_widen: int, k: int = 10) -> int:
+    """WRN-depth-k_widen by hand: 3x3 stem conv(16), 3 groups of (depth-4)/6 pre-activation blocks
+    (BN, 3x3 conv, BN, 3x3 conv; a 1x1 conv shortcut where the shape changes), final BN, linear."""
+    n = (depth - 4) // 6
+    total, cin = 3 * 16 * 9, 16
+    for g in range(3):
+        w = 16 * k_widen * 2**g
+        for j in range(n):
+            total += 2 * cin + cin * w * 9 + 2 * w + w * w * 9
+            if cin != w or (g > 0 and j == 0):
+                total += cin * w
+            cin = w
+    return total + 2 * cin + cin * k + k
+
+
 EXACT_COUNTS = [
     ("resnet18", {}, 11_173_962),
     ("resnet34", {}, 21_282_122),
     ("wrn", {"depth": 28, "widen_factor": 10}, 36_479_194),
     ("wrn", {"depth": 16, "widen_factor": 4}, 2_748_890),
     ("densenet_bc", {"depth": 100, "growth_rate": 12}, 769_162),
+    # CIFAR ResNets (option A), counted by cifar_resnet_count; akamaster/pytorch_resnet_cifar10 prints the
+    # same totals. The 272,474 / 466,906 / 855,770 sometimes quoted are the option B (projection) counts.
+    ("resnet20", {}, cifar_resnet_count(3)),
+    ("resnet32", {}, cifar_resnet_count(5)),
+    ("resnet56", {}, cifar_resnet_count(9)),
+    ("resnet20", {"shortcut": "B"}, cifar_resnet_count(3, shortcut="B")),
+    ("resnet56", {"shortcut": "B"}, cifar_resnet_count(9, shortcut="B")),
+    ("wrn", {"depth": 16, "widen_factor": 1}, wrn_count(16, 1)),  # WRN-16-1, CPU-sized
+    ("wrn", {"depth": 22, "widen_factor": 2}, wrn_count(22, 2)),
 ]
 ROUNDED_COUNTS = [  # (name, args, published millions, rounding step in millions)
     ("densenet_bc", {"depth": 190, "growth_rate": 40}, 25.6, 0.1),
     ("densenet_bc", {"depth": 100, "growth_rate": 12}, 0.8, 0.1),
     ("wrn", {"depth": 28, "widen_factor": 10}, 36.5, 0.1),
+    # He et al. 2016 Table 6 (CIFAR-10, option A): ResNet-20 0.27M, ResNet-32 0.46M, ResNet-56 0.85M.
+    ("resnet20", {}, 0.27, 0.01),
+    ("resnet32", {}, 0.46, 0.01),
+    ("resnet56", {}, 0.85, 0.01),
 ]
 
 
@@ -44,7 +88,7 @@ def test_every_model_maps_images_to_logits(name):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "resnet20"])
 def test_one_channel_input_and_backward(name):
     model = build_model(name, 10, in_channels=1, generator=torch.Generator().manual_seed(1))
     x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -63,6 +107,33 @@ def test_small_cnn_accepts_64px_input():
 @pytest.mark.parametrize(("name", "args", "expected"), EXACT_COUNTS)
 def test_parameter_counts_match_published(name, args, expected):
     assert count_parameters(build_model(name, 10, **args)) == expected
+
+
+def test_hand_counts_reproduce_published_figures():
+    # The counting formulas themselves, checked where exact figures are published.
+    assert wrn_count(28, 10) == 36_479_194 and wrn_count(16, 4) == 2_748_890
+    assert [cifar_resnet_count(n) for n in (3, 5, 9)] == [269_722, 464_154, 853_018]
+    assert [cifar_resnet_count(n, shortcut="B") for n in (3, 5, 9)] == [272_474, 466_906, 855_770]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet56"])
+def test_cifar_resnet_structure(name):
+    n = {"resnet20": 3, "resnet32": 5, "resnet56": 9}[name]
+    model = build_model(name, 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.kernel_size == (3, 3) for c in convs)  # option A: no 1x1 projections
+    assert len(convs) + 1 == 6 * n + 2  # the depth counts weighted layers (convs + the linear layer)
+    assert sorted({c.out_channels for c in convs}) == [16, 32, 64]
+    assert sum(c.stride == (2, 2) for c in convs) == 2
+
+
+def test_option_a_shortcut_is_a_zero_padded_subsample():
+    block = build_model("resnet20", 10).layers[3]  # first block of stage 2: 16 -> 32, stride 2
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = torch.zeros(2, 32, 4, 4)
+    expected[:, 8:24] = x[:, :, ::2, ::2]  # identity on the 16 input channels, 8 zero channels each side
+    torch.testing.assert_close(block.shortcut(x), expected, rtol=0, atol=0)
+    assert not list(block.shortcut.parameters())
 
 
 @pytest.mark.parametrize(("name", "args", "millions", "step"), ROUNDED_COUNTS)
@@ -142,6 +213,7 @@ def test_unknown_model_lists_valid_names():
         ({"name": "wrn", "num_classes": 10, "depth": 27}, "depth: WideResNet needs depth = 6n \\+ 4"),
         ({"name": "densenet_bc", "num_classes": 10, "depth": 99}, "depth: DenseNet-BC needs"),
         ({"name": "wrn", "num_classes": 10, "dropout": 1.5}, "dropout must be in \\[0, 1\\)"),
+        ({"name": "resnet20", "num_classes": 10, "shortcut": "C"}, "shortcut must be 'A'"),
         ({"name": "small_cnn", "num_classes": 0}, "num_classes must be a positive integer, got 0"),
         (
             {"name": "small_cnn", "num_classes": 10, "in_channels": 2.0},

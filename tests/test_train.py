@@ -37,6 +37,7 @@ TINY = dict(
     model_args={"width": 8},
     recalibrate=False,
     seed=0,
+    precision="fp32",  # the same numbers on every CPU (auto may pick bf16); bf16 runs below
 )
 # Exercises every random stream: augmentation, mixup, label noise and the trusted set.
 RICH = dict(
@@ -247,15 +248,18 @@ def _interrupt_after(epoch):
     return hook
 
 
-def test_resume_equals_uninterrupted(rich_reference, digits, cache_dir, tmp_path):
-    cfg = _cfg(cache_dir, **RICH)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_equals_uninterrupted(rich_reference, digits, cache_dir, tmp_path, precision):
+    cfg = _cfg(cache_dir, **dict(RICH, precision=precision))
+    reference = rich_reference if precision == "fp32" else fit(cfg, data=digits)
     with pytest.raises(_Interrupt):
         fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=_interrupt_after(1))
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     seen = []
     resumed = fit(cfg, data=digits, checkpoint_dir=tmp_path, on_epoch_end=lambda r: seen.append(r.epoch))
     assert seen == [2]  # epoch 1 was not trained again
-    _assert_same_result(rich_reference, resumed)
+    _assert_same_result(reference, resumed)
+    assert resumed.precision == reference.precision
 
 
 def test_resume_falls_back_to_prev_when_checkpoint_truncated(rich_reference, digits, cache_dir, tmp_path):

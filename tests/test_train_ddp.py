@@ -34,6 +34,7 @@ CFG = dict(
     recalibrate=True,
     seed=0,
     device="cpu",
+    precision="fp32",  # the reference below evaluates in fp32; auto is tested on its own
 )
 
 
@@ -50,7 +51,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, cache: str, extra: dict | None = None) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -58,7 +59,7 @@ def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
     try:
         data = load_dataset("digits", cache_dir=cache, subset_per_class=8, seed=0)
         reports = []
-        cfg = TrainConfig.from_dict({**CFG, "cache_dir": cache})
+        cfg = TrainConfig.from_dict({**CFG, "cache_dir": cache, **(extra or {})})
         result = fit(
             cfg,
             data=data,
@@ -75,6 +76,7 @@ def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
                 "val_probs": result.val_probs,
                 "reports": reports,
                 "artifacts": sorted(result.artifacts),
+                "precision": result.precision,
             },
             os.path.join(out, f"rank{rank}.pt"),
         )
@@ -123,3 +125,17 @@ def test_ddp_two_cpu_ranks_gathered_metrics(tmp_path):
         assert m[prefix + "nll"] == pytest.approx(F.nll_loss(p.log(), y).item(), abs=1e-5)
         brier = ((p - F.one_hot(y, 10).double()) ** 2).sum(1).mean().item()
         assert m[prefix + "brier"] == pytest.approx(brier, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_auto_precision_is_decided_once_for_all_ranks(tmp_path):
+    """precision='auto' on CPU DDP: rank 0's probe decides and every rank trains in that precision."""
+    cache = str(tmp_path / "cache")
+    load_dataset("digits", cache_dir=cache, subset_per_class=8, seed=0)
+    extra = {"precision": "auto", "epochs": 1, "recalibrate": False}
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), cache, extra), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["precision"] == r1["precision"] and r0["precision"] in ("fp32", "bf16+channels_last")
+    assert load_checkpoint(tmp_path / "ck" / "checkpoint.pt")["precision"] == r0["precision"]
+    assert r0["metrics"] == r1["metrics"]
