@@ -13,13 +13,19 @@ Whatever runs the forward pass, the trainer casts logits to float32 before the l
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import dataclasses
+import json
 import logging
 import math
+import os
+import platform
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,10 +99,11 @@ def resolve_precision(
     channels_last: bool = True,
     probe: BF16Probe | None = None,
     min_speedup: float = MIN_SPEEDUP,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ResolvedPrecision:
     """The precision a run on ``device`` uses for ``precision`` (see the module docstring).
 
-    ``probe``: the CPU measurement ``auto`` decides on; None runs `cpu_bf16_probe` (once per process)
+    ``probe``: the CPU measurement ``auto`` decides on; None takes `cpu_bf16_probe(cache_dir=cache_dir)`
     when the decision needs it. Pass one to decide from a known measurement (tests, a cached result).
     """
     if precision not in PRECISIONS:
@@ -118,7 +125,7 @@ def resolve_precision(
         return ResolvedPrecision("bf16", channels_last, "precision='auto' on CUDA")
     if dev.type != "cpu":
         return ResolvedPrecision("fp32", False, f"precision='auto' on {dev.type}: fp32")
-    measured = cpu_bf16_probe() if probe is None else probe
+    measured = cpu_bf16_probe(cache_dir=cache_dir) if probe is None else probe
     if not measured.supported:
         return ResolvedPrecision("fp32", False, "precision='auto': this CPU has no bf16 convolutions")
     speedup = measured.speedup
@@ -178,26 +185,79 @@ def probe_cpu_bf16(*, batch: int = 64, size: int = 16, reps: int = 3) -> BF16Pro
 
 
 _PROBE_LOCK = threading.Lock()
+_PROBES: dict[str, BF16Probe] = {}  # machine key -> result, this process
+PROBE_FILE = "precision_probe.json"
 
 
-@functools.cache
-def _cached_probe() -> BF16Probe:
-    result = probe_cpu_bf16()
-    log.info(
-        "bf16 probe (%s, %d threads): fp32 %.1f ms, bf16 + channels_last %.1f ms per step (%.2fx)",
-        result.capability,
-        torch.get_num_threads(),
-        result.fp32_seconds * 1e3,
-        result.bf16_seconds * 1e3,
-        result.speedup,
-    )
-    return result
+def cpu_bf16_probe(*, cache_dir: str | os.PathLike | None = None) -> BF16Probe:
+    """`probe_cpu_bf16`, measured once per machine key (CPU model, capability, torch, threads).
 
-
-def cpu_bf16_probe() -> BF16Probe:
-    """`probe_cpu_bf16` run once per process (the first call pays ~0.5 s; threads may call it at once)."""
+    Cached in this process and, with ``cache_dir``, in ``<cache_dir>/precision_probe.json``, so every
+    process on the machine (every trial of a sweep) decides alike and pays the ~0.5 s once. Delete
+    the file to measure again (e.g. after the first probe ran on a machine under heavy load).
+    """
+    key = _machine_key()
     with _PROBE_LOCK:
-        return _cached_probe()
+        path = Path(cache_dir) / PROBE_FILE if cache_dir is not None else None
+        stored = _read_probes(path) if path is not None else {}
+        if key not in _PROBES and key in stored:
+            try:
+                _PROBES[key] = BF16Probe(**stored[key])
+            except TypeError:
+                log.warning("ignoring a malformed bf16 probe entry in %s", path)
+        if key not in _PROBES:
+            result = probe_cpu_bf16()
+            log.info(
+                "bf16 probe (%s): fp32 %.1f ms, bf16 + channels_last %.1f ms per step (%.2fx)",
+                key,
+                result.fp32_seconds * 1e3,
+                result.bf16_seconds * 1e3,
+                result.speedup,
+            )
+            _PROBES[key] = result
+        if path is not None and key not in stored:
+            _write_probe(path, key, _PROBES[key])
+        return _PROBES[key]
+
+
+def _machine_key() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    return f"{model} | {_capability()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _read_probes(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable %s (%s)", path, err)
+        return {}
+
+
+def _write_probe(path: Path, key: str, result: BF16Probe) -> None:
+    """Merge ``key`` into the file atomically (temp file + os.replace); a failure only costs a re-probe."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**_read_probes(path), key: dataclasses.asdict(result)}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as err:
+        log.warning("could not store the bf16 probe in %s (%s)", path, err)
 
 
 def _capability() -> str:

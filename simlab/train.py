@@ -450,13 +450,13 @@ class _Run:
 
     def _resolve_precision(self) -> ResolvedPrecision:
         cfg = self.cfg
+        kw = dict(amp=cfg.amp, channels_last=cfg.channels_last, cache_dir=cfg.resolved_cache_dir)
         if not (self.world.distributed and self.dev.type == "cpu" and cfg.precision == "auto"):
-            return resolve_precision(cfg.precision, self.dev, amp=cfg.amp, channels_last=cfg.channels_last)
+            return resolve_precision(cfg.precision, self.dev, **kw)
         # CPU DDP: rank 0's probe decides for every rank, so all ranks train in the same precision.
         box: list[str | None] = [None]
         if self.world.rank == 0:
-            mine = resolve_precision(cfg.precision, self.dev, amp=cfg.amp, channels_last=cfg.channels_last)
-            box = [mine.label]
+            box = [resolve_precision(cfg.precision, self.dev, **kw).label]
         dist.broadcast_object_list(box, src=0)
         return ResolvedPrecision.from_label(str(box[0]), "precision='auto': rank 0's probe")
 

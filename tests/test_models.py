@@ -98,6 +98,31 @@ def test_one_channel_input_and_backward(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("wrn", {"depth": 16, "widen_factor": 1, "dropout": 0.3}),  # WRN-16-1 with dropout, CPU-sized
+        ("wrn", {"depth": 10, "widen_factor": 2}),
+        ("resnet20", {"shortcut": "B"}),
+    ],
+)
+def test_configured_models_train_and_are_reproducible(name, args):
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 3])
+    losses = []
+    for _ in range(2):
+        model = build_model(name, 10, generator=torch.Generator().manual_seed(1), **args)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # dropout draws from the global RNG (fit seeds it per epoch the same way)
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        losses.append(loss.item())
+    assert losses[0] == losses[1]
+    if args.get("dropout"):
+        assert any(isinstance(m, nn.Dropout) and m.p == 0.3 for m in model.modules())
+
+
 def test_small_cnn_accepts_64px_input():
     model = build_model("small_cnn", 5).eval()
     with torch.no_grad():

@@ -98,6 +98,31 @@ def test_probe_is_cached_per_process():
     assert cpu_bf16_probe() is cpu_bf16_probe()
 
 
+def test_probe_is_stored_per_machine_and_decides_from_the_store(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from simlab import precision
+
+    first = cpu_bf16_probe(cache_dir=tmp_path)
+    stored = json.loads((tmp_path / precision.PROBE_FILE).read_text())
+    assert stored == {precision._machine_key(): dataclasses.asdict(first)}
+    # A fresh process (empty in-process cache) takes the stored measurement instead of probing again:
+    # a store that says bf16 is slower here makes auto fp32, one that says faster makes it bf16.
+    for probe, label in ((SLOWER, "fp32"), (FASTER, "bf16+channels_last")):
+        monkeypatch.setattr(precision, "_PROBES", {})
+        d = tmp_path / label
+        d.mkdir()
+        (d / precision.PROBE_FILE).write_text(
+            json.dumps({precision._machine_key(): dataclasses.asdict(probe)})
+        )
+        assert resolve_precision("auto", "cpu", cache_dir=d).label == label
+    monkeypatch.setattr(precision, "_PROBES", {})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / precision.PROBE_FILE).write_text("{not json")
+    assert cpu_bf16_probe(cache_dir=tmp_path / "bad").capability  # unreadable store: probes again
+
+
 # ---------------------------------------------------------------------------------------------
 # training in each precision
 @pytest.fixture(scope="module")

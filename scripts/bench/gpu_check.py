@@ -421,10 +421,19 @@ def orchestrate(args: argparse.Namespace) -> int:
                     code, output = _run_logged(cmd, timeout, log, env)
                     tail = [ln for ln in output.strip().splitlines() if ln.strip()][-1:] or [""]
                     entry.update(returncode=code, summary=tail[0][-300:])
-                    entry["failed_or_errors"] = [
-                        ln[:300] for ln in output.splitlines() if ln.startswith(("FAILED", "ERROR"))
-                    ][:30]
-                    ok = code == 0 or (not on_gpu and code == 5)  # 5: nothing selected
+                    lines = output.splitlines()
+                    # "ERROR tests/x.py - ..." is a module that failed to collect (it needs a package this
+                    # machine lacks: ray, mlflow, ...; the gpu tests of the others still run), listed but
+                    # not a failure; "ERROR tests/x.py::test - ..." is a test's error, a failure.
+                    errors = [ln[:300] for ln in lines if ln.startswith("ERROR")]
+                    failed = [ln[:300] for ln in lines if ln.startswith("FAILED")]
+                    failed += [ln for ln in errors if "::" in ln.split(" - ")[0]]
+                    entry["failed"] = failed[:30]
+                    entry["collection_errors"] = [ln for ln in errors if "::" not in ln.split(" - ")[0]][:30]
+                    ran_clean = code == 1 and not entry["failed"] and " passed" in tail[0]
+                    if ran_clean:
+                        entry["note"] = "gpu tests passed; some test modules could not be collected here"
+                    ok = code == 0 or ran_clean or (not on_gpu and code == 5)  # 5: nothing selected
                 else:
                     cmd = [sys.executable, str(Path(__file__).resolve()), "--part", part, "--out", str(out)]
                     cmd += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
