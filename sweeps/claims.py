@@ -391,6 +391,12 @@ def claims_markdown(
     the test (Δ, Welch p, Holm p, detectable Δ) and the verdicts, one line per test."""
     labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
     lines = [f"## Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
+    tally = {v: [r.claim.id for r in results if r.verdict == v] for v in CLAIM_VERDICTS}
+    lines += [
+        "Verdicts: "
+        + "; ".join(f"**{v}** ({len(ids)}): {', '.join(ids)}" for v, ids in tally.items() if ids),
+        "",
+    ]
     body = []
     for res in results:
         for i, tr in enumerate(res.tests):

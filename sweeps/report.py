@@ -39,6 +39,49 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
+_BEGIN = "<!-- generated: "
+_END = "<!-- end generated -->"
+
+
+def refresh_generated(text: str, *, base: Path) -> str:
+    """``text`` with each generated block replaced by its source file's current content, so documents
+    quote reports and claims tables instead of copying them by hand. ``#table`` takes the file's first
+    markdown table and the paragraph after it."""
+    out, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if not line.startswith(_BEGIN):
+            continue
+        target = line[len(_BEGIN) :].removesuffix("-->").strip()
+        name, _, part = target.partition("#")
+        path = base / name
+        if not path.is_file():
+            raise ValueError(f"generated block: no such file {name!r} (line {i})")
+        body = path.read_text().strip("\n").split("\n")
+        if part == "table":
+            start = next((k for k, b in enumerate(body) if b.startswith("|")), None)
+            if start is None:
+                raise ValueError(f"generated block: {name} has no table")
+            end = start
+            while end < len(body) and body[end].startswith("|"):
+                end += 1
+            while end < len(body) and not body[end].strip():  # the caption paragraph after it
+                end += 1
+            while end < len(body) and body[end].strip() and not body[end].startswith("#"):
+                end += 1
+            body = body[start:end]
+        elif part:
+            raise ValueError(f"generated block: unknown part {part!r} of {name} (only #table)")
+        while i < len(lines) and lines[i].strip() != _END:
+            i += 1
+        if i == len(lines):
+            raise ValueError(f"generated block for {name}: no closing {_END!r}")
+        out += body
+    return "\n".join(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Paper-style tables with statistics from a sweep's MLflow experiment (or a report CSV), "
@@ -116,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 0 < args.alpha < 1:
         return fail(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.refresh:
+        try:
+            doc = Path(args.refresh)
+            write_atomic(doc, refresh_generated(doc.read_text(), base=Path.cwd()))
+        except (OSError, ValueError) as err:
+            return fail(str(err))
+        print(f"refreshed: {args.refresh}")
+        return 0
     if args.claims:
         try:
             claims = load_claims(args.claims)
