@@ -390,7 +390,7 @@ def claims_markdown(
     """The claims table: claim, the paper's numbers, ours (mean ± std (n) [95 % t interval] per side),
     the test (Δ, Welch p, Holm p, detectable Δ) and the verdicts, one line per test."""
     labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
-    lines = [f"## Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
+    lines = [f"### Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
     tally = {v: [r.claim.id for r in results if r.verdict == v] for v in CLAIM_VERDICTS}
     lines += [
         "Verdicts: "

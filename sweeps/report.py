@@ -46,7 +46,8 @@ _END = "<!-- end generated -->"
 def refresh_generated(text: str, *, base: Path) -> str:
     """``text`` with each generated block replaced by its source file's current content, so documents
     quote reports and claims tables instead of copying them by hand. ``#table`` takes the file's first
-    markdown table and the paragraph after it."""
+    markdown table and the paragraph after it (``#tableN``: the N-th), ``#verdicts`` a claims table's
+    verdict tally."""
     out, lines, i = [], text.split("\n"), 0
     while i < len(lines):
         line = lines[i]
@@ -60,20 +61,27 @@ def refresh_generated(text: str, *, base: Path) -> str:
         if not path.is_file():
             raise ValueError(f"generated block: no such file {name!r} (line {i})")
         body = path.read_text().strip("\n").split("\n")
-        if part == "table":
-            start = next((k for k, b in enumerate(body) if b.startswith("|")), None)
-            if start is None:
-                raise ValueError(f"generated block: {name} has no table")
-            end = start
+        if part.startswith("table"):  # "table" / "tableN": the N-th table (1-based) and its caption
+            nth = int(part[5:] or 1)
+            starts = [
+                k
+                for k, b in enumerate(body)
+                if b.startswith("|") and (k == 0 or not body[k - 1].startswith("|"))
+            ]
+            if len(starts) < nth:
+                raise ValueError(f"generated block: {name} has {len(starts)} table(s), not {nth}")
+            start = end = starts[nth - 1]
             while end < len(body) and body[end].startswith("|"):
                 end += 1
             while end < len(body) and not body[end].strip():  # the caption paragraph after it
                 end += 1
-            while end < len(body) and body[end].strip() and not body[end].startswith("#"):
+            while end < len(body) and body[end].strip() and not body[end].startswith(("#", "|")):
                 end += 1
             body = body[start:end]
+        elif part == "verdicts":  # a claims table's verdict tally
+            body = [b for b in body if b.startswith("Verdicts:")]
         elif part:
-            raise ValueError(f"generated block: unknown part {part!r} of {name} (only #table)")
+            raise ValueError(f"generated block: unknown part {part!r} of {name} (#table or #verdicts)")
         while i < len(lines) and lines[i].strip() != _END:
             i += 1
         if i == len(lines):
@@ -94,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--claims", metavar="YAML", help="evaluate a claims file (claims/paper_a.yaml) into a table"
+    )
+    src.add_argument(
+        "--refresh",
+        metavar="MARKDOWN",
+        help="replace every '<!-- generated: FILE[#table[N]|#verdicts] -->' ... '<!-- end generated -->' "
+        "block of a document (RESULTS.md) with FILE's current text",
     )
     p.add_argument("--experiment", help="the sweep's name (= its MLflow experiment)")
     p.add_argument("--out", default="reports", help="output folder (default ./reports)")
