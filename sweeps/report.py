@@ -13,6 +13,8 @@ from pathlib import Path
 
 from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
 from sweeps.results import (
+    BEST_EPOCH_COLUMN,
+    COLUMNS,
     OOD_COLUMNS,
     Method,
     Summary,
@@ -235,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         title = args.title or f"{args.experiment}: {len(runs)} finished trials"
         show_config = bool(show)
-    comparisons = compare(rows, baseline, alpha=args.alpha) if baseline else []
+    metrics = [m for m, _ in COLUMNS]
+    if any(r.cells.get(BEST_EPOCH_COLUMN[0], Summary(0, 0, 0)).n for r in rows):
+        metrics.append(BEST_EPOCH_COLUMN[0])
+    comparisons = compare(rows, baseline, metrics=metrics, alpha=args.alpha) if baseline else []
     if baseline and not any(r.method == baseline for r in rows):
         logger.warning("baseline %s: no such row; no comparisons", baseline)
     md = to_markdown(
