@@ -18,6 +18,7 @@ from sweeps.results import (
     OOD_COLUMNS,
     Method,
     Summary,
+    bootstrap_csv,
     bootstrap_markdown,
     bootstrap_rows,
     build_rows,
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         boot = bootstrap_rows(client, rows, n_resamples=args.bootstrap, seed=args.bootstrap_seed)
         if boot:
             md += "\n" + bootstrap_markdown(boot)
+            write_atomic(out / "bootstrap.csv", bootstrap_csv(boot))
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.csv", to_csv(rows))
     if comparisons:

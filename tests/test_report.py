@@ -472,6 +472,9 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
     md = (out / "report.md").read_text()
     assert "Acc best epoch* (%)" in md and "selected on the test set" in md
     assert "### Bootstrap over test samples" in md and md.count("| - | m | One-hot |") == 2
+    boot = list(csv.DictReader(io.StringIO((out / "bootstrap.csv").read_text())))
+    assert len(boot) == 2 * 5 and {r["n_resamples"] for r in boot} == {"20"}
+    assert all(float(r["low"]) <= float(r["high"]) for r in boot)
 
 
 def test_refresh_generated_blocks(tmp_path):
