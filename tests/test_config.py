@@ -53,6 +53,7 @@ def test_not_a_mapping():
             {"label": "similarity", "similarity": "l2", "beta": 1.0, "similarity_normalise": "rows"},
             "similarity_normalise",
         ),
+        ({"similarity_normalise": "off_diagonal"}, "similarity_normalise"),  # with one-hot labels
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):
