@@ -198,6 +198,10 @@ class TrainConfig:
             raise ValueError(
                 f"similarity only applies to label='similarity' or 'confidence', got label={self.label!r}"
             )
+        if self.similarity_normalise != "row" and self.label != "similarity":
+            raise ValueError(
+                f"similarity_normalise only applies to label='similarity', got label={self.label!r}"
+            )
         if self.relaxation != "none" and self.label != "confidence":
             raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
         if self.noise_kind == "none" and self.noise_rate != 0:

@@ -8,7 +8,7 @@ File format (``claims/paper_a.yaml``)::
     alpha: 0.05
     sources:                      # where rows come from: the MLflow store when it exists, else the CSV
       overconfident:
-        csv: results/paper_a_overfit/report.csv          # relative to the repository root
+        csv: results/paper_a_overfit/report.csv  # relative to the repository root (a file in claims/)
         tracking_uri: sqlite:///~/simlab_sweeps/repro-a-cifar10-overfit/mlflow.db
         experiment: repro-a-cifar10-overfit
         select: val_nll           # how build_rows chooses each method's configuration
@@ -156,7 +156,11 @@ def _setting(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
 
 
 def load_claims(path: str | os.PathLike) -> ClaimsFile:
-    """Read and validate a claims YAML file (see ``claims/paper_a.yaml`` for the format)."""
+    """Read and validate a claims YAML file (format: this module's docstring, ``claims/paper_a.yaml``).
+
+    Relative ``csv`` paths are resolved from the repository root when the file sits in a ``claims/``
+    folder, else from the file's own folder; ``~`` and ``$VARS`` in ``tracking_uri`` are expanded.
+    """
     import yaml
 
     path = Path(path)
@@ -390,7 +394,13 @@ def claims_markdown(
     """The claims table: claim, the paper's numbers, ours (mean ± std (n) [95 % t interval] per side),
     the test (Δ, Welch p, Holm p, detectable Δ) and the verdicts, one line per test."""
     labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
-    lines = [f"## Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
+    lines = [f"### Claims of paper {claims.paper}" + (f": {claims.title}" if claims.title else ""), ""]
+    tally = {v: [r.claim.id for r in results if r.verdict == v] for v in CLAIM_VERDICTS}
+    lines += [
+        "Verdicts: "
+        + "; ".join(f"**{v}** ({len(ids)}): {', '.join(ids)}" for v, ids in tally.items() if ids),
+        "",
+    ]
     body = []
     for res in results:
         for i, tr in enumerate(res.tests):

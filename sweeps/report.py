@@ -13,9 +13,12 @@ from pathlib import Path
 
 from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
 from sweeps.results import (
+    BEST_EPOCH_COLUMN,
+    COLUMNS,
     OOD_COLUMNS,
     Method,
     Summary,
+    bootstrap_csv,
     bootstrap_markdown,
     bootstrap_rows,
     build_rows,
@@ -39,6 +42,57 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
+_BEGIN = "<!-- generated: "
+_END = "<!-- end generated -->"
+
+
+def refresh_generated(text: str, *, base: Path) -> str:
+    """``text`` with each generated block replaced by its source file's current content, so documents
+    quote reports and claims tables instead of copying them by hand. ``#table`` takes the file's first
+    markdown table and the paragraph after it (``#tableN``: the N-th), ``#verdicts`` a claims table's
+    verdict tally."""
+    out, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if not line.startswith(_BEGIN):
+            continue
+        target = line[len(_BEGIN) :].removesuffix("-->").strip()
+        name, _, part = target.partition("#")
+        path = base / name
+        if not path.is_file():
+            raise ValueError(f"generated block: no such file {name!r} (line {i})")
+        body = path.read_text().strip("\n").split("\n")
+        if part.startswith("table"):  # "table" / "tableN": the N-th table (1-based) and its caption
+            nth = int(part[5:] or 1)
+            starts = [
+                k
+                for k, b in enumerate(body)
+                if b.startswith("|") and (k == 0 or not body[k - 1].startswith("|"))
+            ]
+            if len(starts) < nth:
+                raise ValueError(f"generated block: {name} has {len(starts)} table(s), not {nth}")
+            start = end = starts[nth - 1]
+            while end < len(body) and body[end].startswith("|"):
+                end += 1
+            while end < len(body) and not body[end].strip():  # the caption paragraph after it
+                end += 1
+            while end < len(body) and body[end].strip() and not body[end].startswith(("#", "|")):
+                end += 1
+            body = body[start:end]
+        elif part == "verdicts":  # a claims table's verdict tally
+            body = [b for b in body if b.startswith("Verdicts:")]
+        elif part:
+            raise ValueError(f"generated block: unknown part {part!r} of {name} (#table or #verdicts)")
+        while i < len(lines) and lines[i].strip() != _END:
+            i += 1
+        if i == len(lines):
+            raise ValueError(f"generated block for {name}: no closing {_END!r}")
+        out += body
+    return "\n".join(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Paper-style tables with statistics from a sweep's MLflow experiment (or a report CSV), "
@@ -51,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--claims", metavar="YAML", help="evaluate a claims file (claims/paper_a.yaml) into a table"
+    )
+    src.add_argument(
+        "--refresh",
+        metavar="MARKDOWN",
+        help="replace every '<!-- generated: FILE[#table[N]|#verdicts] -->' ... '<!-- end generated -->' "
+        "block of a document (RESULTS.md) with FILE's current text",
     )
     p.add_argument("--experiment", help="the sweep's name (= its MLflow experiment)")
     p.add_argument("--out", default="reports", help="output folder (default ./reports)")
@@ -116,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 0 < args.alpha < 1:
         return fail(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.refresh:
+        try:
+            doc = Path(args.refresh)
+            write_atomic(doc, refresh_generated(doc.read_text(), base=Path.cwd()))
+        except (OSError, ValueError) as err:
+            return fail(str(err))
+        print(f"refreshed: {args.refresh}")
+        return 0
     if args.claims:
         try:
             claims = load_claims(args.claims)
@@ -170,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         title = args.title or f"{args.experiment}: {len(runs)} finished trials"
         show_config = bool(show)
-    comparisons = compare(rows, baseline, alpha=args.alpha) if baseline else []
+    metrics = [m for m, _ in COLUMNS]
+    if any(r.cells.get(BEST_EPOCH_COLUMN[0], Summary(0, 0, 0)).n for r in rows):
+        metrics.append(BEST_EPOCH_COLUMN[0])
+    comparisons = compare(rows, baseline, metrics=metrics, alpha=args.alpha) if baseline else []
     if baseline and not any(r.method == baseline for r in rows):
         logger.warning("baseline %s: no such row; no comparisons", baseline)
     md = to_markdown(
@@ -186,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         boot = bootstrap_rows(client, rows, n_resamples=args.bootstrap, seed=args.bootstrap_seed)
         if boot:
             md += "\n" + bootstrap_markdown(boot)
+            write_atomic(out / "bootstrap.csv", bootstrap_csv(boot))
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.csv", to_csv(rows))
     if comparisons:

@@ -684,6 +684,22 @@ def bootstrap_markdown(results: Sequence[tuple[Row, Run, dict]], confidence: flo
     return "\n".join(lines) + "\n"
 
 
+def bootstrap_csv(results: Sequence[tuple[Row, Run, dict]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["setting", "model", "method", "run_id", "seed", "metric", "estimate", "low", "high", "n_resamples"]
+    )
+    for row, run, b in results:
+        for metric in BOOTSTRAP_METRICS:
+            i = b[metric]
+            w.writerow(
+                [row.setting_text, row.model, str(row.method), run.run_id, run.params.get("seed", "")]
+                + [metric, repr(i.estimate), repr(i.low), repr(i.high), i.n_resamples]
+            )
+    return buf.getvalue()
+
+
 def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: int = 15) -> Path | None:
     """One top-label reliability diagram per (non post-hoc) row from its first run's test probabilities."""
     import numpy as np

@@ -55,6 +55,7 @@ def test_not_a_mapping():
         ),
         ({"precision": "fp16"}, "precision: unknown value 'fp16'"),
         ({"precision": "bf16", "amp": False}, "precision='bf16' needs amp=True"),
+        ({"similarity_normalise": "off_diagonal"}, "similarity_normalise"),  # with one-hot labels
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):

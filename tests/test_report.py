@@ -472,3 +472,27 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
     md = (out / "report.md").read_text()
     assert "Acc best epoch* (%)" in md and "selected on the test set" in md
     assert "### Bootstrap over test samples" in md and md.count("| - | m | One-hot |") == 2
+    boot = list(csv.DictReader(io.StringIO((out / "bootstrap.csv").read_text())))
+    assert len(boot) == 2 * 5 and {r["n_resamples"] for r in boot} == {"20"}
+    assert all(float(r["low"]) <= float(r["high"]) for r in boot)
+
+
+def test_refresh_generated_blocks(tmp_path):
+    (tmp_path / "r.md").write_text("## t\n\n| a |\n|---|\n| 1 |\n\ncaption\nmore\n\n### rest\n| x |\n")
+    doc = tmp_path / "DOC.md"
+    doc.write_text(
+        "intro\n<!-- generated: r.md#table -->\nstale\n<!-- end generated -->\n"
+        "<!-- generated: r.md -->\n<!-- end generated -->\nend\n"
+    )
+    got = cli.refresh_generated(doc.read_text(), base=tmp_path)
+    assert got == (
+        "intro\n<!-- generated: r.md#table -->\n| a |\n|---|\n| 1 |\n\ncaption\nmore\n"
+        "<!-- end generated -->\n"
+        "<!-- generated: r.md -->\n## t\n\n| a |\n|---|\n| 1 |\n\ncaption\nmore\n\n### rest\n| x |\n"
+        "<!-- end generated -->\nend\n"
+    )
+    assert cli.refresh_generated(got, base=tmp_path) == got  # idempotent
+    with pytest.raises(ValueError, match="no closing"):
+        cli.refresh_generated("<!-- generated: r.md -->\n", base=tmp_path)
+    with pytest.raises(ValueError, match="no such file"):
+        cli.refresh_generated("<!-- generated: nope.md -->\n<!-- end generated -->", base=tmp_path)
