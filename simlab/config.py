@@ -207,7 +207,7 @@ class TrainConfig:
             raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
         if self.label in TRUSTED_SET_LABELS and self.trusted_size == 0:
             raise ValueError(
-                f"trusted_size must be > 0 for label={self.label!r} (a control built on the trusted set), got 0"
+                f"trusted_size must be > 0 for label={self.label!r} (a trusted-set control), got 0"
             )
         if self.noise_kind == "none" and self.noise_rate != 0:
             raise ValueError(f"noise_rate={self.noise_rate} needs noise_kind 'symmetric' or 'asymmetric'")

@@ -72,7 +72,11 @@ def test_confidence_pairs_cifar10():
     labels, trusted = label_matrices(cfg, CIFAR10, None)
     idx = {n: i for i, n in enumerate(CIFAR10)}
     pairs = [
-        ("truck", "automobile"), ("bird", "airplane"), ("deer", "horse"), ("cat", "dog"), ("frog", "ship")
+        ("truck", "automobile"),
+        ("bird", "airplane"),
+        ("deer", "horse"),
+        ("cat", "dog"),
+        ("frog", "ship"),
     ]
 
     def expected(own, other):
