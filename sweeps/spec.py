@@ -335,7 +335,29 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     if "label" in user_keys:
         _prune_for_labels(out, user_keys)
     _prune_warm_start(out)
+    _prune_points(out)
     return out
+
+
+def _prune_points(out: dict[str, Any]) -> None:
+    """A grid's explicit points after overrides: a key that is no longer searched (now fixed) is
+    dropped from every point, a point naming a removed choice is dropped, duplicates are merged. So
+    ``--set noise_rate=0.4,0.8`` narrows a table preset's grid. None left is an error."""
+    if not out.get("points"):
+        return
+    kept = []
+    for point in out["points"]:
+        point = {k: v for k, v in point.items() if k in out["space"]}
+        fits = all(
+            v in out["space"][k]["choice"]
+            for k, v in point.items()
+            if isinstance(out["space"][k], dict) and "choice" in out["space"][k]
+        )
+        if point and fits and point not in kept:
+            kept.append(point)
+    if not kept:
+        raise SpecError("points", "no point of the preset's grid fits the --set overrides")
+    out["points"] = kept
 
 
 def _prune_warm_start(out: dict[str, Any]) -> None:
@@ -468,8 +490,9 @@ def _check_stage_fields(spec: SweepSpec) -> None:
     if spec.seeds and spec.stage == "search":
         if "seed" in spec.space:
             raise SpecError(
-                "seeds", "the search stage runs at one seed and stage 'seeds' picks the seeds: fix seed "
-                "(--set seed=0) or drop --seeds"
+                "seeds",
+                "the search stage runs at one seed and stage 'seeds' picks the seeds: fix seed "
+                "(--set seed=0) or drop --seeds",
             )
         if "://" in spec.storage:
             raise SpecError("seeds", "a two-stage sweep keeps its stage state in a local --storage folder")
@@ -478,6 +501,16 @@ def _check_stage_fields(spec: SweepSpec) -> None:
             raise SpecError(f"points.{i}", f"expected a non-empty mapping of param -> value, got {point!r}")
         for key, value in point.items():
             _check_point_value(f"points.{i}.{key}", spec, key, value)
+    if spec.search == "grid":  # every configuration the grid will run must be a valid TrainConfig
+        from sweeps.space import grid_points, train_config_dict
+
+        for params in grid_points(spec):
+            try:
+                TrainConfig.from_dict(train_config_dict(spec, params), validate=False).validate(
+                    check_registries=False
+                )
+            except (TypeError, ValueError) as err:
+                raise SpecError("points", f"{err} (at {params})") from err
 
 
 def _check_point_value(where: str, spec: SweepSpec, key: str, value: Any) -> None:
