@@ -442,7 +442,13 @@ STAGES: tuple[str, ...] = ("search", "seeds")
 
 def resolve_grid(spec: SweepSpec) -> SweepSpec:
     """A grid sweep runs each grid point once: ``num_samples`` = the number of points, no warm start
-    (Optuna's). Other sweeps are returned unchanged."""
+    (Optuna's). Also makes ``points`` and ``seeds_group_by`` tuples (``--set seeds_group_by=model``)."""
+    group_by = spec.seeds_group_by
+    spec = dataclasses.replace(
+        spec,
+        seeds_group_by=(group_by,) if isinstance(group_by, str) else tuple(group_by),
+        points=tuple(dict(p) if isinstance(p, Mapping) else p for p in spec.points),
+    )
     if spec.search != "grid":
         return spec
     from sweeps.space import grid_points
