@@ -479,16 +479,17 @@ def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     An interrupted search stage returns its (interrupted) summary: ``--resume`` continues it, then runs
     the seeds stage. Ray is started once for both stages when not yet initialised.
     """
-    if spec.seeds <= 0:
-        return run_sweep(spec, resume=resume)
-    import ray
-
     top = Path(spec.sweep_dir)
-    if resume and (top / SPEC_FILE).exists():  # the sweep as submitted (as run_sweep does)
+    if resume and "://" not in spec.storage and (top / SPEC_FILE).exists():
+        # The sweep as submitted (as run_sweep does): `--resume` without `--seeds` continues a staged sweep.
         saved = SweepSpec.from_json(json.loads((top / SPEC_FILE).read_text()))
         if saved != spec:
             logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
         spec = saved
+    if spec.seeds <= 0:
+        return run_sweep(spec, resume=resume)
+    import ray
+
     state_path = top / STAGES_FILE
     state = json.loads(state_path.read_text()) if resume and state_path.exists() else None
     started_ray = False
