@@ -429,15 +429,59 @@ def _other_stage_trial_ids(spec: SweepSpec) -> set[str]:
 
 
 def make_search_alg(spec: SweepSpec) -> Any:
-    """Optuna (`make_searcher`) or, for ``search: grid``, Tune's `BasicVariantGenerator` running each
-    grid point (`sweeps.space.grid_points`) once, in order."""
+    """Optuna (`make_searcher`) or, for ``search: grid``, a searcher that suggests each grid point
+    (`sweeps.space.grid_points`) once, in order."""
     if spec.search != "grid":
         return make_searcher(spec)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     from sweeps.space import grid_points
 
-    return BasicVariantGenerator(points_to_evaluate=grid_points(spec), max_concurrent=spec.max_concurrent)
+    obj = spec.objectives[0]
+    return _points_searcher_class()(grid_points(spec), metric=obj.metric, mode=obj.mode)
+
+
+def _points_searcher_class():
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class PointsSearcher(Searcher):
+        """Suggests ``points`` in order, each once, then FINISHED. (Tune's `BasicVariantGenerator`
+        would need every key of every point declared in ``param_space``, which would then leak into
+        the configurations of labels that do not use it.) Its state (the next point, which trial got
+        which) is saved with Tune's searcher state, so a restored sweep never repeats a point."""
+
+        def __init__(self, points: Sequence[Mapping[str, Any]], *, metric: str, mode: str) -> None:
+            super().__init__(metric=metric, mode=mode)
+            self._points = [dict(p) for p in points]
+            self._next = 0
+            self._given: dict[str, int] = {}
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str:
+            if trial_id not in self._given:
+                if self._next >= len(self._points):
+                    return Searcher.FINISHED
+                self._given[trial_id] = self._next
+                self._next += 1
+            return dict(self._points[self._given[trial_id]])
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass
+
+        def get_state(self) -> dict[str, Any]:
+            return {"points": self._points, "next": self._next, "given": dict(self._given)}
+
+        def set_state(self, state: dict[str, Any]) -> None:
+            self._points, self._next, self._given = state["points"], state["next"], dict(state["given"])
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as fh:
+                pickle.dump(self.get_state(), fh)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as fh:
+                self.set_state(pickle.load(fh))
+
+    return PointsSearcher
 
 
 def choose_configurations(spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
