@@ -545,7 +545,11 @@ def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         started_ray = True
     try:
         if state is None:
+            handlers = _signal_handlers()
             search = run_sweep(spec, resume=resume)
+            # Tune leaves its SIGINT handler installed after fit; it would swallow a Ctrl-C between the
+            # stages (setting the finished search's stop flag): put the caller's handlers back.
+            _restore_signal_handlers(handlers)
             if search.interrupted:
                 logger.warning("search stage interrupted: --resume continues it, then runs the seeds stage")
                 return search
@@ -576,6 +580,24 @@ def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _signal_handlers() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    sigs = [signal.SIGINT] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
+    return {sig: signal.getsignal(sig) for sig in sigs}
+
+
+def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:

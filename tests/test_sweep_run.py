@@ -340,6 +340,20 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+def _count_stage_runs(db: Path, stage: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=10) as con:
+            return con.execute(
+                "select count(*) from tags where key = 'simlab.stage' and value = ? and run_uuid in "
+                "(select run_uuid from tags where key = 'simlab.role' and value = 'trial')",
+                (stage,),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
 @pytest.mark.slow
 def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
     """--seeds 2 on a tiny grid (2 methods x 2 search trials, 1 epoch): SIGINT once the search stage has
@@ -371,8 +385,12 @@ def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
         while not (sweep / "stages.json").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (sweep / "stages.json").exists(), "the search stage did not finish"
+        # Ctrl-C once the seeds stage's first trial has opened its run (inside Tune's fit).
+        while _count_stage_runs(sweep / "mlflow.db", "seeds") < 1 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the seeds stage did not start"
+            time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)  # Ctrl-C of the driver, in the seeds stage
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
