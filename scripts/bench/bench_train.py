@@ -123,6 +123,7 @@ def main() -> int:
             batch_size=args.batch_size,
             epochs=args.epochs,
             eval_every=args.epochs,
+            test_accuracy_every=0,  # timed epochs are training epochs (no per-epoch test forward)
             lr=0.05,
             recalibrate=False,
             device="cpu",
