@@ -14,8 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-LabelMethod = Literal["onehot", "uniform", "similarity", "confidence"]
-LABEL_METHODS: tuple[str, ...] = ("onehot", "uniform", "similarity", "confidence")
+LabelMethod = Literal["onehot", "uniform", "similarity", "confidence", "trusted_only", "onehot_trusted"]
+# The names of `simlab.targets.LABEL_REGISTRY` (torch-free here, for fast config checks; a test keeps
+# them equal). The last two are paper B's controls, defined by the trusted set (need trusted_size > 0):
+# ``trusted_only`` trains on the clean trusted samples alone; ``onehot_trusted`` is one-hot labels on the
+# noisy set with the trusted samples' labels clean (what ``onehot`` with a trusted set also gives).
+LABEL_METHODS: tuple[str, ...] = (
+    "onehot",
+    "uniform",
+    "similarity",
+    "confidence",
+    "trusted_only",
+    "onehot_trusted",
+)
+TRUSTED_SET_LABELS: tuple[str, ...] = ("trusted_only", "onehot_trusted")
 # Confidence labels (paper B) come from one of these score sources (see simlab.sources).
 CONFIDENCE_SOURCES: tuple[str, ...] = ("pairs", "predictions")
 RELAXATIONS: tuple[str, ...] = ("none", "l2")
@@ -80,6 +92,10 @@ class TrainConfig:
     n_bins: int = 15  # histogram ECE bins (paper A §6.1)
     recalibrate: bool = True  # fit TS, ETS and Dir-ODIR on validation logits at the end
     eval_every: int = 1  # evaluate every this many epochs (and always at the last)
+    # Test accuracy alone (a test-split forward) every this many epochs, for paper B's best-epoch
+    # protocol (FitResult metrics test_accuracy_best / best_epoch); evaluation epochs always have it.
+    # 0 = only on evaluation epochs.
+    test_accuracy_every: int = 1
     ood_samples: int = 0  # uniform-noise images scored at the end (paper A §6.4 Fig. 3); 0 = off
     # --- runtime ----------------------------------------------------------------------------
     seed: int = 0
@@ -151,6 +167,7 @@ class TrainConfig:
         _positive_int("n_bins", self.n_bins)
         _positive_int("eval_every", self.eval_every)
         _nonneg_int("warmup_epochs", self.warmup_epochs)
+        _nonneg_int("test_accuracy_every", self.test_accuracy_every)
         _nonneg_int("trusted_size", self.trusted_size)
         _nonneg_int("plateau_patience", self.plateau_patience)
         _nonneg_int("seed", self.seed)
@@ -204,6 +221,10 @@ class TrainConfig:
             )
         if self.relaxation != "none" and self.label != "confidence":
             raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
+        if self.label in TRUSTED_SET_LABELS and self.trusted_size == 0:
+            raise ValueError(
+                f"trusted_size must be > 0 for label={self.label!r} (a trusted-set control), got 0"
+            )
         if self.noise_kind == "none" and self.noise_rate != 0:
             raise ValueError(f"noise_rate={self.noise_rate} needs noise_kind 'symmetric' or 'asymmetric'")
 

@@ -8,13 +8,23 @@ labelled k: one for ordinary (possibly noisy) samples, one for the trusted set o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from simlab.config import TrainConfig
 
-__all__ = ["LABEL_BUILDERS", "confidence_pairs", "label_matrices", "needs_source_matrix", "prediction_tau"]
+__all__ = [
+    "LABEL_BUILDERS",
+    "LABEL_REGISTRY",
+    "LabelMethod",
+    "confidence_pairs",
+    "label_matrices",
+    "needs_source_matrix",
+    "prediction_tau",
+]
 
 
 def needs_source_matrix(cfg: TrainConfig) -> bool:
@@ -91,11 +101,30 @@ def _confidence(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | N
     return labels, labels.clone()
 
 
+@dataclass(frozen=True)
+class LabelMethod:
+    """A label method: how its ``[K, K]`` label matrices are built and which samples it trains on.
+
+    ``build(cfg, class_names, source) -> (labels, trusted_labels)``; ``train_on="trusted"`` trains on
+    the trusted set alone (`simlab.train.training_targets` then returns its indices).
+    """
+
+    build: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    train_on: Literal["all", "trusted"] = "all"
+
+
+LABEL_REGISTRY: dict[str, LabelMethod] = {
+    "onehot": LabelMethod(_onehot),
+    "uniform": LabelMethod(_uniform),
+    "similarity": LabelMethod(_similarity),
+    "confidence": LabelMethod(_confidence),
+    # Paper B's controls for the trusted set (SimLab addition; issue 12): does a method beat what the
+    # clean trusted images give on their own, or mixed clean into the noisy set with one-hot labels?
+    "trusted_only": LabelMethod(_onehot, train_on="trusted"),  # one-hot clean labels, trusted set only
+    "onehot_trusted": LabelMethod(_onehot),  # one-hot: noisy labels elsewhere, clean on the trusted set
+}
 LABEL_BUILDERS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "onehot": _onehot,
-    "uniform": _uniform,
-    "similarity": _similarity,
-    "confidence": _confidence,
+    name: method.build for name, method in LABEL_REGISTRY.items()
 }
 
 

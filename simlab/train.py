@@ -41,7 +41,7 @@ from torch import nn
 from simlab.checkpoint import checkpoint_paths, load_latest, save_checkpoint
 from simlab.config import TrainConfig
 from simlab.precision import ResolvedPrecision, resolve_precision
-from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix
+from simlab.targets import LABEL_REGISTRY, confidence_pairs, label_matrices, needs_source_matrix
 from simlab.tracking import NullTracker, Tracker
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "split_metrics",
     "training_targets",
     "TrainingTargets",
+    "best_test_accuracy",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ METRIC_NAMES: tuple[str, ...] = (
 # the run executes, not what is trained.
 _RESUME_FREE_KEYS = frozenset({"data_dir", "cache_dir", "device", "compile"})
 _EVAL_BATCH = 512
+# Per-epoch test accuracy (step = epoch), for paper B's best-epoch protocol; see best_test_accuracy.
+TEST_ACCURACY = "test_accuracy"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -95,7 +98,11 @@ class EpochReport:
 class FitResult:
     """The outcome of `fit`. Probabilities are float32 ``[N, K]`` on the CPU, labels int64 ``[N]``."""
 
-    metrics: dict[str, float]  # final: last evaluation + recalibrated test metrics (ts_*, ets_*, dir_*)
+    # final: last evaluation + recalibrated test metrics (ts_*, ets_*, dir_*), and test accuracy at the
+    # last epoch (``test_accuracy``) and at its best epoch (``test_accuracy_best``, ``best_epoch``). The
+    # best-epoch number is paper B's protocol, which selects the epoch ON THE TEST SET: an optimistic
+    # estimate, reported next to the last-epoch one, never used to select anything.
+    metrics: dict[str, float]
     history: list[dict[str, float]]  # one dict per epoch (the metrics of that epoch)
     test_probs: torch.Tensor
     test_labels: torch.Tensor
@@ -248,7 +255,8 @@ class _Run:
         self._build_model()
         start_epoch = self._maybe_resume()
         if start_epoch == 0:
-            self.tracker.log_params(_flatten(cfg.to_dict()))
+            # train_samples: the samples trained on (the trusted set alone for label "trusted_only").
+            self.tracker.log_params(_flatten(cfg.to_dict()) | {"train_samples": self.n_train})
         # A tag, set at every start (params are written once): the run says what it actually used.
         self.tracker.set_tags({"simlab.precision_resolved": self.precision.label})
         log.info("precision %s (%s)", self.precision.label, self.precision.reason)
@@ -281,9 +289,13 @@ class _Run:
                 metrics.update(split_metrics(val_logits, self.val_y, n_bins=cfg.n_bins, prefix="val_"))
                 metrics.update(split_metrics(test_logits, self.test_y, n_bins=cfg.n_bins))
                 last_eval = (epoch, val_logits, test_logits)
+                metrics[TEST_ACCURACY] = metrics["accuracy"]
                 if cfg.scheduler == "plateau" and scheduled:  # a resume must not add a step
                     # paper B §4.1.1: halve the lr when validation accuracy stops improving.
                     self.scheduler.step(metrics["val_accuracy"])
+            elif cfg.test_accuracy_every and epoch % cfg.test_accuracy_every == 0:
+                # Paper B's protocol needs test accuracy every epoch; a test forward only (no val_*).
+                metrics[TEST_ACCURACY] = self._test_accuracy()
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
             self.history.append(metrics)
             self.tracker.log_metrics(metrics, step=epoch)
@@ -313,11 +325,14 @@ class _Run:
         if not any(k in final for k in METRIC_NAMES):
             final.update(split_metrics(val_logits, self.val_y, n_bins=cfg.n_bins, prefix="val_"))
             final.update(split_metrics(test_logits, self.test_y, n_bins=cfg.n_bins))
+        end_metrics = best_test_accuracy(self.history)  # paper B's best epoch (selected on test)
         recal_probs: dict[str, torch.Tensor] = {}
         if cfg.recalibrate:
             recal_metrics, recal_probs = self._recalibrate(val_logits, test_logits)
-            final.update(recal_metrics)
-            self.tracker.log_metrics(recal_metrics, step=cfg.epochs)
+            end_metrics.update(recal_metrics)
+        if end_metrics:
+            final.update(end_metrics)
+            self.tracker.log_metrics(end_metrics, step=cfg.epochs)
         test_probs = torch.softmax(test_logits.double(), dim=1).float()
         val_probs = torch.softmax(val_logits.double(), dim=1).float()
         artifacts: dict[str, Path] = {}
@@ -396,6 +411,11 @@ class _Run:
         self.label_matrix = targets.label_matrix
         self.trusted_label_matrix = targets.trusted_label_matrix
         self.train_targets = targets.rows.to(self.dev, torch.float32)
+        if targets.train_indices is not None:  # e.g. "trusted_only": train on these samples alone
+            self.train_x = self.train_x[targets.train_indices.to(self.dev)]
+            self.train_targets = self.train_targets[targets.train_indices.to(self.dev)]
+            self.n_train = int(targets.train_indices.numel())
+            log.info("label %s: training on %d samples (the trusted set)", cfg.label, self.n_train)
         if cfg.noise_kind != "none" or cfg.trusted_size:
             flipped = int((targets.noisy_labels != data.train_y.cpu()).sum())
             log.info(
@@ -622,6 +642,26 @@ class _Run:
         )
         return _predict(self.model, self.val_x, **kw), _predict(self.model, self.test_x, **kw)
 
+    def _test_accuracy(self) -> float:
+        """Test accuracy of the current model (a test-split forward only, on every rank)."""
+        from simlab.calibration import accuracy
+
+        if self.world.distributed:
+            for buf in self.model.buffers():  # as in _predict_splits
+                dist.broadcast(buf, src=0)
+        logits = _predict(
+            self.model,
+            self.test_x,
+            mean=self.data.mean,
+            std=self.data.std,
+            device=self.dev,
+            amp=self.amp,
+            channels_last=self.channels_last,
+            world=self.world,
+        )
+        # The same rule as split_metrics' "accuracy" (softmax in float64, then argmax).
+        return float(accuracy(torch.softmax(logits.double(), dim=1), self.test_y))
+
     def _recalibrate(self, val_logits: torch.Tensor, test_logits: torch.Tensor):
         from simlab.recalibration import RECALIBRATORS
 
@@ -734,6 +774,9 @@ class TrainingTargets:
     trusted: torch.Tensor  # bool [N]: the class-balanced trusted set M
     label_matrix: torch.Tensor  # float64 [K, K]: row k = target of a non-trusted sample labelled k
     trusted_label_matrix: torch.Tensor  # float64 [K, K]: row k = target of a trusted sample of class k
+    # int64 [M]: the samples trained on when the label method trains on a subset (LabelMethod.train_on
+    # "trusted": the trusted set, ascending); None = all N.
+    train_indices: torch.Tensor | None = None
 
 
 def training_targets(
@@ -787,7 +830,21 @@ def training_targets(
         noisy = y.clone()
     rows = torch.where(trusted[:, None], trusted_labels[y], labels[noisy])
     rows = relax(rows, cfg.relaxation, trusted)  # paper B eq. 9-10
-    return TrainingTargets(rows, noisy, trusted, labels, trusted_labels)
+    indices = None
+    if LABEL_REGISTRY[cfg.label].train_on == "trusted":
+        indices = torch.nonzero(trusted).squeeze(1)
+    return TrainingTargets(rows, noisy, trusted, labels, trusted_labels, indices)
+
+
+def best_test_accuracy(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """``{"test_accuracy_best", "best_epoch"}``: the highest per-epoch ``test_accuracy`` in ``history``
+    (the first epoch reaching it). Paper B's protocol: it selects the epoch on the test set, so it is
+    an optimistic number (beside the last-epoch one, never used to select). Empty without any."""
+    scored = [(h[TEST_ACCURACY], int(h["epoch"])) for h in history if TEST_ACCURACY in h]
+    if not scored:
+        return {}
+    value, epoch = max(scored, key=lambda t: (t[0], -t[1]))
+    return {"test_accuracy_best": float(value), "best_epoch": float(epoch)}
 
 
 # =============================================================================================

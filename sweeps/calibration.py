@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON list of (partial) configurations Optuna evaluates first, after the preset's own, "
         "e.g. the file `scripts/report.py --emit-warm-start` writes",
     )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="two stages in one resumable sweep: search (as without it), then re-run each method's best "
+        "configuration (on the objective) on N seeds; MLflow runs tagged simlab.stage = search | seeds",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved sweep and exit")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
@@ -116,6 +123,19 @@ def resolve_spec(args: argparse.Namespace) -> SweepSpec:
         storage=args.storage,
         scheduler=args.scheduler,
         max_concurrent=args.max_concurrent,
+        seeds=args.seeds,
+    )
+
+
+def stage_plan(spec: SweepSpec) -> str:
+    """One line on what the sweep runs: the search (Optuna or a grid) and the seeds stage, if any."""
+    search = f"{spec.search} search: {spec.num_samples} trials"
+    if spec.seeds <= 0:
+        return search
+    per = "each method" + (f" per {', '.join(spec.seeds_group_by)}" if spec.seeds_group_by else "")
+    return (
+        f"stage 1 {search}; stage 2 seeds: {per}'s best configuration on {spec.objectives[0]} "
+        f"x seeds {list(spec.seed_values)}"
     )
 
 
@@ -156,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(spec.to_json(), indent=2, default=str))
         print(f"# storage: {spec.sweep_dir}\n# tracking: {spec.resolved_tracking_uri}")
+        print(f"# {stage_plan(spec)}")
         return 0
 
-    from sweeps.driver import format_summary, run_sweep
+    from sweeps.driver import format_summary, run_staged_sweep
 
     try:
-        summary = run_sweep(spec, resume=args.resume)
+        summary = run_staged_sweep(spec, resume=args.resume)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC

@@ -47,7 +47,12 @@ def tune_trial_ids(sweep_dir: str | Path) -> set[str]:
     if not states:
         raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {str(folder)!r}")
     data = json.loads(states[-1].read_text())
-    return {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
+    ids = {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
+    # A two-stage sweep (--seeds) keeps its seeds stage's Tune experiment in <sweep_dir>/seeds.
+    seeds = folder / "seeds"
+    if seeds.is_dir() and any(seeds.glob("experiment_state-*.json")):
+        ids |= tune_trial_ids(seeds)
+    return ids
 
 
 def cleanup(

@@ -60,6 +60,8 @@ TABLE_METRICS: tuple[str, ...] = (
     "ts_ece_hist_prediction",
 )
 SPEC_FILE = "sweep_spec.json"
+STAGES_FILE = "stages.json"  # a two-stage sweep's progress: the chosen configurations, the seeds points
+STAGE_TAG = "simlab.stage"  # MLflow tag of sweep and trial runs: "search" or "seeds"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     t0 = time.perf_counter()
     configure_client_env()
     local = "://" not in spec.storage
-    sweep_dir = spec.sweep_dir
+    sweep_dir = stage_dir(spec)  # the Tune experiment of this stage (spec.sweep_dir for "search")
     exists = tune.Tuner.can_restore(sweep_dir) if (not local or os.path.isdir(sweep_dir)) else False
     if exists and not resume:
         raise SpecError("name", f"sweep {sweep_dir} exists; continue it with --resume or pick another --name")
@@ -296,7 +298,9 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
 
     tracking_uri = spec.resolved_tracking_uri
     experiment_id = ensure_experiment(
-        tracking_uri, spec.name, artifact_location=os.path.join(sweep_dir, "mlartifacts") if local else None
+        tracking_uri,
+        spec.name,
+        artifact_location=os.path.join(spec.sweep_dir, "mlartifacts") if local else None,
     )
     stale = mark_stale_runs(tracking_uri, experiment_id)
     if stale:
@@ -304,9 +308,14 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     parent_run_id = get_or_create_run(
         tracking_uri,
         experiment_id,
-        key=f"sweep:{spec.name}",
-        run_name=spec.name,
-        tags={"simlab.sweep": spec.name, "simlab.preset": spec.preset, "simlab.role": "sweep"},
+        key=f"sweep:{spec.name}" + ("" if spec.stage == "search" else f":{spec.stage}"),
+        run_name=spec.name if spec.stage == "search" else f"{spec.name}:{spec.stage}",
+        tags={
+            "simlab.sweep": spec.name,
+            "simlab.preset": spec.preset,
+            "simlab.role": "sweep",
+            STAGE_TAG: spec.stage,
+        },
     )
     parent = MlflowTracker(tracking_uri, parent_run_id, spool_dir=os.path.join(_spool_root(spec), "_sweep"))
     summary = SweepSummary(spec.name, sweep_dir, tracking_uri, experiment_id, parent_run_id)
@@ -346,12 +355,13 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             if local:  # before any trial (re)opens its run
                 from sweeps.cleanup import tune_trial_ids
 
-                _retire_lost_runs(tracking_uri, experiment_id, tune_trial_ids(sweep_dir))
+                # tune_trial_ids(spec.sweep_dir) also holds the seeds stage's trials (if any).
+                _retire_lost_runs(tracking_uri, experiment_id, tune_trial_ids(spec.sweep_dir))
         else:
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=make_searcher(spec),
+                    search_alg=make_search_alg(spec),
                     scheduler=make_scheduler(spec),
                     num_samples=spec.num_samples,
                     max_concurrent_trials=spec.max_concurrent or None,
@@ -360,8 +370,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
                     reuse_actors=spec.in_process,
                 ),
                 run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=spec.storage_dir,
+                    name=os.path.basename(sweep_dir),
+                    storage_path=os.path.dirname(sweep_dir),
                     failure_config=tune.FailureConfig(max_failures=spec.tune_max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     verbose=1,
@@ -371,7 +381,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         summarize(spec, grid, summary)
         _close_trial_runs(tracking_uri, experiment_id, summary)
         if resume:  # the same check once more, against the trials the finished sweep holds
-            _retire_lost_runs(tracking_uri, experiment_id, {r["trial_id"] for r in summary.rows})
+            live = {r["trial_id"] for r in summary.rows} | _other_stage_trial_ids(spec)
+            _retire_lost_runs(tracking_uri, experiment_id, live)
         _log_summary(parent, spec, summary)
         status = "KILLED" if summary.interrupted else ("FINISHED" if summary.num_finished else "FAILED")
         parent.close(status, reason="interrupted: continue with --resume" if summary.interrupted else None)
@@ -389,6 +400,204 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             ray.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-stage sweeps (--seeds N): stage "search" as above, then stage "seeds" re-runs each method's chosen
+# configuration on N seeds. One MLflow experiment (runs tagged simlab.stage), one sweep folder: the
+# search stage's Tune experiment is <sweep_dir> itself, the seeds stage's <sweep_dir>/seeds, and
+# <sweep_dir>/stages.json (written once the search stage has finished) records the chosen
+# configurations, so --resume continues in whichever stage the sweep was and never redoes the search.
+SEEDS_SUBDIR = "seeds"
+
+
+def stage_dir(spec: SweepSpec) -> str:
+    """The Tune experiment folder of the spec's stage."""
+    return spec.sweep_dir if spec.stage == "search" else f"{spec.sweep_dir.rstrip('/')}/{SEEDS_SUBDIR}"
+
+
+def _other_stage_trial_ids(spec: SweepSpec) -> set[str]:
+    """Trial ids of the other stage's Tune experiment (their MLflow runs are not orphans of this one)."""
+    if spec.stage == "search" or "://" in spec.storage:
+        return set()
+    from sweeps.cleanup import tune_trial_ids
+
+    try:
+        return tune_trial_ids(spec.sweep_dir)
+    except ValueError:
+        return set()
+
+
+def make_search_alg(spec: SweepSpec) -> Any:
+    """Optuna (`make_searcher`) or, for ``search: grid``, a searcher that suggests each grid point
+    (`sweeps.space.grid_points`) once, in order."""
+    if spec.search != "grid":
+        return make_searcher(spec)
+    from sweeps.space import grid_points
+
+    obj = spec.objectives[0]
+    return _points_searcher_class()(grid_points(spec), metric=obj.metric, mode=obj.mode)
+
+
+def _points_searcher_class():
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class PointsSearcher(Searcher):
+        """Suggests ``points`` in order, each once, then FINISHED. (Tune's `BasicVariantGenerator`
+        would need every key of every point declared in ``param_space``, which would then leak into
+        the configurations of labels that do not use it.) Its state (the next point, which trial got
+        which) is saved with Tune's searcher state, so a restored sweep never repeats a point."""
+
+        def __init__(self, points: Sequence[Mapping[str, Any]], *, metric: str, mode: str) -> None:
+            super().__init__(metric=metric, mode=mode)
+            self._points = [dict(p) for p in points]
+            self._next = 0
+            self._given: dict[str, int] = {}
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str:
+            if trial_id not in self._given:
+                if self._next >= len(self._points):
+                    return Searcher.FINISHED
+                self._given[trial_id] = self._next
+                self._next += 1
+            return dict(self._points[self._given[trial_id]])
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass
+
+        def get_state(self) -> dict[str, Any]:
+            return {"points": self._points, "next": self._next, "given": dict(self._given)}
+
+        def set_state(self, state: dict[str, Any]) -> None:
+            self._points, self._next, self._given = state["points"], state["next"], dict(state["given"])
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as fh:
+                pickle.dump(self.get_state(), fh)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as fh:
+                self.set_state(pickle.load(fh))
+
+    return PointsSearcher
+
+
+def choose_configurations(spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's best finished search trial on the first objective (validation), per value of
+    ``spec.seeds_group_by``: ``[{"method", "group", "trial_id", "params", <objective>}]``."""
+    obj = spec.objectives[0]
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] != "finished" or not _finite_objectives(spec, row):
+            continue
+        merged = {**spec.fixed, **row["params"]}
+        group = {g: merged.get(g) for g in spec.seeds_group_by}
+        key = json.dumps([row["method"], group], sort_keys=True, default=str)
+        old = best.get(key)
+        value = row[obj.metric]
+        if old is None or (value > old[obj.metric] if obj.mode == "max" else value < old[obj.metric]):
+            best[key] = {
+                "method": row["method"],
+                "group": group,
+                "trial_id": row["trial_id"],
+                "params": dict(row["params"]),
+                obj.metric: value,
+            }
+    return list(best.values())
+
+
+def seeds_points(spec: SweepSpec, chosen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stage "seeds": every chosen configuration x `SweepSpec.seed_values`."""
+    return [
+        {**{k: v for k, v in c["params"].items() if k != "seed"}, "seed": seed}
+        for c in chosen
+        for seed in spec.seed_values
+    ]
+
+
+def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
+    """`run_sweep`, in two stages when ``spec.seeds > 0`` (see above); returns the last stage's summary.
+
+    An interrupted search stage returns its (interrupted) summary: ``--resume`` continues it, then runs
+    the seeds stage. Ray is started once for both stages when not yet initialised.
+    """
+    top = Path(spec.sweep_dir)
+    if resume and "://" not in spec.storage and (top / SPEC_FILE).exists():
+        # The sweep as submitted (as run_sweep does): `--resume` without `--seeds` continues a staged sweep.
+        saved = SweepSpec.from_json(json.loads((top / SPEC_FILE).read_text()))
+        if saved != spec:
+            logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
+        spec = saved
+    if spec.seeds <= 0:
+        return run_sweep(spec, resume=resume)
+    import ray
+
+    state_path = top / STAGES_FILE
+    state = json.loads(state_path.read_text()) if resume and state_path.exists() else None
+    started_ray = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(address="local", include_dashboard=False)
+        started_ray = True
+    try:
+        if state is None:
+            handlers = _signal_handlers()
+            search = run_sweep(spec, resume=resume)
+            # Tune leaves its SIGINT handler installed after fit; it would swallow a Ctrl-C between the
+            # stages (setting the finished search's stop flag): put the caller's handlers back.
+            _restore_signal_handlers(handlers)
+            if search.interrupted:
+                logger.warning("search stage interrupted: --resume continues it, then runs the seeds stage")
+                return search
+            chosen = choose_configurations(spec, search.rows)
+            if not chosen:
+                logger.error("search stage: no finished trial with a finite objective; no seeds stage")
+                return search
+            state = {
+                "version": 1,
+                "stage": "seeds",
+                "objective": str(spec.objectives[0]),
+                "seeds": list(spec.seed_values),
+                "chosen": chosen,
+                "points": seeds_points(spec, chosen),
+            }
+            _write_atomic(state_path, json.dumps(state, indent=1, default=str) + "\n")
+            logger.info(
+                "search stage done: %s; seeds stage: %d trials",
+                ", ".join(f"{c['method']} {c['group'] or ''} <- {c['trial_id']}" for c in chosen),
+                len(state["points"]),
+            )
+            resume = False  # the seeds stage starts now
+        else:
+            logger.info("search stage already finished (%s): continuing the seeds stage", state_path)
+        from sweeps.spec import seeds_stage_spec
+
+        return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _signal_handlers() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    sigs = [signal.SIGINT] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
+    return {sig: signal.getsignal(sig) for sig in sigs}
+
+
+def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:

@@ -117,3 +117,32 @@ def corner_configs(spec: SweepSpec) -> Iterator[dict[str, Any]]:
         for name, corners in dims.items():
             for value in itertools.islice(corners, 1, None):
                 yield {**base, name: value}
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every configuration of a grid sweep (``search: grid``), in a fixed order: per label method (in
+    the order of the ``label`` choice), the product of the choices of the dimensions that label uses
+    (`SweepSpec.applies`), the first dimension varying slowest. ``spec.points``, when given, replace
+    the product. A range dimension that some label uses is a `SpecError` naming it: a grid needs
+    choices."""
+    from sweeps.spec import SpecError
+
+    if spec.points:
+        return [dict(p) for p in spec.points]
+    out: list[dict[str, Any]] = []
+    for label in spec.labels:
+        names = [n for n in spec.space if n != "label" and spec.applies(n, label)]
+        for name in names:
+            if spec.space[name].kind != "choice":
+                raise SpecError(
+                    f"space.{name}",
+                    f"search 'grid' needs choices, got a {spec.space[name].kind} range "
+                    f"(e.g. --set {name}=a,b,c)",
+                )
+        for combo in itertools.product(*(spec.space[n].values for n in names)):
+            point = dict(zip(names, combo, strict=True))
+            if "label" in spec.space:
+                point = {"label": label, **point}
+            if point not in out:
+                out.append(point)
+    return out

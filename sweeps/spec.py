@@ -164,6 +164,12 @@ class SweepSpec:
     storage: str = "~/simlab_sweeps"  # local folder or s3://bucket/prefix
     tracking_uri: str | None = None  # None: sqlite:///<storage>/<name>/mlflow.db
     sampler_seed: int = 0  # Optuna TPE sampler seed
+    # --- paper tables (docs/sweeps.md "Paper tables") -------------------------------------------
+    search: str = "optuna"  # "optuna" (TPE) or "grid": every combination of the choices (or `points`)
+    points: tuple[dict[str, Any], ...] = ()  # grid only: exactly these configurations, in this order
+    seeds: int = 0  # > 0: stage "seeds" re-runs each method's best search configuration on this many seeds
+    seeds_group_by: tuple[str, ...] = ()  # fields that split "each method" (e.g. model: best per model)
+    stage: str = "search"  # the stage this spec runs: "search" or "seeds" (set by the driver)
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -207,6 +213,8 @@ class SweepSpec:
         out["objectives"] = [str(o) for o in self.objectives]
         out["only_for"] = {k: list(v) for k, v in self.only_for.items()}
         out["warm_start"] = [dict(w) for w in self.warm_start]
+        out["points"] = [dict(p) for p in self.points]
+        out["seeds_group_by"] = list(self.seeds_group_by)
         return out
 
     @classmethod
@@ -216,7 +224,15 @@ class SweepSpec:
         data["objectives"] = parse_objectives(",".join(data.get("objectives", [])) or "val_nll:min")
         data["only_for"] = {k: tuple(v) for k, v in data.get("only_for", {}).items()}
         data["warm_start"] = tuple(dict(w) for w in data.get("warm_start", ()))
+        data["points"] = tuple(dict(p) for p in data.get("points", ()))
+        data["seeds_group_by"] = tuple(data.get("seeds_group_by", ()))
         return cls(**data)
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        """The seeds of stage "seeds": ``seeds`` consecutive seeds from the fixed seed (default 0)."""
+        base = self.fixed.get("seed", TrainConfig.seed)
+        return tuple(range(int(base), int(base) + self.seeds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +336,29 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     if "label" in user_keys:
         _prune_for_labels(out, user_keys)
     _prune_warm_start(out)
+    _prune_points(out)
     return out
+
+
+def _prune_points(out: dict[str, Any]) -> None:
+    """A grid's explicit points after overrides: a key that is no longer searched (now fixed) is
+    dropped from every point, a point naming a removed choice is dropped, duplicates are merged. So
+    ``--set noise_rate=0.4,0.8`` narrows a table preset's grid. None left is an error."""
+    if not out.get("points"):
+        return
+    kept = []
+    for point in out["points"]:
+        point = {k: v for k, v in point.items() if k in out["space"]}
+        fits = all(
+            v in out["space"][k]["choice"]
+            for k, v in point.items()
+            if isinstance(out["space"][k], dict) and "choice" in out["space"][k]
+        )
+        if point and fits and point not in kept:
+            kept.append(point)
+    if not kept:
+        raise SpecError("points", "no point of the preset's grid fits the --set overrides")
+    out["points"] = kept
 
 
 def _prune_warm_start(out: dict[str, Any]) -> None:
@@ -359,6 +397,9 @@ _SWEEP_KEYS: tuple[str, ...] = (
     "train_max_failures",
     "tune_max_failures",
     "sampler_seed",
+    "search",
+    "seeds",
+    "seeds_group_by",
     "in_process",
     "workers_per_trial",
     "cpus_per_trial",
@@ -391,8 +432,105 @@ def build_spec(raw: Mapping[str, Any], **top: Any) -> SweepSpec:
         fixed=dict(raw.pop("fixed", {})),
         **raw,
     )
+    spec = resolve_grid(spec)
     validate_spec(spec)
     return spec
+
+
+SEARCH_KINDS: tuple[str, ...] = ("optuna", "grid")
+STAGES: tuple[str, ...] = ("search", "seeds")
+
+
+def resolve_grid(spec: SweepSpec) -> SweepSpec:
+    """A grid sweep runs each grid point once: ``num_samples`` = the number of points, no warm start
+    (Optuna's). Also makes ``points`` and ``seeds_group_by`` tuples (``--set seeds_group_by=model``)."""
+    group_by = spec.seeds_group_by
+    spec = dataclasses.replace(
+        spec,
+        seeds_group_by=(group_by,) if isinstance(group_by, str) else tuple(group_by),
+        points=tuple(dict(p) if isinstance(p, Mapping) else p for p in spec.points),
+    )
+    if spec.search != "grid":
+        return spec
+    from sweeps.space import grid_points
+
+    points = spec.points or tuple(grid_points(spec))
+    return dataclasses.replace(spec, num_samples=max(len(points), 1), warm_start=())
+
+
+def seeds_stage_spec(spec: SweepSpec, points: Sequence[Mapping[str, Any]]) -> SweepSpec:
+    """The spec of stage "seeds": a grid of exactly ``points`` (each method's chosen configuration x
+    `SweepSpec.seed_values`), ``seed`` a choice over those seeds (so the driver prepares every seed's
+    data split and similarity matrices), no ASHA (every seed runs to the end), same name and tracking."""
+    fixed = {k: v for k, v in spec.fixed.items() if k != "seed"}
+    space = {**spec.space, "seed": Dimension("choice", spec.seed_values)}
+    staged = dataclasses.replace(
+        spec,
+        fixed=fixed,
+        space=space,
+        search="grid",
+        points=tuple(dict(p) for p in points),
+        num_samples=max(len(points), 1),
+        warm_start=(),
+        scheduler="none",
+        stage="seeds",
+    )
+    validate_spec(staged)
+    return staged
+
+
+def _check_stage_fields(spec: SweepSpec) -> None:
+    """The paper-table fields: search kind, explicit grid points, the seeds stage."""
+    if spec.search not in SEARCH_KINDS:
+        raise SpecError("search", f"expected one of {', '.join(SEARCH_KINDS)}, got {spec.search!r}")
+    if spec.stage not in STAGES:
+        raise SpecError("stage", f"expected one of {', '.join(STAGES)}, got {spec.stage!r}")
+    _int_at_least("seeds", spec.seeds, 0)
+    if spec.points and spec.search != "grid":
+        raise SpecError("points", "explicit points need search 'grid' (--set search=grid)")
+    names = {*TrainConfig.field_names(), *EXTRA_PARAMS}
+    if isinstance(spec.seeds_group_by, str) or not all(isinstance(g, str) for g in spec.seeds_group_by):
+        raise SpecError("seeds_group_by", f"expected a list of field names, got {spec.seeds_group_by!r}")
+    for key in spec.seeds_group_by:
+        if key not in names:
+            raise SpecError("seeds_group_by", f"unknown field {key!r}{_suggest(key, sorted(names))}")
+    if spec.seeds and spec.stage == "search":
+        if "seed" in spec.space:
+            raise SpecError(
+                "seeds",
+                "the search stage runs at one seed and stage 'seeds' picks the seeds: fix seed "
+                "(--set seed=0) or drop --seeds",
+            )
+        if "://" in spec.storage:
+            raise SpecError("seeds", "a two-stage sweep keeps its stage state in a local --storage folder")
+    for i, point in enumerate(spec.points):
+        if not isinstance(point, Mapping) or not point:
+            raise SpecError(f"points.{i}", f"expected a non-empty mapping of param -> value, got {point!r}")
+        for key, value in point.items():
+            _check_point_value(f"points.{i}.{key}", spec, key, value)
+    if spec.search == "grid":  # every configuration the grid will run must be a valid TrainConfig
+        from sweeps.space import grid_points, train_config_dict
+
+        for params in grid_points(spec):
+            try:
+                TrainConfig.from_dict(train_config_dict(spec, params), validate=False).validate(
+                    check_registries=False
+                )
+            except (TypeError, ValueError) as err:
+                raise SpecError("points", f"{err} (at {params})") from err
+
+
+def _check_point_value(where: str, spec: SweepSpec, key: str, value: Any) -> None:
+    if key not in spec.space:
+        raise SpecError(where, "is not a search dimension of this sweep")
+    dim = spec.space[key]
+    if dim.kind == "choice":
+        if value not in dim.values:
+            raise SpecError(where, f"{value!r} is not one of {list(dim.values)!r}")
+        return
+    low, high = dim.values
+    if not (_is_number(value) and low <= value <= high):
+        raise SpecError(where, f"{value!r} is outside the searched [{low}, {high}]")
 
 
 def _absolute_paths(raw: dict[str, Any]) -> None:
@@ -431,6 +569,7 @@ def _absolute_paths(raw: dict[str, Any]) -> None:
 def validate_spec(spec: SweepSpec) -> None:
     """Raise `SpecError` naming the field for anything wrong with `spec`. Cheap: no torch/Ray imports."""
     _check_sweep_fields(spec)
+    _check_stage_fields(spec)
     names = {*TrainConfig.field_names(), *EXTRA_PARAMS}
     for section, keys in (("fixed", spec.fixed), ("space", spec.space), ("only_for", spec.only_for)):
         for key in keys:
@@ -694,7 +833,7 @@ def _dataset_class_names(dataset: str, data_dir: str | None) -> list[str] | None
     import zipfile
 
     path = Path(os.path.expanduser(data_dir)) if data_dir else None
-    if dataset in ("cifar10", "imagefolder") and path is not None and path.exists():
+    if dataset in ("cifar10", "cifar100", "imagefolder") and path is not None and path.exists():
         if path.is_file() and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 parts = (name.split("/") for name in zf.namelist())

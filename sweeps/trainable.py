@@ -121,6 +121,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
             "simlab.trial_id": trial_id,
             "simlab.method": method_name(dict(config), spec),
             "simlab.role": "trial",
+            "simlab.stage": spec.stage,  # "search" or "seeds" (sweeps.driver.run_staged_sweep)
         },
     )
 

@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import stats
 
 import simlab.data.readers as readers
+from simlab.class_names import CIFAR100_CLASSES
 from simlab.data import (
     CIFAR10_CLASSES,
     DATASETS,
@@ -225,6 +226,9 @@ def test_torchvision_source_without_download_names_data_dir(tmp_path, name):
     with pytest.raises(FileNotFoundError, match="--data-dir / data_dir") as info:
         load_dataset(name, data_dir=root, cache_dir=tmp_path, download=False)
     assert str(root) in str(info.value)
+    # Both options are named: a torchvision root and an image-folder zip/folder layout.
+    assert "torchvision root" in str(info.value)
+    assert "image-folder zip/folder" in str(info.value) and "<root>/train/<class>/<image>" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +394,39 @@ def test_cifar10_from_an_extracted_folder(tmp_path):
     x, y = _expected(files, list(CIFAR10_CLASSES), "test")
     assert torch.equal(d.test_x, x) and torch.equal(d.test_y, y)
     assert "folder-listing-sha256=" in d.identity
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_cifar100_from_an_image_folder(tmp_path, as_zip):
+    """A synthetic 100-class tree (the cifar10 layouts): PNG files in a folder, JPEG files in a zip."""
+    files = _make_images(CIFAR100_CLASSES, {"train": 2, "test": 1}, 4, seed=5)
+    if as_zip:
+        data_dir = tmp_path / "c100.zip"
+        encoded = {}
+        with zipfile.ZipFile(data_dir, "w") as z:
+            for name, a in files.items():
+                buf = io.BytesIO()
+                Image.fromarray(a).save(buf, format="JPEG", quality=90)
+                encoded[name] = buf.getvalue()
+                z.writestr("cifar100-jpeg/" + name.replace(".png", ".jpg"), encoded[name])
+        # JPEG is lossy: the reference is PIL's own decoding of the stored bytes.
+        files = {n: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for n, b in encoded.items()}
+    else:
+        data_dir = _write_folder(tmp_path / "c100", files)
+    d = load_dataset("cifar100", data_dir=data_dir, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    assert d.class_names == list(CIFAR100_CLASSES) and d.num_classes == 100
+    x, y = _expected(files, list(CIFAR100_CLASSES), "test")
+    assert torch.equal(d.test_x, x) and torch.equal(d.test_y, y)
+    train_x, train_y = _expected(files, list(CIFAR100_CLASSES), "train")
+    assert sorted(_row_keys(d.train_x)) == sorted(_row_keys(train_x))
+    assert torch.equal(torch.bincount(d.train_y, minlength=100), torch.full((100,), 2))
+
+
+def test_cifar100_image_folder_with_wrong_classes_is_named(tmp_path):
+    files = _make_images(CIFAR100_CLASSES[:99], {"train": 1, "test": 1}, 4, seed=6)
+    root = _write_folder(tmp_path / "c99", files)
+    with pytest.raises(ValueError, match="99 class folders, expected cifar100's 100.*worm"):
+        load_dataset("cifar100", data_dir=root, cache_dir=tmp_path / "cache", val_fraction=0.0)
 
 
 @pytest.mark.parametrize("as_zip", [False, True])

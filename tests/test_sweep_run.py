@@ -338,3 +338,109 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         ray.shutdown()
         cluster.shutdown()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _count_stage_runs(db: Path, stage: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=10) as con:
+            return con.execute(
+                "select count(*) from tags where key = 'simlab.stage' and value = ? and run_uuid in "
+                "(select run_uuid from tags where key = 'simlab.role' and value = 'trial')",
+                (stage,),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
+    """--seeds 2 on a tiny grid (2 methods x 2 search trials, 1 epoch): SIGINT once the search stage has
+    finished, then --resume. The search stage is not redone (same 4 runs, untouched), the seeds stage
+    runs each method's best search configuration (min val_nll, recomputed here from MLflow) on seeds
+    0 and 1, and every run carries its stage tag."""
+    name = "staged"
+    sweep = tmp_path / "sweeps" / name
+    sets = (*TINY, "search=grid", "alpha=0.1", "beta=2.0", "lr=0.05,0.1", f"cache_dir={tmp_path / 'cache'}")
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "calibration.py"),
+        "--name",
+        name,
+        "--storage",
+        str(tmp_path / "sweeps"),
+        "--max-concurrent",
+        "1",
+        "--seeds",
+        "2",
+        *[a for s in sets for a in ("--set", s)],
+    ]
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (sweep / "stages.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (sweep / "stages.json").exists(), "the search stage did not finish"
+        # Ctrl-C once the seeds stage's first trial has opened its run (inside Tune's fit).
+        while _count_stage_runs(sweep / "mlflow.db", "seeds") < 1 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the seeds stage did not start"
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    client = MlflowClient(f"sqlite:///{sweep}/mlflow.db")
+    exp = client.get_experiment_by_name(name)
+
+    def trial_runs(stage):
+        return client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`simlab.role` = 'trial' and tags.`simlab.stage` = '{stage}'",
+            max_results=1000,
+        )
+
+    before = {r.info.run_id: (r.info.status, r.info.end_time) for r in trial_runs("search")}
+    assert len(before) == 4 and {s for s, _ in before.values()} == {"FINISHED"}
+    assert sum(r.info.status == "FINISHED" for r in trial_runs("seeds")) < 4  # really interrupted
+
+    done = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    search = trial_runs("search")
+    assert {r.info.run_id: (r.info.status, r.info.end_time) for r in search} == before  # not redone
+    seeds = [r for r in trial_runs("seeds") if r.info.status == "FINISHED"]
+    assert len(seeds) == len(trial_runs("seeds")) == 4
+    assert len({r.data.tags["simlab.key"] for r in seeds}) == 4
+
+    # Each method's best search run (min val_nll), from MLflow: its searched params are what the seeds
+    # stage ran, on seeds 0 and 1.
+    searched = ("label", "lr", "similarity", "beta", "alpha")
+    for method in ("onehot", "similarity:l2"):
+        mine = [r for r in search if r.data.tags["simlab.method"] == method]
+        assert len(mine) == 2
+        best = min(mine, key=lambda r: r.data.metrics["val_nll"])
+        reruns = [r for r in seeds if r.data.tags["simlab.method"] == method]
+        assert sorted(int(r.data.params["seed"]) for r in reruns) == [0, 1]
+        for run in reruns:
+            assert {k: run.data.params.get(k) for k in searched} == {
+                k: best.data.params.get(k) for k in searched
+            }
+    state = json.loads((sweep / "stages.json").read_text())
+    assert {c["method"]: c["trial_id"] for c in state["chosen"]} == {
+        m: min(
+            (r for r in search if r.data.tags["simlab.method"] == m), key=lambda r: r.data.metrics["val_nll"]
+        ).data.tags["simlab.key"]
+        for m in ("onehot", "similarity:l2")
+    }
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`simlab.role` = 'sweep'")
+    assert sorted(r.data.tags["simlab.stage"] for r in parents) == ["search", "seeds"]
+    # Per-epoch test accuracy reaches MLflow (step = epoch) with the best-epoch summary.
+    run = seeds[0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")] == [1]
+    assert {"test_accuracy_best", "best_epoch"} <= set(run.data.metrics)

@@ -149,3 +149,61 @@ def test_searcher_warm_start_covers_every_label_first():
     searcher = make_searcher(spec)
     first = [searcher.suggest(f"t{i}") for i in range(len(spec.warm_start))]
     assert [c["label"] for c in first] == [w["label"] for w in spec.warm_start]
+
+
+def test_grid_points_are_every_combination_of_the_dimensions_each_label_uses():
+    """Reference: the product of ALL choices, each combination projected onto the dimensions its label
+    uses, deduplicated."""
+    import itertools
+
+    from sweeps.space import grid_points
+
+    spec = spec_of("quickstart", "alpha=0.05,0.1", "beta=1,3", "lr=0.05,0.1", search="grid")
+    names = list(spec.space)
+    reference = set()
+    for combo in itertools.product(*(spec.space[n].values for n in names)):
+        point = dict(zip(names, combo, strict=True))
+        used = {k: v for k, v in point.items() if k == "label" or spec.applies(k, point["label"])}
+        reference.add(tuple(sorted(used.items())))
+    got = grid_points(spec)
+    assert len(got) == len(reference) == spec.num_samples == 2 + 2 * 2 + 2 * 2 * 2 * 2
+    assert {tuple(sorted(p.items())) for p in got} == reference
+
+
+def test_choose_configurations_is_the_best_finished_trial_per_method_and_group():
+    from sweeps.driver import choose_configurations
+
+    spec = spec_of("quickstart", "model=small_cnn,resnet18", seeds_group_by=["model"])
+    rows = []
+    for i, (method, model, value, status) in enumerate(
+        [
+            ("onehot", "small_cnn", 0.5, "finished"),
+            ("onehot", "small_cnn", 0.4, "finished"),
+            ("onehot", "small_cnn", 0.1, "error"),  # not finished: never chosen
+            ("onehot", "resnet18", 0.7, "finished"),
+            ("similarity:l2", "small_cnn", float("nan"), "finished"),  # non-finite: never chosen
+            ("similarity:l2", "small_cnn", 0.6, "finished"),
+        ]
+    ):
+        label, _, src = method.partition(":")
+        params = {"label": label, "model": model, "lr": 0.1 + i} | ({"similarity": src} if src else {})
+        rows.append(
+            {"trial_id": f"t{i}", "status": status, "method": method, "params": params, "val_nll": value}
+        )
+    chosen = {(c["method"], c["group"]["model"]): c["trial_id"] for c in choose_configurations(spec, rows)}
+    # Brute force: min val_nll over finished finite rows of each (method, model).
+    expected = {}
+    for r in rows:
+        if r["status"] == "finished" and math.isfinite(r["val_nll"]):
+            key = (r["method"], r["params"]["model"])
+            if key not in expected or r["val_nll"] < rows[int(expected[key][1:])]["val_nll"]:
+                expected[key] = r["trial_id"]
+    assert (
+        chosen
+        == expected
+        == {
+            ("onehot", "small_cnn"): "t1",
+            ("onehot", "resnet18"): "t3",
+            ("similarity:l2", "small_cnn"): "t5",
+        }
+    )

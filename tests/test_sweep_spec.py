@@ -209,3 +209,145 @@ def test_spec_round_trips_through_json():
     spec = spec_of("cifar10-noisy")
     again = type(spec).from_json(json.loads(json.dumps(spec.to_json())))
     assert again == spec
+
+
+# ---------------------------------------------------------------------------------------------
+# paper tables: grid sweeps, the seeds stage, the table presets (issue 12)
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_dry_run_prints_the_resolved_sweep(preset, capsys, tmp_path):
+    from sweeps.calibration import main
+
+    assert main(["--dry-run", "--preset", preset, "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    resolved = json.loads(out[: out.index("\n# storage")])
+    assert resolved["preset"] == preset and resolved["num_samples"] >= 1
+    assert resolved["search"] in ("optuna", "grid")
+    plan = out.strip().splitlines()[-1]
+    assert plan.startswith("# ") and f"{resolved['num_samples']} trials" in plan
+    if resolved["seeds"]:
+        assert "stage 2 seeds" in plan
+    assert not (tmp_path / preset).exists()  # a dry run writes nothing
+
+
+def _cells(points, keys):
+    from collections import Counter
+
+    return Counter(tuple(p.get(k) for k in keys) for p in points)
+
+
+def test_paper_b_tables_preset_is_the_full_grid_on_three_seeds():
+    from simlab.config import TrainConfig
+    from sweeps.space import grid_points, train_config_dict
+
+    spec = spec_of("paper-b-tables")
+    assert spec.search == "grid" and spec.scheduler == "none" and spec.seeds == 0  # no ASHA, no search
+    points = grid_points(spec)
+    assert spec.num_samples == len(points)
+    # Independent enumeration of paper B's cells: clean + asymmetric/symmetric 0.2/0.4/0.8; CE on one-hot
+    # (no trusted set) and the five losses on confidence labels at M = 0.1k/1k/10k.
+    settings = [("asymmetric", 0.0)] + [(k, r) for k in ("asymmetric", "symmetric") for r in (0.2, 0.4, 0.8)]
+    losses = ("ce", "projection", "log_projection", "l1", "mse")
+    expected = {("onehot", None, None, k, r) for k, r in settings} | {
+        ("confidence", loss, m, k, r) for k, r in settings for loss in losses for m in (100, 1000, 10000)
+    }
+    cells = _cells(points, ("label", "loss", "trusted_size", "noise_kind", "noise_rate"))
+    assert set(cells) == expected and set(cells.values()) == {3}
+    assert {p["seed"] for p in points} == {0, 1, 2}
+    # The one-hot baseline is CE without a trusted set; the losses run on 0.6/0.4 pair labels, L2-relaxed.
+    onehot = TrainConfig.from_dict(train_config_dict(spec, points[0]))
+    assert (onehot.label, onehot.loss, onehot.trusted_size, onehot.relaxation) == ("onehot", "ce", 0, "none")
+    lp = next(p for p in points if p.get("loss") == "log_projection" and p["trusted_size"] == 1000)
+    cfg = TrainConfig.from_dict(train_config_dict(spec, lp))
+    assert (cfg.similarity, cfg.relaxation, cfg.confidence_own, cfg.trusted_own) == ("pairs", "l2", 0.6, 0.95)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.scheduler) == (200, 256, 0.2, "plateau")  # paper B §4.1.1
+    assert cfg.test_accuracy_every == 1  # the best-epoch protocol needs every epoch
+    # --set narrows the grid.
+    narrowed = spec_of("paper-b-tables", "noise_rate=0.4,0.8")
+    assert narrowed.num_samples == 4 * 16 * 3
+
+
+def test_paper_b_controls_preset():
+    from sweeps.space import grid_points
+
+    points = grid_points(spec_of("paper-b-controls"))
+    cells = _cells(points, ("label", "trusted_size", "noise_kind", "noise_rate"))
+    assert set(cells.values()) == {3}
+    assert {c for c in cells if c[0] == "trusted_only"} == {
+        ("trusted_only", m, "asymmetric", 0.0) for m in (100, 1000, 10000)
+    }
+    assert len([c for c in cells if c[0] == "onehot_trusted"]) == 7 * 3
+
+
+def test_paper_a_table_presets_search_beta_then_run_three_seeds():
+    from sweeps.space import grid_points
+
+    for preset, models in (
+        ("paper-a-table1", {"densenet_bc", "resnet18", "wrn"}),
+        ("paper-a-table2", {"densenet_bc", "resnet34", "wrn"}),
+    ):
+        spec = spec_of(preset)
+        assert spec.seeds == 3 and spec.seed_values == (0, 1, 2) and spec.seeds_group_by == ("model",)
+        assert spec.fixed["alpha"] == 0.1 and spec.scheduler == "none"
+        betas = spec.space["beta"].values
+        assert min(betas) == 0.5 and max(betas) == 6.0  # paper A §6.2: beta in [0.5, 6]
+        points = grid_points(spec)
+        sources = spec.space["similarity"].values
+        assert len(points) == spec.num_samples == len(models) * (3 + len(sources) * len(betas))
+        assert {p["model"] for p in points} == models
+
+
+def test_paper_a_ablation_presets():
+    from sweeps.space import grid_points
+
+    alpha = spec_of("paper-a-alpha")
+    assert alpha.fixed["beta"] == 2.0 and alpha.fixed["similarity"] == "we"  # paper A §6.3
+    cells = _cells(grid_points(alpha), ("label", "alpha"))
+    assert set(cells.values()) == {3}
+    for label in ("uniform", "similarity"):
+        assert {a for lab, a in cells if lab == label} == set(alpha.space["alpha"].values)
+    beta = spec_of("paper-a-beta")
+    assert beta.fixed["alpha"] == 0.1 and "beta" in beta.space
+    assert {b for lab, b in _cells(grid_points(beta), ("label", "beta")) if lab == "similarity"} == set(
+        beta.space["beta"].values
+    )
+
+
+def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
+    from sweeps.driver import seeds_points
+    from sweeps.space import grid_points
+    from sweeps.spec import seeds_stage_spec
+
+    spec = spec_of("quickstart", seeds=3)
+    chosen = [
+        {"params": {"label": "onehot", "lr": 0.07}},
+        {"params": {"label": "similarity", "similarity": "l2", "alpha": 0.1, "beta": 2.5, "lr": 0.1}},
+    ]
+    points = seeds_points(spec, chosen)
+    assert len(points) == 6 and {p["seed"] for p in points} == {0, 1, 2}
+    staged = seeds_stage_spec(spec, points)
+    assert staged.stage == "seeds" and staged.search == "grid" and staged.scheduler == "none"
+    assert staged.num_samples == 6 and grid_points(staged) == points
+    assert staged.space["seed"] == Dimension("choice", (0, 1, 2)) and "seed" not in staged.fixed
+    assert staged.name == spec.name and staged.resolved_tracking_uri == spec.resolved_tracking_uri
+
+
+@pytest.mark.parametrize(
+    ("overrides", "top", "field"),
+    [
+        ((), {"search": "random"}, "search"),
+        (("seed=0,1",), {"seeds": 2}, "seeds"),
+        ((), {"seeds": -1}, "seeds"),
+        ((), {"seeds_group_by": ["modle"]}, "seeds_group_by"),
+        ((), {"points": [{"label": "onehot"}]}, "points"),  # explicit points need search grid
+        (("search=grid",), {}, "space.lr"),  # a grid needs choices, not ranges
+        (
+            ("search=grid", "alpha=0.1", "beta=1,2", "lr=0.1"),
+            {"points": [{"label": "mixup"}]},
+            "points.0.label",
+        ),
+    ],
+)
+def test_bad_stage_settings_name_the_field(overrides, top, field):
+    with pytest.raises(SpecError) as err:
+        spec_of("quickstart", *overrides, **top)
+    assert err.value.field == field, str(err.value)

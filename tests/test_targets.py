@@ -155,3 +155,13 @@ def test_confidence_pairs_from_pair_matrix_and_names():
     assert confidence_pairs(cfg, names) == [(4, 1)]
     labels, _ = label_matrices(cfg, names)
     assert labels[4, 1].item() == pytest.approx(0.4) and labels[0, 0].item() == 1.0
+
+
+def test_label_registry_names_match_the_config_names():
+    """config.LABEL_METHODS (torch-free) lists exactly the registry's label methods."""
+    from simlab.config import LABEL_METHODS, TRUSTED_SET_LABELS
+    from simlab.targets import LABEL_BUILDERS, LABEL_REGISTRY
+
+    assert tuple(LABEL_REGISTRY) == LABEL_METHODS == tuple(LABEL_BUILDERS)
+    assert set(TRUSTED_SET_LABELS) <= set(LABEL_REGISTRY)
+    assert {n for n, m in LABEL_REGISTRY.items() if m.train_on == "trusted"} == {"trusted_only"}

@@ -179,7 +179,7 @@ def test_smoke_artifacts(smoke):
     assert not [p for p in art.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_smoke_tracker_and_reports(smoke):
+def test_smoke_tracker_and_reports(smoke, digits):
     cfg, result, tracker, reports, _, ck = smoke
     assert len(tracker.params) == 1
     params = tracker.params[0]
@@ -187,7 +187,11 @@ def test_smoke_tracker_and_reports(smoke):
     steps = [s for s, _ in tracker.metrics]
     assert steps == [1, 2, 2]  # per epoch, then the recalibrated metrics at the last epoch
     assert tracker.metrics[1][1] == result.history[1]
-    assert set(tracker.metrics[2][1]) == {f"{p}_{m}" for p in ("ts", "ets", "dir") for m in METRIC_NAMES}
+    assert set(tracker.metrics[2][1]) == {f"{p}_{m}" for p in ("ts", "ets", "dir") for m in METRIC_NAMES} | {
+        "test_accuracy_best",
+        "best_epoch",
+    }
+    assert params["train_samples"] == len(digits.train_y)
     assert [r.epoch for r in reports] == [1, 2]
     assert all(isinstance(r, EpochReport) and r.checkpoint_dir == ck for r in reports)
     assert reports[1].metrics == result.history[1]
@@ -555,6 +559,96 @@ def test_eval_every_also_evaluates_the_first_and_last_epoch(digits, cache_dir, t
     evaluated = [int(h["epoch"]) for h in result.history if "val_nll" in h]
     assert evaluated == [1, 3, 4]
     assert "val_nll" not in result.history[1]
+
+
+def test_test_accuracy_every_epoch_and_best_epoch(digits, cache_dir, tmp_path):
+    """test_accuracy is logged every epoch (step = epoch), equal to a direct evaluation of that epoch's
+    weights (checkpoint), also between evaluations (eval_every=3); final metrics carry the last-epoch
+    and best-epoch values (paper B's test-selected protocol)."""
+    tracker = RecordingTracker()
+    cfg = _cfg(cache_dir, epochs=4, eval_every=3, recalibrate=False)
+    snapshots = []
+
+    def keep(report):  # the weights at the end of each epoch
+        snapshots.append(load_checkpoint(checkpoint_paths(report.checkpoint_dir)[0])["model"])
+
+    result = fit(cfg, data=digits, tracker=tracker, checkpoint_dir=tmp_path, on_epoch_end=keep)
+    per_epoch = {s: m["test_accuracy"] for s, m in tracker.metrics if "test_accuracy" in m}
+    assert sorted(per_epoch) == [1, 2, 3, 4]
+    x = (digits.test_x.float() / 255 - torch.tensor(digits.mean)[:, None, None]) / torch.tensor(digits.std)[
+        :, None, None
+    ]
+    for epoch, state in enumerate(snapshots, start=1):
+        model = build_model(cfg.model, 10, in_channels=1, **cfg.model_args)
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            direct = (model(x).argmax(1) == digits.test_y).double().mean().item()
+        assert per_epoch[epoch] == pytest.approx(direct, abs=1e-12), epoch
+    assert result.metrics["test_accuracy"] == per_epoch[4] == result.metrics["accuracy"]
+    best_epoch = max(sorted(per_epoch), key=lambda e: (per_epoch[e], -e))
+    assert result.metrics["best_epoch"] == best_epoch
+    assert result.metrics["test_accuracy_best"] == per_epoch[best_epoch] >= result.metrics["test_accuracy"]
+    # test_accuracy_every=0: only evaluation epochs have it.
+    quiet = fit(
+        _cfg(cache_dir, epochs=4, eval_every=3, recalibrate=False, test_accuracy_every=0), data=digits
+    )
+    assert [int(h["epoch"]) for h in quiet.history if "test_accuracy" in h] == [1, 3, 4]
+
+
+def test_best_test_accuracy_picks_the_first_best_epoch():
+    from simlab.train import best_test_accuracy
+
+    hist = [{"epoch": 1.0, "test_accuracy": 0.5}, {"epoch": 2.0}, {"epoch": 3.0, "test_accuracy": 0.7}]
+    hist.append({"epoch": 4.0, "test_accuracy": 0.7})
+    assert best_test_accuracy(hist) == {"test_accuracy_best": 0.7, "best_epoch": 3.0}
+    assert best_test_accuracy([{"epoch": 1.0}]) == {}
+
+
+def test_trusted_only_trains_on_exactly_the_trusted_samples(digits, cache_dir):
+    """label=trusted_only with M trusted samples == one-hot training on a dataset holding only those M
+    samples (an independent construction): same seed, so the same weights and metrics."""
+    import dataclasses
+
+    cfg = _cfg(cache_dir, label="trusted_only", trusted_size=20, noise_kind="symmetric", noise_rate=0.8)
+    t = training_targets(cfg, digits.train_y, digits.class_names)
+    idx = torch.nonzero(t.trusted).squeeze(1)
+    assert torch.equal(t.train_indices, idx) and idx.numel() == 20
+    assert torch.bincount(digits.train_y[idx], minlength=10).tolist() == [2] * 10  # class-balanced
+    # Trusted samples: their clean one-hot labels, whatever the noise did elsewhere.
+    torch.testing.assert_close(t.rows[idx], F.one_hot(digits.train_y[idx], 10).double())
+    tracker = RecordingTracker()
+    got = fit(cfg, data=digits, tracker=tracker, recalibrators=CHEAP_RECALIBRATORS)
+    assert tracker.params[0]["train_samples"] == 20
+    subset = dataclasses.replace(
+        digits, train_x=digits.train_x[idx].clone(), train_y=digits.train_y[idx].clone()
+    )
+    ref = fit(_cfg(cache_dir), data=subset, recalibrators=CHEAP_RECALIBRATORS)
+    assert torch.equal(got.test_probs, ref.test_probs)
+    assert got.metrics["accuracy"] == ref.metrics["accuracy"]
+
+
+def test_onehot_trusted_targets_are_clean_on_trusted_and_noisy_elsewhere():
+    """Independent construction: one_hot(clean label) on the trusted mask, one_hot(noisy label) elsewhere."""
+    names = [f"c{i}" for i in range(5)]
+    y = torch.arange(5).repeat_interleave(40)
+    cfg = TrainConfig.from_dict(
+        dict(label="onehot_trusted", noise_kind="symmetric", noise_rate=0.6, trusted_size=50), validate=False
+    )
+    cfg.validate(check_registries=False)
+    t = training_targets(cfg, y, names)
+    assert t.train_indices is None  # trains on every sample
+    assert int(t.trusted.sum()) == 50 and torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
+    flipped = t.noisy_labels != y
+    assert 0.4 < flipped[~t.trusted].double().mean().item() < 0.8  # the noise really is there
+    expected = torch.empty(len(y), 5, dtype=torch.float64)
+    for i in range(len(y)):
+        expected[i] = F.one_hot(y[i] if t.trusted[i] else t.noisy_labels[i], 5).double()
+    assert torch.equal(t.rows, expected)
+    # Without a trusted set, the controls are rejected naming the field.
+    for label in ("onehot_trusted", "trusted_only"):
+        with pytest.raises(ValueError, match="trusted_size must be > 0"):
+            TrainConfig.from_dict(dict(label=label), validate=False).validate(check_registries=False)
 
 
 def test_resume_with_eval_every_keeps_the_plateau_schedule(digits, cache_dir, tmp_path):

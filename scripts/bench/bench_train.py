@@ -105,6 +105,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=4, help="per round; the first is warm-up")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--test-accuracy-every",
+        type=int,
+        default=0,
+        help="fit's per-epoch test-accuracy forward (1 = paper B's protocol; 0 = off: pure training epochs)",
+    )
     args = ap.parse_args()
     if args.epochs < 3:
         ap.error(f"--epochs must be >= 3 (one warm-up, one timed, one evaluating), got {args.epochs}")
@@ -123,6 +129,7 @@ def main() -> int:
             batch_size=args.batch_size,
             epochs=args.epochs,
             eval_every=args.epochs,
+            test_accuracy_every=args.test_accuracy_every,  # 0: timed epochs are pure training epochs
             lr=0.05,
             recalibrate=False,
             device="cpu",

@@ -13,7 +13,8 @@ Datasets (``DATASETS``):
   ``../shared/data/cifar10-jpeg.zip``), an extracted folder with that layout, or a torchvision root
   (``cifar-10-batches-py``; ``download=True`` fetches it when missing, ``data_dir=None`` uses
   ``<cache_dir>/torchvision``).
-- ``cifar100``: a torchvision root (downloaded when missing, as above).
+- ``cifar100``: the same two options: an image-folder zip/folder (100 class folders named as
+  torchvision's fine labels, e.g. ``aquarium_fish``) or a torchvision root (``cifar-100-python``).
 - ``tinyimagenet``: the standard ``tiny-imagenet-200`` folder or zip (``train/<wnid>/images/*.JPEG``,
   ``val/images`` + ``val/val_annotations.txt``); its labelled ``val`` set is our test split. Class names
   are the wnids in sorted order; ``info["words"]`` holds ``words.txt``'s names when present.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from simlab.class_names import CIFAR10_CLASSES
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 from simlab.data.cache import atomic_write_bytes, cached_raw
 from simlab.data.splits import RawImages, stratified_holdout
 
@@ -216,11 +216,9 @@ def _torchvision_cifar(which: str, root: Path, download: bool) -> RawImages:
         raise FileNotFoundError(
             f"{which}: could not {action}: data_dir={str(root)!r} ({err}). Without internet access, pass "
             f"--data-dir / data_dir pointing to a torchvision root that holds the extracted CIFAR archive"
-            + (
-                " or to an image-folder zip/folder such as ../shared/data/cifar10-jpeg.zip"
-                if which == "cifar10"
-                else ""
-            )
+            f" ({_TORCHVISION_FOLDERS[which]}/) or to an image-folder zip/folder with "
+            f"<root>/train/<class>/<image> and <root>/test/<class>/<image>"
+            + (" such as ../shared/data/cifar10-jpeg.zip" if which == "cifar10" else "")
         ) from err
 
     def to_tensor(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,31 +229,47 @@ def _torchvision_cifar(which: str, root: Path, download: bool) -> RawImages:
     return RawImages(list(train.classes), *to_tensor(train), *to_tensor(test), source=f"torchvision-{which}")
 
 
-def read_cifar10(*, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True) -> RawImages:
-    """CIFAR-10 from an image-folder zip or folder, or a torchvision root (see the module docstring)."""
+# torchvision's extracted archive folder of each CIFAR (named in the not-found message).
+_TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_CIFAR_CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+
+
+def _read_cifar(which: str, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool) -> RawImages:
+    """CIFAR-10/100 from an image-folder zip or folder (``<root>/{train,test}/<class>/<image>``, class
+    folders named as torchvision's labels, so sorted folder order = torchvision's label order), or else
+    a torchvision root."""
     if data_dir is None:
-        return _torchvision_cifar("cifar10", cache_dir / "torchvision", download)
+        return _torchvision_cifar(which, cache_dir / "torchvision", download)
     path = Path(data_dir).expanduser()
     if path.suffix.lower() == ".zip" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"data_dir: no such file {str(path)!r}")
-        raw = _image_folder_raw(path, cache_dir, kind="cifar10")
+        raw = _image_folder_raw(path, cache_dir, kind=which)
     elif path.is_dir() and (_has_split_folders(path) or any(_has_split_folders(p) for p in _subdirs(path))):
-        raw = _image_folder_raw(path, cache_dir, kind="cifar10")
+        raw = _image_folder_raw(path, cache_dir, kind=which)
     else:
-        return _torchvision_cifar("cifar10", path, download)
-    if tuple(raw.class_names) != CIFAR10_CLASSES:
+        return _torchvision_cifar(which, path, download)
+    expected = _CIFAR_CLASSES[which]
+    if tuple(raw.class_names) != expected:
+        missing = sorted(set(expected) - set(raw.class_names))
+        extra = sorted(set(raw.class_names) - set(expected))
         raise ValueError(
-            f"data_dir: {str(path)!r} has classes {raw.class_names}, "
-            f"expected CIFAR-10's {list(CIFAR10_CLASSES)}"
+            f"data_dir: {str(path)!r} has {len(raw.class_names)} class folders, expected {which}'s "
+            f"{len(expected)} (missing: {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+            f"unexpected: {extra[:10]}{' ...' if len(extra) > 10 else ''})"
         )
     return raw
 
 
+def read_cifar10(*, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True) -> RawImages:
+    """CIFAR-10 from an image-folder zip or folder, or a torchvision root (see the module docstring)."""
+    return _read_cifar("cifar10", data_dir, cache_dir, download)
+
+
 def read_cifar100(*, data_dir: str | os.PathLike | None, cache_dir: Path, download: bool = True) -> RawImages:
-    """CIFAR-100 from a torchvision root (``data_dir``; default ``<cache_dir>/torchvision``)."""
-    root = cache_dir / "torchvision" if data_dir is None else Path(data_dir).expanduser()
-    return _torchvision_cifar("cifar100", root, download)
+    """CIFAR-100 from an image-folder zip or folder (the layout of ``cifar10``, 100 class folders named
+    as torchvision's fine labels), or a torchvision root (default ``<cache_dir>/torchvision``)."""
+    return _read_cifar("cifar100", data_dir, cache_dir, download)
 
 
 def _has_split_folders(path: Path) -> bool:
