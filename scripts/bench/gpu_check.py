@@ -367,8 +367,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"gpu_check: cannot import torch with {sys.executable}: {err}", file=sys.stderr)
         return 1
     report["torch"] = torch.__version__
+    # $SIMLAB_COMMIT: a copy of the tree without its git history (a remote GPU box) names its commit.
+    report["commit"] = os.environ.get("SIMLAB_COMMIT", "")
     with contextlib.suppress(Exception):
-        report["commit"] = subprocess.run(
+        report["commit"] = report["commit"] or subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
     if args.device == "cpu":
