@@ -60,6 +60,8 @@ TABLE_METRICS: tuple[str, ...] = (
     "ts_ece_hist_prediction",
 )
 SPEC_FILE = "sweep_spec.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # printed commands name scripts by absolute path
+UI_PORT = 5000  # the port of the printed `mlflow ui` command
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,7 +592,7 @@ def _log_summary(parent: Any, spec: SweepSpec, summary: SweepSummary) -> None:
         _write_atomic(Path(spec.sweep_dir) / "summary.md", summary_table(spec, summary.rows) + "\n")
 
 
-def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
+def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_PORT) -> str:
     """What the CLI prints at the end: best trial / Pareto front, the table, the MLflow UI command."""
     out = [
         f"sweep {spec.name}: {summary.num_finished} finished, {summary.num_errored} errored, "
@@ -599,10 +601,7 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
         f"{summary.matrix_stats.get('loaded', 0)} loaded)"
     ]
     if summary.interrupted:
-        out.append(
-            f"interrupted: continue with  python sweeps/calibration.py --preset {spec.preset} "
-            f"--name {spec.name} --storage {spec.storage} --resume"
-        )
+        out.append(f"interrupted: continue with  {resume_command(spec)}")
     objectives = ", ".join(map(str, spec.objectives))
     if spec.multi_objective:
         out.append(f"\nPareto front ({objectives}): {len(summary.best)} trial(s)")
@@ -617,12 +616,83 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
         out.append("  " + "  ".join(f"{m}={_fmt(b.get(m))}" for m in shown))
     out.append("\nall trials (validation selects; test metrics reported):")
     out.append(summary_table(spec, summary.rows))
-    if summary.tracking_uri.startswith("sqlite:"):
-        out.append(f"\nMLflow UI:  mlflow ui --backend-store-uri {summary.tracking_uri}")
-    else:
-        out.append(f"\nMLflow: {summary.tracking_uri} (experiment {spec.name!r})")
-    out.append(
-        f"paper-style table:  python scripts/report.py --tracking-uri {summary.tracking_uri} "
-        f"--experiment {spec.name}"
-    )
+    out.append("")
+    out.extend(mlflow_view_lines(summary.tracking_uri, summary.experiment_id, spec.name, port=ui_port))
+    out.append(f"paper-style table:  {report_command(spec, summary.tracking_uri)}")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands printed for the user: they must run as printed from a shell where the venv is not
+# activated, so they name this interpreter (`sys.executable`, not resolved: a venv's python is a link
+# whose target lacks the venv's packages) and the `mlflow` script installed next to it, by absolute path.
+def python_command(script: str | Path, *args: Any) -> str:
+    """``<this python> <repo>/<script> args...``, shell-quoted."""
+    import shlex
+    import sys
+
+    return shlex.join([sys.executable, str(REPO_ROOT / script), *map(str, args)])
+
+
+def mlflow_executable() -> str:
+    """The `mlflow` console script of this interpreter's environment (falls back to ``python -m mlflow``)."""
+    import shlex
+    import sys
+
+    exe = Path(sys.executable).parent / "mlflow"
+    return shlex.quote(str(exe)) if exe.exists() else f"{shlex.quote(sys.executable)} -m mlflow"
+
+
+def mlflow_ui_command(tracking_uri: str, *, port: int = UI_PORT, host: str = "127.0.0.1") -> str:
+    """A light `mlflow ui` for one sqlite store: one uvicorn worker and no job runner.
+
+    MLflow 3.17's defaults (4 workers + the job runner's huey consumers) start ~15 processes and take
+    ~3 GB; ``--workers 1`` with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` gives 2 processes (~0.5 GB).
+    """
+    import shlex
+
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_executable()} ui "
+        f"--backend-store-uri {shlex.quote(tracking_uri)} --host {host} --port {int(port)} --workers 1"
+    )
+
+
+def runs_view_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's *runs* view. MLflow 3.17 opens an experiment in its GenAI view (traces) unless
+    the URL says ``workflowType=machine_learning``; its UI derives the view from that URL parameter (or
+    the browser's last choice), not from the ``mlflow.experimentKind`` tag, so no tag can do this."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def mlflow_view_lines(tracking_uri: str, experiment_id: str, name: str, *, port: int = UI_PORT) -> list[str]:
+    """What to run / open to see the sweep's runs in MLflow."""
+    if tracking_uri.startswith("sqlite:"):
+        return [
+            f"MLflow UI:  {mlflow_ui_command(tracking_uri, port=port)}",
+            f"  then open {runs_view_url(f'http://127.0.0.1:{int(port)}', experiment_id)}",
+        ]
+    if tracking_uri.startswith(("http://", "https://")):
+        return [f"MLflow: {runs_view_url(tracking_uri, experiment_id)}"]
+    return [f"MLflow: {tracking_uri} (experiment {name!r})"]
+
+
+def report_command(spec: SweepSpec, tracking_uri: str) -> str:
+    """`scripts/report.py` on this sweep's experiment, writing under the sweep's folder when local."""
+    args: list[Any] = ["--tracking-uri", tracking_uri, "--experiment", spec.name]
+    if "://" not in spec.storage:
+        args += ["--out", os.path.join(spec.sweep_dir, "report")]
+    return python_command("scripts/report.py", *args)
+
+
+def resume_command(spec: SweepSpec) -> str:
+    """Continue this sweep: the Tuner is restored as it was submitted (the saved ``sweep_spec.json``)."""
+    return python_command(
+        "sweeps/calibration.py",
+        "--preset",
+        spec.preset,
+        "--name",
+        spec.name,
+        "--storage",
+        spec.storage,
+        "--resume",
+    )
