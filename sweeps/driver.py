@@ -402,7 +402,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
     """
     from mlflow.tracking import MlflowClient
 
-    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG
+    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG, run_tag
     from sweeps.trainable import STOPPED_TAG
 
     client = MlflowClient(tracking_uri)
@@ -413,7 +413,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
         max_results=50000,
     )
     for run in running:
-        row = by_key.get(run.data.tags.get(KEY_TAG, ""))
+        row = by_key.get(run_tag(run.data.tags, KEY_TAG) or "")
         if row is None:
             continue
         status = {"finished": "FINISHED", "stopped": "FINISHED", "error": "FAILED"}.get(

@@ -89,7 +89,7 @@ def test_one_parent_run_and_one_child_run_per_trial(tiny_sweep):
     (parent,) = parents
     assert parent.info.status == "FINISHED" and parent.data.tags["simlab.sweep"] == "tiny"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert {c.data.tags["simlab.key"] for c in children} == {r["trial_id"] for r in summary.rows}
+    assert {c.data.tags["mlflow.simlab.key"] for c in children} == {r["trial_id"] for r in summary.rows}
     assert all(c.info.status == "FINISHED" for c in children)
 
 
@@ -103,7 +103,7 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
         assert expected <= set(metrics), expected - set(metrics)
         for key in ("label", "alpha", "model", "dataset", "epochs", "lr", "seed", "loss"):
             assert key in params
-        row = rows[run.data.tags["simlab.key"]]
+        row = rows[run.data.tags["mlflow.simlab.key"]]
         if row["method"] == "similarity:l2":
             assert params["similarity"] == "l2" and float(params["beta"]) == pytest.approx(
                 row["params"]["beta"]
@@ -210,7 +210,7 @@ def test_kill_then_resume_without_duplicates(tmp_path):
     spec = SweepSpec(preset="quickstart", name="kr", storage=str(tmp_path / "sweeps"))
     _, runs = runs_of(spec)
     children = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    keys = [r.data.tags["simlab.key"] for r in children]
+    keys = [r.data.tags["mlflow.simlab.key"] for r in children]
     assert len(keys) == len(set(keys)) == 3
     assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
     assert sum(r.info.status == "FINISHED" for r in children) == 3
@@ -242,7 +242,7 @@ def test_torch_trainer_trial(ray_local, tmp_path):
     assert (Path(spec.sweep_dir) / "train" / row["trial_id"]).is_dir()  # the Train run named by trial id
     client, runs = runs_of(spec)
     (child,) = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    assert child.info.status == "FINISHED" and child.data.tags["simlab.key"] == row["trial_id"]
+    assert child.info.status == "FINISHED" and child.data.tags["mlflow.simlab.key"] == row["trial_id"]
     assert {*BASE, *(f"{p}{m}" for m in BASE for p in ("val_", "ts_", "ets_", "dir_"))} <= set(
         child.data.metrics
     )
@@ -261,7 +261,7 @@ def test_asha_stopped_trials_end_finished_not_interrupted(ray_local, tmp_path):
     assert set(statuses) <= {"finished", "stopped"} and not summary.interrupted, statuses
     assert "stopped" in statuses, statuses  # deterministic configs and CPU training: ASHA stops one
     client, runs = runs_of(spec)
-    by_key = {r.data.tags["simlab.key"]: r for r in runs if r.data.tags.get("simlab.role") == "trial"}
+    by_key = {r.data.tags["mlflow.simlab.key"]: r for r in runs if r.data.tags.get("simlab.role") == "trial"}
     for row in summary.rows:
         run = by_key[row["trial_id"]]
         assert run.info.status == "FINISHED"
