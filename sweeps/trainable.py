@@ -103,6 +103,82 @@ def _lookup_matrix(cfg: Any, matrices: Mapping[str, Any]) -> Any:
     return np.array(matrices[key], copy=True)
 
 
+_GREEK = {"alpha": "\u03b1", "beta": "\u03b2", "tau": "\u03c4"}
+# Searched params already spelled out by the method name (``similarity:l1``) or not worth a run name.
+_NOT_IN_NAME = frozenset({"label", "similarity", "confidence_source", "data_dir", "cache_dir"})
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.2g}"
+
+
+def trial_run_name(config: Mapping[str, Any], spec: Any, trial_id: str) -> str:
+    """An MLflow run name that says what the trial is: ``similarity:l1 α=0.099 β=5.40 [<trial id>]``
+    (the method, then the searched params its label method uses, then the Tune trial id)."""
+    from sweeps.space import method_name
+
+    merged = {**spec.fixed, **dict(config)}
+    label = merged.get("label", "onehot")
+    parts = [method_name(dict(config), spec)]
+    for name in spec.space:
+        if name in _NOT_IN_NAME or name not in config or not spec.applies(name, label):
+            continue
+        parts.append(f"{_GREEK.get(name, name)}={_short(config[name])}")
+    return " ".join([*parts, f"[{trial_id}]"])
+
+
+def readable_params(params: Mapping[str, Any], *, label: str, method: str, spec: Any) -> dict[str, Any]:
+    """The params worth showing for a trial: ``method`` first, then only those its label method uses
+    (no ``alpha`` for one-hot, no ``beta`` outside similarity labels) and no ``None`` values."""
+    out: dict[str, Any] = {"method": method}
+    for key, value in params.items():
+        if value is None:
+            continue
+        root = key.split(".", 1)[0]
+        if root in ("similarity", "similarity_args"):  # the source of similarity and confidence labels
+            if label not in ("similarity", "confidence"):
+                continue
+        elif not spec.applies(root, label):
+            continue
+        out[key] = value
+    return out
+
+
+class _ReadableTracker:
+    """Wraps a trial's tracker so that `fit`'s ``log_params(flattened cfg)`` logs `readable_params`."""
+
+    def __init__(self, tracker: Any, *, label: str, method: str, spec: Any) -> None:
+        self._tracker, self._label, self._method, self._spec = tracker, label, method, spec
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._tracker.log_params(
+            readable_params(params, label=self._label, method=self._method, spec=self._spec)
+        )
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._tracker.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Any, artifact_path: str | None = None) -> None:
+        self._tracker.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._tracker.set_tags(tags)
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, run_id, spool_path, ...
+        return getattr(self._tracker, name)
+
+
+def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from sweeps.space import method_name
+    from sweeps.spec import SweepSpec
+
+    spec = SweepSpec.from_json(ctx["spec"])
+    label = {**spec.fixed, **dict(config)}.get("label", "onehot")
+    return _ReadableTracker(tracker, label=label, method=method_name(dict(config), spec), spec=spec)
+
+
 def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Mapping[str, Any]) -> str:
     from sweeps.mlflow_tracking import get_or_create_run
     from sweeps.space import method_name
@@ -113,7 +189,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
         ctx["tracking_uri"],
         ctx["experiment_id"],
         key=trial_id,
-        run_name=trial_name,
+        run_name=trial_run_name(config, spec, trial_id),
         parent_run_id=ctx["parent_run_id"],
         tags={
             "simlab.sweep": spec.name,
@@ -184,7 +260,7 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-"))
     _restore_checkpoint(tune.get_checkpoint(), work)
     run_id = _open_run(ctx, trial_id, trial_name, config)
-    tracker = _tracker(ctx, run_id, trial_id)
+    tracker = readable_tracker(_tracker(ctx, run_id, trial_id), config, ctx)
     carry = _Carry()
 
     def on_epoch_end(report: Any) -> None:
@@ -247,6 +323,7 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
             "trial_id": trial_id,
             "run_id": run_id,
             "cpus": spec.cpus_per_trial,
+            "config": dict(config),  # the trial's sweep params: rank 0 wraps its tracker (readable_tracker)
         },
         scaling_config=ScalingConfig(
             num_workers=spec.workers_per_trial,

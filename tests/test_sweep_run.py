@@ -101,9 +101,13 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
         metrics, params = run.data.metrics, run.data.params
         expected = {*BASE, *(f"val_{m}" for m in BASE)}
         assert expected <= set(metrics), expected - set(metrics)
-        for key in ("label", "alpha", "model", "dataset", "epochs", "lr", "seed", "loss"):
+        for key in ("method", "label", "model", "dataset", "epochs", "lr", "seed", "loss"):
             assert key in params
         row = rows[run.data.tags["mlflow.simlab.key"]]
+        assert params["method"] == row["method"] and run.info.run_name.startswith(row["method"])
+        assert run.info.run_name.endswith(f"[{row['trial_id']}]")
+        assert ("alpha" in params) == (row["method"] != "onehot")  # one-hot uses no smoothing mass
+        assert "None" not in params.values()
         if row["method"] == "similarity:l2":
             assert params["similarity"] == "l2" and float(params["beta"]) == pytest.approx(
                 row["params"]["beta"]
