@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import traceback
@@ -244,6 +245,22 @@ def _restore_checkpoint(checkpoint: Any, work: Path) -> None:
     logger.info("restored trial checkpoint %s into %s", checkpoint.path, target)
 
 
+def _ray_checkpoint_dir(checkpoint_dir: str | Path, parent: str | Path) -> Path:
+    """A fresh folder under ``parent`` holding only ``checkpoint.pt`` of `fit`'s ``checkpoint_dir``
+    (hard-linked, copied across file systems): what is handed to Ray. The ``checkpoint.pt.prev``
+    fallback stays local, so each report uploads one checkpoint, not two. The caller removes the folder
+    once Ray has persisted it (``tune.report`` / ``ray.train.report`` return after the upload)."""
+    from simlab.checkpoint import CHECKPOINT_NAME
+
+    src = Path(checkpoint_dir) / CHECKPOINT_NAME
+    out = Path(tempfile.mkdtemp(prefix="report-", dir=parent))
+    try:
+        os.link(src, out / CHECKPOINT_NAME)
+    except OSError:
+        shutil.copy2(src, out / CHECKPOINT_NAME)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices: dict[str, Any]) -> None:
     """Tune function trainable: `fit` in this actor, one `tune.report` (+ checkpoint) per epoch."""
@@ -265,10 +282,14 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
 
     def on_epoch_end(report: Any) -> None:
         metrics = carry(report.epoch, report.metrics)
-        checkpoint = None
-        if report.checkpoint_dir is not None:
-            checkpoint = tune.Checkpoint.from_directory(str(report.checkpoint_dir))
-        tune.report(metrics, checkpoint=checkpoint)
+        if report.checkpoint_dir is None:
+            tune.report(metrics)
+            return
+        folder = _ray_checkpoint_dir(report.checkpoint_dir, work)
+        try:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     try:
         result = fit(
