@@ -308,7 +308,12 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         experiment_id,
         key=f"sweep:{spec.name}",
         run_name=spec.name,
-        tags={"simlab.sweep": spec.name, "simlab.preset": spec.preset, "simlab.role": "sweep"},
+        tags={
+            "simlab.sweep": spec.name,
+            "simlab.preset": spec.preset,
+            "simlab.role": "sweep",
+            **_provenance(),
+        },
     )
     parent = MlflowTracker(tracking_uri, parent_run_id, spool_dir=os.path.join(_spool_root(spec), "_sweep"))
     summary = SweepSummary(spec.name, sweep_dir, tracking_uri, experiment_id, parent_run_id)
@@ -324,6 +329,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
                 "space": json.dumps({k: v.to_json() for k, v in spec.space.items()}, sort_keys=True),
             }
         )
+        _log_spec_artifact(parent, spec)
         if not ray.is_initialized():
             # Join a cluster only when asked (RAY_ADDRESS; cluster.yaml sets RAY_ADDRESS=auto on the head):
             # "auto" alone would join any Ray instance someone else started on this machine.
@@ -391,6 +397,22 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             ray.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _provenance() -> dict[str, str]:
+    """Git commit + dirty flag, user, entry point, package versions, CPU/GPU (`sweeps.provenance`)."""
+    from sweeps.provenance import entry_point, provenance_tags
+
+    return provenance_tags(entry_point())
+
+
+def _log_spec_artifact(parent: Any, spec: SweepSpec) -> None:
+    """The resolved sweep spec as the parent run's ``sweep_spec.json`` artifact, from the start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SPEC_FILE
+        path.write_text(json.dumps(spec.to_json(), indent=2, default=str))
+        parent.log_artifact(path)
+        parent.flush(timeout=30)
 
 
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:

@@ -182,6 +182,7 @@ def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, 
 
 def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Mapping[str, Any]) -> str:
     from sweeps.mlflow_tracking import get_or_create_run
+    from sweeps.provenance import provenance_tags
     from sweeps.space import method_name
     from sweeps.spec import SweepSpec
 
@@ -197,6 +198,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
             "simlab.trial_id": trial_id,
             "simlab.method": method_name(dict(config), spec),
             "simlab.role": "trial",
+            **provenance_tags("sweeps/trainable.py"),
         },
     )
 

@@ -66,3 +66,22 @@ def test_readable_tracker_filters_what_fit_logs():
     tracker.log_params(FLAT_CFG | {"label": "uniform"})
     assert logged[0]["method"] == "uniform" and "alpha" in logged[0] and "similarity" not in logged[0]
     assert tracker.run_id == "r"
+
+
+def test_provenance_tags_name_commit_user_versions():
+    import getpass
+    import subprocess
+    from importlib.metadata import version
+
+    from sweeps.provenance import REPO_ROOT, provenance_tags
+
+    tags = provenance_tags("sweeps/calibration.py")
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+        assert tags["simlab.git.dirty"] in ("true", "false")
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.name"] == "sweeps/calibration.py"
+    for pkg in ("torch", "ray", "mlflow", "optuna"):
+        assert tags[f"simlab.version.{pkg}"] == version(pkg)
+    assert tags["simlab.version.python"].count(".") == 2

@@ -108,6 +108,9 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
         assert run.info.run_name.endswith(f"[{row['trial_id']}]")
         assert ("alpha" in params) == (row["method"] != "onehot")  # one-hot uses no smoothing mass
         assert "None" not in params.values()
+        tags = run.data.tags  # provenance (sweeps.provenance)
+        for key in ("mlflow.source.git.commit", "mlflow.user", "mlflow.source.name", "simlab.version.torch"):
+            assert tags.get(key), key
         if row["method"] == "similarity:l2":
             assert params["similarity"] == "l2" and float(params["beta"]) == pytest.approx(
                 row["params"]["beta"]
