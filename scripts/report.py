@@ -429,14 +429,29 @@ def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask = os.umask(0)  # mkstemp creates 0600: give the file what open() would (0666 & ~umask)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def default_out(tracking_uri: str, experiment: str) -> Path:
+    """``<sweep folder>/report`` for a sweep's own sqlite store (``sqlite:///<storage>/<name>/mlflow.db``),
+    else ``./reports/<experiment>``."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :]).parent / "report"
+    return Path("reports") / experiment
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///<storage>/<sweep>/mlflow.db")
     p.add_argument("--experiment", required=True, help="the sweep's name (= its MLflow experiment)")
-    p.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: <sweep folder>/report for a sweep's sqlite store, "
+        "else ./reports/<experiment>)",
+    )
     p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
     p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
     p.add_argument("--no-diagrams", action="store_true", help="skip the reliability-diagram grid")
@@ -447,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--show-params",
-        default="",
-        help="params of each row's chosen configuration to show in a Config column (e.g. beta)",
+        default="alpha,beta",
+        help="params of each row's chosen configuration to show in a Config column (default alpha,beta; "
+        "'' for none)",
     )
     p.add_argument(
         "--emit-warm-start",
@@ -480,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished trial runs in experiment {args.experiment!r}", file=sys.stderr)
         return 1
     rows = build_rows(runs, select=args.select, mode=mode, group_by=group_by)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(args.tracking_uri, args.experiment)
     out.mkdir(parents=True, exist_ok=True)
     md = to_markdown(rows, title=f"{args.experiment}: {len(runs)} finished trials", show_params=show_params)
     _write(out / "report.md", md)
