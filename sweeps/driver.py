@@ -263,8 +263,13 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
-    """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised."""
+def run_sweep(
+    spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
+) -> SweepSummary:
+    """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised.
+
+    ``resume_errored`` / ``restart_errored`` (with ``resume``): errored trials are continued from their
+    last checkpoint / rerun from scratch (`Tuner.restore`'s options of the same names)."""
     import ray
     from ray import tune
 
@@ -350,7 +355,13 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         trainable = _make_trainable(spec, ctx, matrices)
         if resume:
             logger.info("restoring sweep %s", sweep_dir)
-            tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True)
+            tuner = tune.Tuner.restore(
+                sweep_dir,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=resume_errored,
+                restart_errored=restart_errored,
+            )
             if local:  # before any trial (re)opens its run
                 from sweeps.cleanup import tune_trial_ids
 
@@ -378,6 +389,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         grid = tuner.fit()
         summarize(spec, grid, summary)
         _close_trial_runs(tracking_uri, experiment_id, summary)
+        log_inputs_and_best_model(spec, grid, summary)
         if resume:  # the same check once more, against the trials the finished sweep holds
             _retire_lost_runs(tracking_uri, experiment_id, {r["trial_id"] for r in summary.rows})
         _log_summary(parent, spec, summary)
@@ -413,6 +425,145 @@ def _log_spec_artifact(parent: Any, spec: SweepSpec) -> None:
         path.write_text(json.dumps(spec.to_json(), indent=2, default=str))
         parent.log_artifact(path)
         parent.flush(timeout=30)
+
+
+def _dataset_entity(data: Any) -> Any:
+    """An MLflow dataset input of a split dataset: name, digest of its identity, split sizes."""
+    import hashlib
+
+    from mlflow.entities import Dataset
+
+    digest = hashlib.sha256(data.identity.encode()).hexdigest()[:10]
+    profile = {
+        "train": int(len(data.train_y)),
+        "val": int(len(data.val_y)),
+        "test": int(len(data.test_y)),
+        "classes": int(data.num_classes),
+        "image_shape": list(data.image_shape),
+    }
+    return Dataset(
+        name=data.name,
+        digest=digest,
+        source_type="simlab",
+        source=json.dumps({"identity": data.identity}),
+        profile=json.dumps(profile),
+    )
+
+
+def log_inputs_and_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
+    """Dataset inputs on the parent and every trial run; the best trial's model as an MLflow model.
+
+    Best effort after the sweep: a failure here is logged, never fails a finished sweep.
+    """
+    try:
+        _log_dataset_inputs(spec, summary)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not log the dataset inputs to MLflow")
+    if summary.best and not spec.multi_objective:
+        try:
+            _log_best_model(spec, grid, summary)
+        except Exception:  # noqa: BLE001
+            logger.exception("could not log the best trial's model to MLflow")
+
+
+def _trial_config(spec: SweepSpec, row: Mapping[str, Any]) -> Any:
+    from simlab.config import TrainConfig
+
+    return TrainConfig.from_dict(train_config_dict(spec, dict(row["params"])))
+
+
+def _load_split(cfg: Any) -> Any:
+    from simlab.data import load_dataset
+
+    return load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        cache_dir=cfg.resolved_cache_dir,
+        val_fraction=cfg.val_fraction,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+    )
+
+
+def _trial_runs(tracking_uri: str, experiment_id: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.mlflow_tracking import KEY_TAG, run_tag
+
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id], filter_string="tags.`simlab.role` = 'trial'", max_results=50000
+    )
+    return {run_tag(r.data.tags, KEY_TAG) or "": r.info.run_id for r in runs}
+
+
+def _log_dataset_inputs(spec: SweepSpec, summary: SweepSummary) -> None:
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary.tracking_uri)
+    runs = _trial_runs(summary.tracking_uri, summary.experiment_id)
+    entities: dict[str, Any] = {}
+    logged_parent: set[str] = set()
+    for row in summary.rows:
+        cfg = _trial_config(spec, row)
+        key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
+        if key not in entities:
+            entities[key] = _dataset_entity(_load_split(cfg))
+        inputs = [DatasetInput(entities[key], tags=[InputTag("mlflow.data.context", "training")])]
+        if row["trial_id"] in runs:
+            client.log_inputs(runs[row["trial_id"]], datasets=inputs)
+        if key not in logged_parent:
+            client.log_inputs(summary.parent_run_id, datasets=inputs)
+            logged_parent.add(key)
+
+
+def _log_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
+    """`mlflow.pytorch.log_model` of the best trial's last checkpoint, into that trial's run."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from simlab.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from simlab.models import build_model
+
+    best = summary.best[0]
+    run_id = _trial_runs(summary.tracking_uri, summary.experiment_id).get(best["trial_id"])
+    result = next(
+        (r for r in grid if (r.metrics or {}).get("trial_id", Path(r.path).name) == best["trial_id"]), None
+    )
+    if run_id is None or result is None or result.checkpoint is None:
+        logger.warning("best trial %s: no run or checkpoint; no model logged", best["trial_id"])
+        return
+    cfg = _trial_config(spec, best)
+    with result.checkpoint.as_directory() as folder:
+        state = load_checkpoint(Path(folder) / CHECKPOINT_NAME)
+    shape = tuple(_load_split(cfg).image_shape)  # (C, H, W): the model's input
+    model = build_model(cfg.model, len(state["class_names"]), in_channels=shape[0], **cfg.model_args)
+    model.load_state_dict(state["model"])
+    model.eval()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(summary.tracking_uri)
+    try:
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            run_id=run_id,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
+            # MLflow 3.17's default 'pt2' export fixes the batch size of the example; pickle keeps the
+            # module (loading needs `simlab` importable). The example gives the model its signature.
+            serialization_format="pickle",
+            input_example=np.zeros((2, *shape), dtype=np.float32),
+            metadata={
+                "trial_id": best["trial_id"],
+                "epoch": int(state["epoch"]),
+                "classes": state["class_names"],
+            },
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    logger.info(
+        "logged the best trial's model (%s, epoch %d) to run %s", best["trial_id"], state["epoch"], run_id
+    )
 
 
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:

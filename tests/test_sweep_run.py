@@ -345,3 +345,27 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         ray.shutdown()
         cluster.shutdown()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_runs_carry_dataset_input_and_best_model(tiny_sweep):
+    """Dataset input (name, digest, split sizes) on every run; the best trial's model as an MLflow model."""
+    import mlflow
+
+    spec, summary = tiny_sweep
+    client, runs = runs_of(spec)
+    for run in runs:
+        (ds,) = [d.dataset for d in run.inputs.dataset_inputs]
+        profile = json.loads(ds.profile)
+        assert ds.name == "digits" and len(ds.digest) == 10
+        assert profile["train"] > 0 and profile["val"] > 0 and profile["test"] > 0
+    best_run = next(r for r in runs if r.data.tags.get("mlflow.simlab.key") == summary.best[0]["trial_id"])
+    (output,) = best_run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    mlflow.set_tracking_uri(spec.resolved_tracking_uri)
+    try:
+        net = mlflow.pytorch.load_model(model.model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    import torch
+
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
