@@ -263,6 +263,72 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# ---------------------------------------------------------------------------------------------
+# The sweep folder's own files (sweep_spec.json, summary.md, Tune's experiment state) through
+# pyarrow.fs, as Ray reaches the storage: the same code for a local folder and s3:// (gs://, ...).
+def _storage_fs(sweep_dir: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    if "://" not in sweep_dir:
+        return pafs.LocalFileSystem(), os.path.abspath(sweep_dir)
+    return pafs.FileSystem.from_uri(sweep_dir)
+
+
+def read_storage_text(sweep_dir: str, name: str) -> str | None:
+    """``<sweep_dir>/<name>`` as text, None when absent."""
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    path = f"{root.rstrip('/')}/{name}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def write_storage_text(sweep_dir: str, name: str, text: str) -> None:
+    """Write ``<sweep_dir>/<name>``: atomically (temp + os.replace) locally; one PUT on object stores,
+    which is atomic there (a reader sees the old object or the new one)."""
+    if "://" not in sweep_dir:
+        _write_atomic(Path(sweep_dir) / name, text)
+        return
+    fs, root = _storage_fs(sweep_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root.rstrip('/')}/{name}") as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def storage_trial_ids(sweep_dir: str) -> set[str]:
+    """The trial ids in the newest Tune experiment state under ``sweep_dir`` (local or remote); the
+    remote twin of `sweeps.cleanup.tune_trial_ids`."""
+    if "://" not in sweep_dir:
+        from sweeps.cleanup import tune_trial_ids
+
+        return tune_trial_ids(sweep_dir)
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    states = sorted(
+        i.path for i in infos if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
+    )
+    if not states:
+        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {sweep_dir!r}")
+    with fs.open_input_stream(states[-1]) as fh:
+        data = json.loads(fh.read().decode("utf-8"))
+    return {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
+
+
+def _artifact_location(spec: SweepSpec, sweep_dir: str, tracking_uri: str) -> str | None:
+    """MLflow artifacts under the sweep folder, local or remote, when the client writes them itself
+    (sqlite / file stores); a tracking server keeps its own artifact root."""
+    if "://" not in spec.storage:
+        return os.path.join(sweep_dir, "mlartifacts")
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return f"{sweep_dir.rstrip('/')}/mlartifacts"
+    return None
+
+
 def run_sweep(
     spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
 ) -> SweepSummary:
@@ -291,19 +357,18 @@ def run_sweep(
     if resume and not exists:
         logger.warning("nothing to resume at %s: starting the sweep", sweep_dir)
         resume = False
-    if resume and local and (Path(sweep_dir) / SPEC_FILE).exists():
+    saved_text = read_storage_text(sweep_dir, SPEC_FILE) if resume else None
+    if saved_text is not None:
         # The restored Tuner (searcher, trials) is the sweep as submitted: trials must see that spec too.
-        saved = SweepSpec.from_json(json.loads((Path(sweep_dir) / SPEC_FILE).read_text()))
+        saved = SweepSpec.from_json(json.loads(saved_text))
         if saved != spec:
             logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
         spec = saved
-    if local:
-        os.makedirs(sweep_dir, exist_ok=True)
-        _write_atomic(Path(sweep_dir) / SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
+    write_storage_text(sweep_dir, SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
 
     tracking_uri = spec.resolved_tracking_uri
     experiment_id = ensure_experiment(
-        tracking_uri, spec.name, artifact_location=os.path.join(sweep_dir, "mlartifacts") if local else None
+        tracking_uri, spec.name, artifact_location=_artifact_location(spec, sweep_dir, tracking_uri)
     )
     stale = mark_stale_runs(tracking_uri, experiment_id)
     if stale:
@@ -362,10 +427,8 @@ def run_sweep(
                 resume_errored=resume_errored,
                 restart_errored=restart_errored,
             )
-            if local:  # before any trial (re)opens its run
-                from sweeps.cleanup import tune_trial_ids
-
-                _retire_lost_runs(tracking_uri, experiment_id, tune_trial_ids(sweep_dir))
+            # before any trial (re)opens its run
+            _retire_lost_runs(tracking_uri, experiment_id, storage_trial_ids(sweep_dir))
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -761,8 +824,7 @@ def _log_summary(parent: Any, spec: SweepSpec, summary: SweepSummary) -> None:
             {f"best_{o.metric}": best[o.metric] for o in spec.objectives}
             | {"num_finished": summary.num_finished, "num_errored": summary.num_errored}
         )
-    if "://" not in spec.storage:
-        _write_atomic(Path(spec.sweep_dir) / "summary.md", summary_table(spec, summary.rows) + "\n")
+    write_storage_text(spec.sweep_dir, "summary.md", summary_table(spec, summary.rows) + "\n")
 
 
 def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_PORT) -> str:
@@ -790,7 +852,16 @@ def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_
     out.append("\nall trials (validation selects; test metrics reported):")
     out.append(summary_table(spec, summary.rows))
     out.append("")
-    out.extend(mlflow_view_lines(summary.tracking_uri, summary.experiment_id, spec.name, port=ui_port))
+    out.extend(
+        mlflow_view_lines(
+            summary.tracking_uri,
+            summary.experiment_id,
+            spec.name,
+            port=ui_port,
+            order_by=spec.objectives[0].metric,
+            ascending=spec.objectives[0].mode == "min",
+        )
+    )
     out.append(f"paper-style table:  {report_command(spec, summary.tracking_uri)}")
     return "\n".join(out)
 
@@ -830,22 +901,47 @@ def mlflow_ui_command(tracking_uri: str, *, port: int = UI_PORT, host: str = "12
     )
 
 
-def runs_view_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's *runs* view. MLflow 3.17 opens an experiment in its GenAI view (traces) unless
-    the URL says ``workflowType=machine_learning``; its UI derives the view from that URL parameter (or
-    the browser's last choice), not from the ``mlflow.experimentKind`` tag, so no tag can do this."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_view_url(
+    base_url: str, experiment_id: str, *, order_by: str | None = None, ascending: bool = True
+) -> str:
+    """The experiment's *runs* view, trials listed flat, sorted by ``order_by`` (shown as a column).
+
+    MLflow 3.17 opens an experiment in its GenAI view (traces) unless the URL says
+    ``workflowType=machine_learning``; its UI derives the view from that URL parameter (or the
+    browser's last choice), not from the ``mlflow.experimentKind`` tag, so no tag can do this. Without
+    a filter, the trials are folded under the parent run; ``searchFilter`` on the trial role lists
+    them, and ``orderByKey`` on a metric adds its column (the UI shows no metric columns by default).
+    """
+    from urllib.parse import urlencode
+
+    query = {"workflowType": "machine_learning"}
+    if order_by:
+        query |= {
+            "searchFilter": "tags.`simlab.role` = 'trial'",
+            "orderByKey": f"metrics.`{order_by}`",
+            "orderByAsc": "true" if ascending else "false",
+        }
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
-def mlflow_view_lines(tracking_uri: str, experiment_id: str, name: str, *, port: int = UI_PORT) -> list[str]:
+def mlflow_view_lines(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    *,
+    port: int = UI_PORT,
+    order_by: str | None = None,
+    ascending: bool = True,
+) -> list[str]:
     """What to run / open to see the sweep's runs in MLflow."""
+    sort = {"order_by": order_by, "ascending": ascending}
     if tracking_uri.startswith("sqlite:"):
         return [
             f"MLflow UI:  {mlflow_ui_command(tracking_uri, port=port)}",
-            f"  then open {runs_view_url(f'http://127.0.0.1:{int(port)}', experiment_id)}",
+            f"  then open {runs_view_url(f'http://127.0.0.1:{int(port)}', experiment_id, **sort)}",
         ]
     if tracking_uri.startswith(("http://", "https://")):
-        return [f"MLflow: {runs_view_url(tracking_uri, experiment_id)}"]
+        return [f"MLflow: {runs_view_url(tracking_uri, experiment_id, **sort)}"]
     return [f"MLflow: {tracking_uri} (experiment {name!r})"]
 
 

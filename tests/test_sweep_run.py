@@ -369,3 +369,93 @@ def test_runs_carry_dataset_input_and_best_model(tiny_sweep):
     import torch
 
     assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dump_dom(chromium: str, url: str, profile: Path) -> str:
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",  # root in CI containers
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",  # let the single-page app fetch and render
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_mlflow_ui_in_a_headless_browser_shows_the_trials(tiny_sweep, tmp_path):
+    """The printed `mlflow ui` command, run as printed, serves a UI in which headless Chromium finds
+    every trial by its run name, the objective's metric column, and on a trial's page its params and
+    metrics without the internal bookkeeping tags."""
+    import shutil
+    import urllib.request
+
+    from sweeps.driver import format_summary
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (scripts/system_deps.sh installs Debian's chromium)")
+    spec, summary = tiny_sweep
+    port = _free_port()
+    text = format_summary(spec, summary, ui_port=port)
+    command = next(x for x in text.splitlines() if x.startswith("MLflow UI:")).split(":", 1)[1].strip()
+    url = (
+        next(x for x in text.splitlines() if x.strip().startswith("then open"))
+        .split("then open", 1)[1]
+        .strip()
+    )
+    server = subprocess.Popen(
+        ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={tmp_path}", "bash", "-c", command],
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not answer"
+                time.sleep(1)
+        client, runs = runs_of(spec)
+        trials = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
+        dom = _dump_dom(chromium, url, tmp_path / "profile")
+        for run in trials:
+            assert run.info.run_name in dom, run.info.run_name
+        assert spec.objectives[0].metric in dom  # the sort key's metric column
+        best = next(r for r in trials if r.data.tags["mlflow.simlab.key"] == summary.best[0]["trial_id"])
+        page = _dump_dom(
+            chromium,
+            f"http://127.0.0.1:{port}/#/experiments/{summary.experiment_id}/runs/{best.info.run_id}",
+            tmp_path / "profile",
+        )
+        assert best.info.run_name in page and ">method<" in page and "val_accuracy" in page
+        assert "mlflow.simlab.key" not in page and "owner.pid" not in page  # hidden bookkeeping
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
