@@ -40,6 +40,7 @@ from torch import nn
 
 from simlab.checkpoint import checkpoint_paths, load_latest, save_checkpoint
 from simlab.config import TrainConfig
+from simlab.progress import format_seconds
 from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix
 from simlab.tracking import NullTracker, Tracker
 
@@ -264,6 +265,7 @@ class _Run:
             self.world.size,
         )
         last_eval: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        t_loop = time.perf_counter()
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
             train_loss = self._train_epoch(epoch)
@@ -285,7 +287,7 @@ class _Run:
             self._save_checkpoint(epoch)
             log.log(
                 logging.INFO if self.world.rank == 0 else logging.DEBUG,
-                "epoch %d/%d train_loss=%.4f lr=%.4g%s (%.1f s)",
+                "epoch %d/%d train_loss=%.4f lr=%.4g%s (%.1f s, ETA %s)",
                 epoch,
                 cfg.epochs,
                 train_loss,
@@ -296,6 +298,7 @@ class _Run:
                     if k in metrics
                 ),
                 time.perf_counter() - t_epoch,
+                format_seconds((time.perf_counter() - t_loop) / (epoch - start_epoch) * (cfg.epochs - epoch)),
             )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(EpochReport(epoch, dict(metrics), self.checkpoint_dir))
