@@ -127,8 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", choices=sorted(CLASS_LISTS), help="class names only (no images)")
     ap.add_argument("--classes-only", action="store_true", help="with --dataset: skip loading its images")
     ap.add_argument("--source", required=True, choices=sorted(SIMILARITIES))
-    ap.add_argument("--param", action="append", default=[], type=parse_param, help="source parameter k=v")
-    ap.add_argument("--dataset-arg", action="append", default=[], type=parse_param, help="dataset option k=v")
+    ap.add_argument(
+        "--param",
+        action="extend",
+        nargs="+",
+        default=[],
+        type=parse_param,
+        help="source parameters k=v [k=v ...]",
+    )
+    ap.add_argument(
+        "--dataset-arg",
+        action="extend",
+        nargs="+",
+        default=[],
+        type=parse_param,
+        help="dataset options k=v [k=v ...]",
+    )
     ap.add_argument("--cache-dir", default=None, help="default: $SIMLAB_CACHE or ~/.cache/simlab")
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--subset-per-class", type=int, default=None)

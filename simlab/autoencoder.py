@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simlab.progress import Progress
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ConvAutoencoder", "autoencoder_distances", "encode", "train_autoencoder"]
@@ -109,10 +111,12 @@ def train_autoencoder(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     images = images_uint8.to(device) if device.type == "cuda" else images_uint8
     losses: list[float] = []
+    progress = Progress(epochs * -(-n // batch_size), "autoencoder training", logger=logger, unit="batches")
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for start in range(0, n, batch_size):
+            progress.update()
             xb = _to_unit(images[order[start : start + batch_size].to(images.device)], device)
             loss = F.mse_loss(model(xb), xb)
             opt.zero_grad(set_to_none=True)
@@ -121,6 +125,7 @@ def train_autoencoder(
             total += float(loss.detach()) * xb.shape[0]
         losses.append(total / n)
         logger.info("autoencoder epoch %d/%d: train MSE %.6f", epoch + 1, epochs, losses[-1])
+    progress.close()
     model.eval()
     return model, losses
 

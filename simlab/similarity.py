@@ -41,6 +41,7 @@ from simlab._core_checks import (
     generator_device,
 )
 from simlab.config import SIMILARITY_NORMALISE
+from simlab.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
     def rows(i: int) -> torch.Tensor:
         return x[i : i + chunk].to(f64) - mean
 
+    nb = -(-n // chunk)
+    progress = Progress(nb * (nb + 1) // 2, "l2 pair distances", logger=logger, unit="blocks")
     for i in range(0, n, chunk):
         a = rows(i)
         for j in range(i, n, chunk):
@@ -183,6 +186,8 @@ def _l2_pair_sums(x: torch.Tensor, labels: torch.Tensor, k: int, chunk: int) -> 
             sums += block
             if j != i:  # the mirrored block (j, i) of the symmetric pair matrix
                 sums += block.T
+            progress.update()
+    progress.close()
     return sums
 
 
@@ -428,7 +433,9 @@ def _l1_pair_sums_uint8(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: in
     sums = torch.zeros(k, k, dtype=f64, device=x.device)
     dim_step = max(1, chunk * chunk // (k * 256))  # histogram block [K, dim_step, 256]
     row_step = max(1, chunk * chunk // dim_step)  # bin-index block [row_step, dim_step]
+    progress = Progress(dims, "l1 pair distances", logger=logger, unit="dims")
     for d0 in range(0, dims, dim_step):
+        progress.update(min(dim_step, dims - d0))
         dc = min(dim_step, dims - d0)
         hist = torch.zeros(k * dc * 256, dtype=f64, device=x.device)
         offs = torch.arange(dc, device=x.device) * 256
@@ -438,6 +445,7 @@ def _l1_pair_sums_uint8(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: in
             hist += torch.bincount(idx, minlength=hist.numel()).to(f64)
         hist = hist.view(k, dc, 256)
         sums += (hist @ m).reshape(k, -1) @ hist.reshape(k, -1).T
+    progress.close()
     return sums
 
 
@@ -449,7 +457,9 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
     starts = [0, *bounds[:-1]]
     dim_step = max(1, chunk * chunk // n)  # temporaries [N, dim_step]
     sums = torch.zeros(k, k, dtype=f64, device=x.device)
+    progress = Progress(dims, "l1 pair distances", logger=logger, unit="dims")
     for d0 in range(0, dims, dim_step):
+        progress.update(min(dim_step, dims - d0))
         xd = x[:, d0 : d0 + dim_step].to(f64)
         xd = xd - xd.mean(0)  # centring keeps the prefix sums small (translation invariant)
         # per class: sorted values [dc, n_k] and prefix sums [dc, n_k + 1] with a leading 0
@@ -470,6 +480,7 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
                 sums[a, b] += s
                 if b != a:
                     sums[b, a] += s
+    progress.close()
     return sums
 
 

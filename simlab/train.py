@@ -41,6 +41,7 @@ from torch import nn
 from simlab.checkpoint import checkpoint_paths, load_latest, save_checkpoint
 from simlab.config import TrainConfig
 from simlab.precision import ResolvedPrecision, resolve_precision
+from simlab.progress import format_seconds
 from simlab.targets import LABEL_REGISTRY, confidence_pairs, label_matrices, needs_source_matrix
 from simlab.tracking import NullTracker, Tracker
 
@@ -277,6 +278,7 @@ class _Run:
             self.world.size,
         )
         last_eval: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        t_loop = time.perf_counter()
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
             train_loss = self._train_epoch(epoch)
@@ -302,7 +304,7 @@ class _Run:
             self._save_checkpoint(epoch)
             log.log(
                 logging.INFO if self.world.rank == 0 else logging.DEBUG,
-                "epoch %d/%d train_loss=%.4f lr=%.4g%s (%.1f s)",
+                "epoch %d/%d train_loss=%.4f lr=%.4g%s (%.1f s, ETA %s)",
                 epoch,
                 cfg.epochs,
                 train_loss,
@@ -313,6 +315,7 @@ class _Run:
                     if k in metrics
                 ),
                 time.perf_counter() - t_epoch,
+                format_seconds((time.perf_counter() - t_loop) / (epoch - start_epoch) * (cfg.epochs - epoch)),
             )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(EpochReport(epoch, dict(metrics), self.checkpoint_dir))

@@ -3,7 +3,7 @@
 
     python sweeps/calibration.py                         # the quickstart preset, on this machine
     python sweeps/calibration.py --preset cifar10-calibration --gpus-per-trial 0.25
-    python sweeps/calibration.py --set label=onehot,similarity --set beta=0.5..6 --dry-run
+    python sweeps/calibration.py --set label=onehot,similarity beta=0.5..6 --dry-run
     python sweeps/calibration.py --name my-sweep --resume   # continue an interrupted sweep
 
 The whole sweep spec is validated before Ray starts; a bad spec prints the offending field on stderr
@@ -25,6 +25,15 @@ from sweeps.presets import PRESETS, get_preset  # noqa: E402
 from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives  # noqa: E402
 
 EXIT_BAD_SPEC = 2
+EXAMPLES = """examples:
+  python sweeps/calibration.py                                   # quickstart preset, this machine
+  python sweeps/calibration.py --list-presets
+  python sweeps/calibration.py --set label=onehot,similarity beta=0.5..6 alpha=0.1 --dry-run
+  python sweeps/calibration.py --preset cifar10-calibration --gpus-per-trial 0.25 --trial-scheduler asha
+  python sweeps/calibration.py --name my-sweep --resume          # continue an interrupted sweep
+
+(with the project venv not activated, use its interpreter: .venv/bin/python sweeps/calibration.py ...)
+"""
 
 logger = logging.getLogger("sweeps.calibration")
 
@@ -33,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python sweeps/calibration.py",
         description="Ray Tune + Optuna sweep over simlab trials (paper A calibration, paper B noisy labels).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--preset", default="quickstart", help=f"one of: {', '.join(PRESETS)} (default quickstart)"
@@ -40,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="fix a field (alpha=0.1), search it (label=onehot,uniform | beta=0.5..6 | lr=1e-3..1e-1:log), "
-        "or set source_args.<src>.<arg>=v / model_args.<model>.<arg>=v / a sweep key; repeatable",
+        "or set source_args.<src>.<arg>=v / model_args.<model>.<arg>=v / a sweep key; several per flag "
+        "(--set alpha=0.1 beta=2), repeatable",
     )
     p.add_argument("--num-samples", type=int, help="number of trials")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per worker (0.25 packs 4 trials on a GPU)")
@@ -76,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric[:min|max][,metric:dir...] on the validation split, "
         "e.g. val_accuracy:max,val_ece_hist_output:min (several = Optuna multi-objective)",
     )
-    p.add_argument("--scheduler", choices=["asha", "none"], help="trial scheduler (ASHA: single objective)")
+    p.add_argument(
+        "--trial-scheduler",
+        dest="scheduler",
+        choices=["asha", "none"],
+        help="Tune trial scheduler (ASHA stops weak trials early; single objective). Not the LR schedule, "
+        "which is --set scheduler=cosine|plateau|none",
+    )
+    p.add_argument(  # the old name of --trial-scheduler: still accepted, with a deprecation warning
+        "--scheduler", dest="scheduler_deprecated", choices=["asha", "none"], help=argparse.SUPPRESS
+    )
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once (0 = no limit)")
     p.add_argument(
         "--warm-start",
@@ -91,8 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="two stages in one resumable sweep: search (as without it), then re-run each method's best "
         "configuration (on the objective) on N seeds; MLflow runs tagged simlab.stage = search | seeds",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved sweep and exit")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from a YAML/JSON sweep file instead of --preset, e.g. a saved <sweep>/sweep_spec.json "
+        "(flags and --set still apply on top)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved sweep and exit (warns about resources this machine lacks and an existing "
+        "sweep folder)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
+    errored = p.add_mutually_exclusive_group()
+    errored.add_argument(
+        "--resume-errored",
+        action="store_true",
+        help="with --resume (implied): also continue errored trials from their last checkpoint",
+    )
+    errored.add_argument(
+        "--restart-errored",
+        action="store_true",
+        help="with --resume (implied): rerun errored trials from scratch",
+    )
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -100,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_spec(args: argparse.Namespace) -> SweepSpec:
     """Preset + --set overrides + flags -> a validated SweepSpec (raises SpecError naming the field)."""
-    raw = get_preset(args.preset)
+    raw = get_preset(args.preset) if getattr(args, "config", None) is None else read_config(args)
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data_dir={args.data_dir}")
@@ -139,6 +183,72 @@ def stage_plan(spec: SweepSpec) -> str:
     )
 
 
+def read_config(args: argparse.Namespace) -> dict:
+    """The --config file (YAML or JSON; a saved ``sweep_spec.json`` too) as a raw sweep dict.
+
+    Its ``preset`` and ``name`` become the defaults of --preset / --name (flags still win)."""
+    path = args.config
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as err:
+        raise SpecError("--config", f"cannot read {path!r}: {err.strerror or err}") from err
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - json / yaml parse errors
+        raise SpecError(
+            "--config", f"{path!r} is not valid {'YAML' if path.endswith(('yaml', 'yml')) else 'JSON'}: {err}"
+        ) from err
+    if not isinstance(raw, dict):
+        raise SpecError("--config", f"{path!r} must hold a mapping of sweep keys")
+    raw = dict(raw)
+    raw.pop("description", None)
+    if isinstance(raw.get("objectives"), list):  # SweepSpec.to_json form
+        raw["objective"] = ",".join(map(str, raw.pop("objectives")))
+    preset, name = raw.pop("preset", None), raw.pop("name", None)
+    if args.preset == "quickstart" and preset:  # --preset not given: the file's
+        args.preset = preset
+    if args.name is None and name:
+        args.name = name
+    return raw
+
+
+def dry_run_warnings(spec: SweepSpec) -> list[str]:
+    """What a real run would trip over on this machine: resources Ray cannot schedule here, an existing
+    sweep folder (the run refuses without --resume)."""
+    import os
+
+    out = []
+    need_gpu = spec.gpus_per_trial > 0
+    if need_gpu and not os.environ.get("RAY_ADDRESS"):
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        except Exception:  # noqa: BLE001
+            gpus = 0
+        if gpus == 0:
+            out.append(
+                f"gpus_per_trial={spec.gpus_per_trial} but this machine has no CUDA GPU: trials would never "
+                "be scheduled (use --gpus-per-trial 0, or run on a GPU node / with RAY_ADDRESS)"
+            )
+    cpus = os.cpu_count() or 1
+    per_trial = spec.cpus_per_trial * (spec.workers_per_trial if not spec.in_process else 1)
+    if per_trial > cpus and not os.environ.get("RAY_ADDRESS"):
+        out.append(f"a trial asks for {per_trial:g} CPUs but this machine has {cpus}: it would never start")
+    if "://" not in spec.storage and os.path.isdir(spec.sweep_dir) and os.listdir(spec.sweep_dir):
+        out.append(
+            f"sweep folder {spec.sweep_dir} already exists: the run refuses it; continue it with --resume or "
+            "pick another --name"
+        )
+    return out
+
+
 def read_warm_start(path: str) -> list[dict]:
     """The --warm-start file: a JSON list of objects (param -> value); SpecError naming the flag."""
     try:
@@ -162,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, preset in PRESETS.items():
             print(f"{name:26s} {preset.get('description', '')}")
         return 0
+    if args.scheduler_deprecated is not None:
+        logger.warning("--scheduler is deprecated: use --trial-scheduler (Tune's trial scheduler)")
+        if args.scheduler is None:
+            args.scheduler = args.scheduler_deprecated
     try:
         spec = resolve_spec(args)
         # Word vectors and registry keys (models, losses, datasets, sources) need torch-importing library
@@ -177,12 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(spec.to_json(), indent=2, default=str))
         print(f"# storage: {spec.sweep_dir}\n# tracking: {spec.resolved_tracking_uri}")
         print(f"# {stage_plan(spec)}")
+        for warning in dry_run_warnings(spec):
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
 
     from sweeps.driver import format_summary, run_staged_sweep
 
     try:
-        summary = run_staged_sweep(spec, resume=args.resume)
+        errored = {"resume_errored": True} if args.resume_errored else {}
+        if args.restart_errored:
+            errored = {"restart_errored": True}
+        summary = run_staged_sweep(spec, resume=args.resume or bool(errored), **errored)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC

@@ -62,6 +62,8 @@ TABLE_METRICS: tuple[str, ...] = (
 SPEC_FILE = "sweep_spec.json"
 STAGES_FILE = "stages.json"  # a two-stage sweep's progress: the chosen configurations, the seeds points
 STAGE_TAG = "simlab.stage"  # MLflow tag of sweep and trial runs: "search" or "seeds"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # printed commands name scripts by absolute path
+UI_PORT = 5000  # the port of the printed `mlflow ui` command
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +265,90 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
-    """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised."""
+# ---------------------------------------------------------------------------------------------
+# The sweep folder's own files (sweep_spec.json, summary.md, Tune's experiment state) through
+# pyarrow.fs, as Ray reaches the storage: the same code for a local folder and s3:// (gs://, ...).
+def _storage_fs(sweep_dir: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    if "://" not in sweep_dir:
+        return pafs.LocalFileSystem(), os.path.abspath(sweep_dir)
+    return pafs.FileSystem.from_uri(sweep_dir)
+
+
+def read_storage_text(sweep_dir: str, name: str) -> str | None:
+    """``<sweep_dir>/<name>`` as text, None when absent."""
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    path = f"{root.rstrip('/')}/{name}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def write_storage_text(sweep_dir: str, name: str, text: str) -> None:
+    """Write ``<sweep_dir>/<name>``: atomically (temp + os.replace) locally; one PUT on object stores,
+    which is atomic there (a reader sees the old object or the new one)."""
+    if "://" not in sweep_dir:
+        _write_atomic(Path(sweep_dir) / name, text)
+        return
+    fs, root = _storage_fs(sweep_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root.rstrip('/')}/{name}") as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def storage_trial_ids(sweep_dir: str) -> set[str]:
+    """The trial ids in the newest Tune experiment state under ``sweep_dir`` (local or remote); the
+    remote twin of `sweeps.cleanup.tune_trial_ids`."""
+    if "://" not in sweep_dir:
+        from sweeps.cleanup import tune_trial_ids
+
+        return tune_trial_ids(sweep_dir)
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    states = sorted(
+        i.path for i in infos if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
+    )
+    if not states:
+        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {sweep_dir!r}")
+    with fs.open_input_stream(states[-1]) as fh:
+        data = json.loads(fh.read().decode("utf-8"))
+    return {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
+
+
+def _all_stage_trial_ids(spec: SweepSpec) -> set[str]:
+    """Trial ids of every stage's Tune experiment (search at the top, seeds in ``seeds/``)."""
+    ids = storage_trial_ids(spec.sweep_dir)  # local: `tune_trial_ids` already adds seeds/
+    if "://" in spec.storage:
+        try:
+            ids |= storage_trial_ids(f"{spec.sweep_dir.rstrip('/')}/{SEEDS_SUBDIR}")
+        except (ValueError, OSError):  # no seeds stage (yet)
+            pass
+    return ids
+
+
+def _artifact_location(spec: SweepSpec, sweep_dir: str, tracking_uri: str) -> str | None:
+    """MLflow artifacts under the sweep folder, local or remote, when the client writes them itself
+    (sqlite / file stores); a tracking server keeps its own artifact root."""
+    if "://" not in spec.storage:
+        return os.path.join(sweep_dir, "mlartifacts")
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return f"{sweep_dir.rstrip('/')}/mlartifacts"
+    return None
+
+
+def run_sweep(
+    spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
+) -> SweepSummary:
+    """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised.
+
+    ``resume_errored`` / ``restart_errored`` (with ``resume``): errored trials are continued from their
+    last checkpoint / rerun from scratch (`Tuner.restore`'s options of the same names)."""
     import ray
     from ray import tune
 
@@ -286,21 +370,18 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     if resume and not exists:
         logger.warning("nothing to resume at %s: starting the sweep", sweep_dir)
         resume = False
-    if resume and local and (Path(sweep_dir) / SPEC_FILE).exists():
+    saved_text = read_storage_text(sweep_dir, SPEC_FILE) if resume else None
+    if saved_text is not None:
         # The restored Tuner (searcher, trials) is the sweep as submitted: trials must see that spec too.
-        saved = SweepSpec.from_json(json.loads((Path(sweep_dir) / SPEC_FILE).read_text()))
+        saved = SweepSpec.from_json(json.loads(saved_text))
         if saved != spec:
             logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
         spec = saved
-    if local:
-        os.makedirs(sweep_dir, exist_ok=True)
-        _write_atomic(Path(sweep_dir) / SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
+    write_storage_text(sweep_dir, SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
 
     tracking_uri = spec.resolved_tracking_uri
     experiment_id = ensure_experiment(
-        tracking_uri,
-        spec.name,
-        artifact_location=os.path.join(spec.sweep_dir, "mlartifacts") if local else None,
+        tracking_uri, spec.name, artifact_location=_artifact_location(spec, spec.sweep_dir, tracking_uri)
     )
     stale = mark_stale_runs(tracking_uri, experiment_id)
     if stale:
@@ -315,6 +396,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
             "simlab.preset": spec.preset,
             "simlab.role": "sweep",
             STAGE_TAG: spec.stage,
+            **_provenance(),
         },
     )
     parent = MlflowTracker(tracking_uri, parent_run_id, spool_dir=os.path.join(_spool_root(spec), "_sweep"))
@@ -331,6 +413,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
                 "space": json.dumps({k: v.to_json() for k, v in spec.space.items()}, sort_keys=True),
             }
         )
+        _log_spec_artifact(parent, spec)
         if not ray.is_initialized():
             # Join a cluster only when asked (RAY_ADDRESS; cluster.yaml sets RAY_ADDRESS=auto on the head):
             # "auto" alone would join any Ray instance someone else started on this machine.
@@ -351,12 +434,15 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         trainable = _make_trainable(spec, ctx, matrices)
         if resume:
             logger.info("restoring sweep %s", sweep_dir)
-            tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True)
-            if local:  # before any trial (re)opens its run
-                from sweeps.cleanup import tune_trial_ids
-
-                # tune_trial_ids(spec.sweep_dir) also holds the seeds stage's trials (if any).
-                _retire_lost_runs(tracking_uri, experiment_id, tune_trial_ids(spec.sweep_dir))
+            tuner = tune.Tuner.restore(
+                sweep_dir,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=resume_errored,
+                restart_errored=restart_errored,
+            )
+            # Before any trial (re)opens its run; the live ids include the other stage's trials.
+            _retire_lost_runs(tracking_uri, experiment_id, _all_stage_trial_ids(spec))
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -380,6 +466,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
         grid = tuner.fit()
         summarize(spec, grid, summary)
         _close_trial_runs(tracking_uri, experiment_id, summary)
+        log_inputs_and_best_model(spec, grid, summary)
         if resume:  # the same check once more, against the trials the finished sweep holds
             live = {r["trial_id"] for r in summary.rows} | _other_stage_trial_ids(spec)
             _retire_lost_runs(tracking_uri, experiment_id, live)
@@ -517,21 +604,26 @@ def seeds_points(spec: SweepSpec, chosen: Sequence[Mapping[str, Any]]) -> list[d
     ]
 
 
-def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
+def run_staged_sweep(
+    spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
+) -> SweepSummary:
     """`run_sweep`, in two stages when ``spec.seeds > 0`` (see above); returns the last stage's summary.
 
     An interrupted search stage returns its (interrupted) summary: ``--resume`` continues it, then runs
-    the seeds stage. Ray is started once for both stages when not yet initialised.
+    the seeds stage. Ray is started once for both stages when not yet initialised. ``resume_errored`` /
+    ``restart_errored`` go to the stage being resumed (`run_sweep`).
     """
+    errored = {"resume_errored": resume_errored, "restart_errored": restart_errored}
     top = Path(spec.sweep_dir)
-    if resume and "://" not in spec.storage and (top / SPEC_FILE).exists():
+    saved_text = read_storage_text(spec.sweep_dir, SPEC_FILE) if resume else None
+    if saved_text is not None:
         # The sweep as submitted (as run_sweep does): `--resume` without `--seeds` continues a staged sweep.
-        saved = SweepSpec.from_json(json.loads((top / SPEC_FILE).read_text()))
+        saved = SweepSpec.from_json(json.loads(saved_text))
         if saved != spec:
             logger.warning("--resume continues the sweep as it was submitted; changed settings are ignored")
         spec = saved
     if spec.seeds <= 0:
-        return run_sweep(spec, resume=resume)
+        return run_sweep(spec, resume=resume, **errored)
     import ray
 
     state_path = top / STAGES_FILE
@@ -546,7 +638,7 @@ def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
     try:
         if state is None:
             handlers = _signal_handlers()
-            search = run_sweep(spec, resume=resume)
+            search = run_sweep(spec, resume=resume, **errored)
             # Tune leaves its SIGINT handler installed after fit; it would swallow a Ctrl-C between the
             # stages (setting the finished search's stop flag): put the caller's handlers back.
             _restore_signal_handlers(handlers)
@@ -571,12 +663,12 @@ def run_staged_sweep(spec: SweepSpec, *, resume: bool = False) -> SweepSummary:
                 ", ".join(f"{c['method']} {c['group'] or ''} <- {c['trial_id']}" for c in chosen),
                 len(state["points"]),
             )
-            resume = False  # the seeds stage starts now
+            resume, errored = False, {}  # the seeds stage starts now
         else:
             logger.info("search stage already finished (%s): continuing the seeds stage", state_path)
         from sweeps.spec import seeds_stage_spec
 
-        return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume)
+        return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume, **errored)
     finally:
         if started_ray:
             ray.shutdown()
@@ -600,6 +692,161 @@ def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
             signal.signal(sig, handler)
 
 
+def _provenance() -> dict[str, str]:
+    """Git commit + dirty flag, user, entry point, package versions, CPU/GPU (`sweeps.provenance`)."""
+    from sweeps.provenance import entry_point, provenance_tags
+
+    return provenance_tags(entry_point())
+
+
+def _log_spec_artifact(parent: Any, spec: SweepSpec) -> None:
+    """The resolved sweep spec as the parent run's ``sweep_spec.json`` artifact, from the start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / SPEC_FILE
+        path.write_text(json.dumps(spec.to_json(), indent=2, default=str))
+        parent.log_artifact(path)
+        parent.flush(timeout=30)
+
+
+def _dataset_entity(data: Any) -> Any:
+    """An MLflow dataset input of a split dataset: name, digest of its identity, split sizes."""
+    import hashlib
+
+    from mlflow.entities import Dataset
+
+    digest = hashlib.sha256(data.identity.encode()).hexdigest()[:10]
+    profile = {
+        "train": int(len(data.train_y)),
+        "val": int(len(data.val_y)),
+        "test": int(len(data.test_y)),
+        "classes": int(data.num_classes),
+        "image_shape": list(data.image_shape),
+    }
+    return Dataset(
+        name=data.name,
+        digest=digest,
+        source_type="simlab",
+        source=json.dumps({"identity": data.identity}),
+        profile=json.dumps(profile),
+    )
+
+
+def log_inputs_and_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
+    """Dataset inputs on the parent and every trial run; the best trial's model as an MLflow model.
+
+    Best effort after the sweep: a failure here is logged, never fails a finished sweep.
+    """
+    try:
+        _log_dataset_inputs(spec, summary)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not log the dataset inputs to MLflow")
+    if summary.best and not spec.multi_objective:
+        try:
+            _log_best_model(spec, grid, summary)
+        except Exception:  # noqa: BLE001
+            logger.exception("could not log the best trial's model to MLflow")
+
+
+def _trial_config(spec: SweepSpec, row: Mapping[str, Any]) -> Any:
+    from simlab.config import TrainConfig
+
+    return TrainConfig.from_dict(train_config_dict(spec, dict(row["params"])))
+
+
+def _load_split(cfg: Any) -> Any:
+    from simlab.data import load_dataset
+
+    return load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        cache_dir=cfg.resolved_cache_dir,
+        val_fraction=cfg.val_fraction,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+    )
+
+
+def _trial_runs(tracking_uri: str, experiment_id: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.mlflow_tracking import KEY_TAG, run_tag
+
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id], filter_string="tags.`simlab.role` = 'trial'", max_results=50000
+    )
+    return {run_tag(r.data.tags, KEY_TAG) or "": r.info.run_id for r in runs}
+
+
+def _log_dataset_inputs(spec: SweepSpec, summary: SweepSummary) -> None:
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary.tracking_uri)
+    runs = _trial_runs(summary.tracking_uri, summary.experiment_id)
+    entities: dict[str, Any] = {}
+    logged_parent: set[str] = set()
+    for row in summary.rows:
+        cfg = _trial_config(spec, row)
+        key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
+        if key not in entities:
+            entities[key] = _dataset_entity(_load_split(cfg))
+        inputs = [DatasetInput(entities[key], tags=[InputTag("mlflow.data.context", "training")])]
+        if row["trial_id"] in runs:
+            client.log_inputs(runs[row["trial_id"]], datasets=inputs)
+        if key not in logged_parent:
+            client.log_inputs(summary.parent_run_id, datasets=inputs)
+            logged_parent.add(key)
+
+
+def _log_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
+    """`mlflow.pytorch.log_model` of the best trial's last checkpoint, into that trial's run."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from simlab.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from simlab.models import build_model
+
+    best = summary.best[0]
+    run_id = _trial_runs(summary.tracking_uri, summary.experiment_id).get(best["trial_id"])
+    result = next(
+        (r for r in grid if (r.metrics or {}).get("trial_id", Path(r.path).name) == best["trial_id"]), None
+    )
+    if run_id is None or result is None or result.checkpoint is None:
+        logger.warning("best trial %s: no run or checkpoint; no model logged", best["trial_id"])
+        return
+    cfg = _trial_config(spec, best)
+    with result.checkpoint.as_directory() as folder:
+        state = load_checkpoint(Path(folder) / CHECKPOINT_NAME)
+    shape = tuple(_load_split(cfg).image_shape)  # (C, H, W): the model's input
+    model = build_model(cfg.model, len(state["class_names"]), in_channels=shape[0], **cfg.model_args)
+    model.load_state_dict(state["model"])
+    model.eval()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(summary.tracking_uri)
+    try:
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            run_id=run_id,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
+            # MLflow 3.17's default 'pt2' export fixes the batch size of the example; pickle keeps the
+            # module (loading needs `simlab` importable). The example gives the model its signature.
+            serialization_format="pickle",
+            input_example=np.zeros((2, *shape), dtype=np.float32),
+            metadata={
+                "trial_id": best["trial_id"],
+                "epoch": int(state["epoch"]),
+                "classes": state["class_names"],
+            },
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    logger.info(
+        "logged the best trial's model (%s, epoch %d) to run %s", best["trial_id"], state["epoch"], run_id
+    )
+
+
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:
     """End the trial runs still RUNNING after `Tuner.fit` returned, by what Tune says of their trial.
 
@@ -609,7 +856,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
     """
     from mlflow.tracking import MlflowClient
 
-    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG
+    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG, run_tag
     from sweeps.trainable import STOPPED_TAG
 
     client = MlflowClient(tracking_uri)
@@ -620,7 +867,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
         max_results=50000,
     )
     for run in running:
-        row = by_key.get(run.data.tags.get(KEY_TAG, ""))
+        row = by_key.get(run_tag(run.data.tags, KEY_TAG) or "")
         if row is None:
             continue
         status = {"finished": "FINISHED", "stopped": "FINISHED", "error": "FAILED"}.get(
@@ -795,11 +1042,10 @@ def _log_summary(parent: Any, spec: SweepSpec, summary: SweepSummary) -> None:
             {f"best_{o.metric}": best[o.metric] for o in spec.objectives}
             | {"num_finished": summary.num_finished, "num_errored": summary.num_errored}
         )
-    if "://" not in spec.storage:
-        _write_atomic(Path(spec.sweep_dir) / "summary.md", summary_table(spec, summary.rows) + "\n")
+    write_storage_text(spec.sweep_dir, "summary.md", summary_table(spec, summary.rows) + "\n")
 
 
-def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
+def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_PORT) -> str:
     """What the CLI prints at the end: best trial / Pareto front, the table, the MLflow UI command."""
     out = [
         f"sweep {spec.name}: {summary.num_finished} finished, {summary.num_errored} errored, "
@@ -808,10 +1054,7 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
         f"{summary.matrix_stats.get('loaded', 0)} loaded)"
     ]
     if summary.interrupted:
-        out.append(
-            f"interrupted: continue with  python sweeps/calibration.py --preset {spec.preset} "
-            f"--name {spec.name} --storage {spec.storage} --resume"
-        )
+        out.append(f"interrupted: continue with  {resume_command(spec)}")
     objectives = ", ".join(map(str, spec.objectives))
     if spec.multi_objective:
         out.append(f"\nPareto front ({objectives}): {len(summary.best)} trial(s)")
@@ -826,12 +1069,117 @@ def format_summary(spec: SweepSpec, summary: SweepSummary) -> str:
         out.append("  " + "  ".join(f"{m}={_fmt(b.get(m))}" for m in shown))
     out.append("\nall trials (validation selects; test metrics reported):")
     out.append(summary_table(spec, summary.rows))
-    if summary.tracking_uri.startswith("sqlite:"):
-        out.append(f"\nMLflow UI:  mlflow ui --backend-store-uri {summary.tracking_uri}")
-    else:
-        out.append(f"\nMLflow: {summary.tracking_uri} (experiment {spec.name!r})")
-    out.append(
-        f"paper-style table:  python scripts/report.py --tracking-uri {summary.tracking_uri} "
-        f"--experiment {spec.name}"
+    out.append("")
+    out.extend(
+        mlflow_view_lines(
+            summary.tracking_uri,
+            summary.experiment_id,
+            spec.name,
+            port=ui_port,
+            order_by=spec.objectives[0].metric,
+            ascending=spec.objectives[0].mode == "min",
+        )
     )
+    out.append(f"paper-style table:  {report_command(spec, summary.tracking_uri)}")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands printed for the user: they must run as printed from a shell where the venv is not
+# activated, so they name this interpreter (`sys.executable`, not resolved: a venv's python is a link
+# whose target lacks the venv's packages) and the `mlflow` script installed next to it, by absolute path.
+def python_command(script: str | Path, *args: Any) -> str:
+    """``<this python> <repo>/<script> args...``, shell-quoted."""
+    import shlex
+    import sys
+
+    return shlex.join([sys.executable, str(REPO_ROOT / script), *map(str, args)])
+
+
+def mlflow_executable() -> str:
+    """The `mlflow` console script of this interpreter's environment (falls back to ``python -m mlflow``)."""
+    import shlex
+    import sys
+
+    exe = Path(sys.executable).parent / "mlflow"
+    return shlex.quote(str(exe)) if exe.exists() else f"{shlex.quote(sys.executable)} -m mlflow"
+
+
+def mlflow_ui_command(tracking_uri: str, *, port: int = UI_PORT, host: str = "127.0.0.1") -> str:
+    """A light `mlflow ui` for one sqlite store: one uvicorn worker and no job runner.
+
+    MLflow 3.17's defaults (4 workers + the job runner's huey consumers) start ~15 processes and take
+    ~3 GB; ``--workers 1`` with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` gives 2 processes (~0.5 GB).
+    """
+    import shlex
+
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_executable()} ui "
+        f"--backend-store-uri {shlex.quote(tracking_uri)} --host {host} --port {int(port)} --workers 1"
+    )
+
+
+def runs_view_url(
+    base_url: str, experiment_id: str, *, order_by: str | None = None, ascending: bool = True
+) -> str:
+    """The experiment's *runs* view, trials listed flat, sorted by ``order_by`` (shown as a column).
+
+    MLflow 3.17 opens an experiment in its GenAI view (traces) unless the URL says
+    ``workflowType=machine_learning``; its UI derives the view from that URL parameter (or the
+    browser's last choice), not from the ``mlflow.experimentKind`` tag, so no tag can do this. Without
+    a filter, the trials are folded under the parent run; ``searchFilter`` on the trial role lists
+    them, and ``orderByKey`` on a metric adds its column (the UI shows no metric columns by default).
+    """
+    from urllib.parse import urlencode
+
+    query = {"workflowType": "machine_learning"}
+    if order_by:
+        query |= {
+            "searchFilter": "tags.`simlab.role` = 'trial'",
+            "orderByKey": f"metrics.`{order_by}`",
+            "orderByAsc": "true" if ascending else "false",
+        }
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
+
+
+def mlflow_view_lines(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    *,
+    port: int = UI_PORT,
+    order_by: str | None = None,
+    ascending: bool = True,
+) -> list[str]:
+    """What to run / open to see the sweep's runs in MLflow."""
+    sort = {"order_by": order_by, "ascending": ascending}
+    if tracking_uri.startswith("sqlite:"):
+        return [
+            f"MLflow UI:  {mlflow_ui_command(tracking_uri, port=port)}",
+            f"  then open {runs_view_url(f'http://127.0.0.1:{int(port)}', experiment_id, **sort)}",
+        ]
+    if tracking_uri.startswith(("http://", "https://")):
+        return [f"MLflow: {runs_view_url(tracking_uri, experiment_id, **sort)}"]
+    return [f"MLflow: {tracking_uri} (experiment {name!r})"]
+
+
+def report_command(spec: SweepSpec, tracking_uri: str) -> str:
+    """`scripts/report.py` on this sweep's experiment, writing under the sweep's folder when local."""
+    args: list[Any] = ["--tracking-uri", tracking_uri, "--experiment", spec.name]
+    if "://" not in spec.storage:
+        args += ["--out", os.path.join(spec.sweep_dir, "report")]
+    return python_command("scripts/report.py", *args)
+
+
+def resume_command(spec: SweepSpec) -> str:
+    """Continue this sweep: the Tuner is restored as it was submitted (the saved ``sweep_spec.json``)."""
+    return python_command(
+        "sweeps/calibration.py",
+        "--preset",
+        spec.preset,
+        "--name",
+        spec.name,
+        "--storage",
+        spec.storage,
+        "--resume",
+    )

@@ -4,8 +4,8 @@ Why not Ray's ``MLflowLoggerCallback``: it keeps the trial -> run map in memory,
 gets a second run after ``Tuner.restore``, and an outage longer than the client's own retries raises
 into the trial (RELIABILITY.md). Here:
 
-- `get_or_create_run` finds a trial's run by the tag ``simlab.key`` before creating one, so a restored
-  or retried trial reattaches to its run instead of duplicating it.
+- `get_or_create_run` finds a trial's run by the tag ``mlflow.simlab.key`` before creating one, so a
+  restored or retried trial reattaches to its run instead of duplicating it.
 - `MlflowTracker` (a `simlab.tracking.Tracker`) retries each call with exponential back-off; a call that
   still fails is appended to a local JSONL spool (fsync'd) and replayed, in order, on the next call,
   `flush()` or `close()`. Every metric point carries the timestamp of the original call, and MLflow's
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLIENT_ENV_DEFAULTS",
     "FAILURE_TAG",
+    "INTERNAL_PREFIX",
     "KEY_TAG",
     "MlflowTracker",
     "SpoolNotDrainedError",
@@ -52,13 +53,26 @@ __all__ = [
     "owner_tags",
     "pending_spool_records",
     "replay_spool",
+    "run_tag",
 ]
 
-KEY_TAG = "simlab.key"  # the stable identity of a trial's run (e.g. the Tune trial id)
-HOST_TAG = "simlab.owner.host"
-PID_TAG = "simlab.owner.pid"
-PID_START_TAG = "simlab.owner.pid_start"  # /proc start time of the owner: guards against pid reuse
-HEARTBEAT_TAG = "simlab.heartbeat"  # unix seconds of the owner's last successful write
+# Bookkeeping tags (run identity, owner process, heartbeat) carry one internal prefix: the MLflow UI
+# hides tags whose key starts with "mlflow." from its run tables and run pages (3.17 bundle:
+# `getVisibleTagValues`), so they stay off the overview. Runs written before the rename carry the
+# legacy names (LEGACY_TAGS); readers accept both.
+INTERNAL_PREFIX = "mlflow.simlab."
+KEY_TAG = INTERNAL_PREFIX + "key"  # the stable identity of a trial's run (e.g. the Tune trial id)
+HOST_TAG = INTERNAL_PREFIX + "owner.host"
+PID_TAG = INTERNAL_PREFIX + "owner.pid"
+PID_START_TAG = INTERNAL_PREFIX + "owner.pid_start"  # /proc start time of the owner: guards pid reuse
+HEARTBEAT_TAG = INTERNAL_PREFIX + "heartbeat"  # unix seconds of the owner's last successful write
+LEGACY_TAGS: dict[str, str] = {
+    KEY_TAG: "simlab.key",
+    HOST_TAG: "simlab.owner.host",
+    PID_TAG: "simlab.owner.pid",
+    PID_START_TAG: "simlab.owner.pid_start",
+    HEARTBEAT_TAG: "simlab.heartbeat",
+}
 STALE_TAG = "simlab.stale_reason"
 FAILURE_TAG = "simlab.failure_reason"  # why a run ended FAILED/KILLED (e.g. the NonFiniteLossError text)
 ORPHAN_TAG = "simlab.orphaned"  # why a run was deleted: its trial is not part of the restored sweep
@@ -246,13 +260,25 @@ def ensure_experiment(
     )
 
 
+def run_tag(tags: Mapping[str, str], name: str) -> str | None:
+    """A bookkeeping tag's value, under its current name or the legacy one (runs written before)."""
+    value = tags.get(name)
+    if value is None and name in LEGACY_TAGS:
+        value = tags.get(LEGACY_TAGS[name])
+    return value
+
+
 def _runs_with_key(client: MlflowClient, experiment_id: str, key: str) -> list:
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=100,
-    )
+    runs = []
+    for tag in (KEY_TAG, LEGACY_TAGS[KEY_TAG]):
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tag}` = '{key}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=100,
+        )
+        if runs:
+            break
     # Oldest first; the run id breaks ties so that every process picks the same survivor.
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
@@ -268,7 +294,8 @@ def get_or_create_run(
     reopen: bool = True,
     timeout: float = 120.0,
 ) -> str:
-    """Return the id of the run tagged ``simlab.key == key`` in the experiment, creating it if absent.
+    """Return the id of the run tagged ``mlflow.simlab.key == key`` (legacy: ``simlab.key``) in the
+    experiment, creating it if absent.
 
     A restored or retried trial thereby reattaches to its run: never a duplicate. If two processes
     create the same key at once, both keep the oldest run and the younger one is deleted. With
@@ -295,7 +322,8 @@ def get_or_create_run(
             logger.info("reattaching to MLflow run %s (key %s, status %s)", run_id, key, run.info.status)
             if reopen and run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()], synchronous=True)
+            tags_now = {**owner_tags(), KEY_TAG: key}  # KEY_TAG: a legacy run gets the current name
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags_now.items()], synchronous=True)
             return run_id
         all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         all_tags[KEY_TAG] = key
@@ -377,7 +405,7 @@ def delete_orphan_runs(
     Tune snapshots its experiment state periodically, so a sweep SIGKILLed between a trial's start
     and the next snapshot comes back without that trial (RELIABILITY.md) and runs a new one instead;
     the lost trial's MLflow run would then be a second run for one sampled configuration. Runs tagged
-    ``simlab.role == role`` whose ``simlab.key`` is not in ``live_keys`` (the trial ids of the restored
+    ``simlab.role == role`` whose ``mlflow.simlab.key`` is not in ``live_keys`` (the trial ids of the restored
     sweep) get the tag ``simlab.orphaned``, are closed KILLED if still RUNNING, and are moved to
     MLflow's trash (``MlflowClient.restore_run`` brings one back). Call it after the restore and
     before new trials start.
@@ -399,7 +427,7 @@ def delete_orphan_runs(
             page_token=page_token,
         )
         for run in page:
-            key = run.data.tags.get(KEY_TAG)
+            key = run_tag(run.data.tags, KEY_TAG)
             if key is not None and key not in live:
                 orphans.append(run)
         page_token = page.token
@@ -410,7 +438,7 @@ def delete_orphan_runs(
         logger.warning(
             "MLflow run %s (key %s) belongs to no trial of the restored sweep: deleting it",
             run_id,
-            run.data.tags.get(KEY_TAG),
+            run_tag(run.data.tags, KEY_TAG),
         )
         if dry_run:
             continue
@@ -425,14 +453,14 @@ def delete_orphan_runs(
 
 def _stale_reason(run: Any, *, host: str, now: float, heartbeat_timeout: float) -> str | None:
     tags = run.data.tags
-    pid = tags.get(PID_TAG)
-    if tags.get(HOST_TAG) == host and pid is not None and pid.isdigit():
-        if not _pid_alive(int(pid), tags.get(PID_START_TAG)):
+    pid = run_tag(tags, PID_TAG)
+    if run_tag(tags, HOST_TAG) == host and pid is not None and pid.isdigit():
+        if not _pid_alive(int(pid), run_tag(tags, PID_START_TAG)):
             return f"owner pid {pid} on {host} is no longer running"
         return None  # a live local owner is authoritative, however old its heartbeat
     try:
-        beat = float(tags[HEARTBEAT_TAG])
-    except (KeyError, ValueError):
+        beat = float(run_tag(tags, HEARTBEAT_TAG))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         beat = (run.info.start_time or 0) / 1000.0
     if now - beat > heartbeat_timeout:
         return f"no heartbeat for {now - beat:.0f} s (> {heartbeat_timeout:.0f} s)"

@@ -24,6 +24,7 @@ from sweeps.results import (
     build_rows,
     compare,
     comparisons_csv,
+    default_out,
     load_runs,
     ood_figure,
     ood_rows,
@@ -113,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "block of a document (RESULTS.md) with FILE's current text",
     )
     p.add_argument("--experiment", help="the sweep's name (= its MLflow experiment)")
-    p.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: <sweep folder>/report for a sweep's own sqlite store, "
+        "./reports/<experiment> for another store, ./reports otherwise)",
+    )
     p.add_argument("--title", help="table title (default: the experiment or CSV name)")
     p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
     p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
@@ -122,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-by", default="", help="params that split rows into settings (paper B: noise_kind,noise_rate)"
     )
     p.add_argument(
-        "--show-params", default="", help="params of each row's chosen configuration to show (e.g. beta)"
+        "--show-params",
+        default="alpha,beta",
+        help="params of each row's chosen configuration to show (default alpha,beta; '' for none)",
     )
     p.add_argument(
         "--interval", action="store_true", help="add the 95 %% Student-t interval over seeds to each cell"
@@ -168,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = Path(args.out)
+    if args.out:
+        out = Path(args.out)
+    elif args.tracking_uri and args.experiment:
+        out = default_out(args.tracking_uri, args.experiment)
+    else:
+        out = Path("reports")
 
     def fail(message: str, code: int = 2) -> int:
         print(f"error: {message}", file=sys.stderr)

@@ -817,8 +817,20 @@ def warm_start_points(
 
 # ---------------------------------------------------------------------------------------------
 def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file + ``os.replace``, with the mode open() would give."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask = os.umask(0)  # mkstemp creates 0600: a report is for reading (0666 & ~umask)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def default_out(tracking_uri: str, experiment: str) -> Path:
+    """``<sweep folder>/report`` for a sweep's own sqlite store (``sqlite:///<storage>/<name>/mlflow.db``),
+    else ``./reports/<experiment>``."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :]).parent / "report"
+    return Path("reports") / experiment

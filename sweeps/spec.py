@@ -330,8 +330,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                 out["space"].pop(key, None)
         elif key in _SWEEP_KEYS:
             out[key] = value
+        elif key == "trial_scheduler":  # Tune's scheduler; `scheduler` is the TrainConfig LR schedule
+            out["scheduler"] = value
         else:
-            valid = sorted({*TrainConfig.field_names(), *EXTRA_PARAMS, *_SWEEP_KEYS})
+            valid = sorted({*TrainConfig.field_names(), *EXTRA_PARAMS, *_SWEEP_KEYS, "trial_scheduler"})
             raise SpecError(key, f"unknown key{_suggest(key, valid)}; valid keys: {', '.join(valid)}")
     if "label" in user_keys:
         _prune_for_labels(out, user_keys)
@@ -667,7 +669,7 @@ def _check_sweep_fields(spec: SweepSpec) -> None:
         )
     if spec.scheduler == "asha" and spec.multi_objective:
         raise SpecError(
-            "scheduler", "ASHA stops trials on one metric; use --scheduler none with several objectives"
+            "scheduler", "ASHA stops trials on one metric; use --trial-scheduler none with several objectives"
         )
     for name in ("cpus_per_trial", "gpus_per_trial"):
         v = getattr(spec, name)

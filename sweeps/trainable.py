@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import traceback
@@ -104,8 +105,85 @@ def _lookup_matrix(cfg: Any, matrices: Mapping[str, Any]) -> Any:
     return np.array(matrices[key], copy=True)
 
 
+_GREEK = {"alpha": "\u03b1", "beta": "\u03b2", "tau": "\u03c4"}
+# Searched params already spelled out by the method name (``similarity:l1``) or not worth a run name.
+_NOT_IN_NAME = frozenset({"label", "similarity", "confidence_source", "data_dir", "cache_dir"})
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.2g}"
+
+
+def trial_run_name(config: Mapping[str, Any], spec: Any, trial_id: str) -> str:
+    """An MLflow run name that says what the trial is: ``similarity:l1 α=0.099 β=5.40 [<trial id>]``
+    (the method, then the searched params its label method uses, then the Tune trial id)."""
+    from sweeps.space import method_name
+
+    merged = {**spec.fixed, **dict(config)}
+    label = merged.get("label", "onehot")
+    parts = [method_name(dict(config), spec)]
+    for name in spec.space:
+        if name in _NOT_IN_NAME or name not in config or not spec.applies(name, label):
+            continue
+        parts.append(f"{_GREEK.get(name, name)}={_short(config[name])}")
+    return " ".join([*parts, f"[{trial_id}]"])
+
+
+def readable_params(params: Mapping[str, Any], *, label: str, method: str, spec: Any) -> dict[str, Any]:
+    """The params worth showing for a trial: ``method`` first, then only those its label method uses
+    (no ``alpha`` for one-hot, no ``beta`` outside similarity labels) and no ``None`` values."""
+    out: dict[str, Any] = {"method": method}
+    for key, value in params.items():
+        if value is None:
+            continue
+        root = key.split(".", 1)[0]
+        if root in ("similarity", "similarity_args"):  # the source of similarity and confidence labels
+            if label not in ("similarity", "confidence"):
+                continue
+        elif not spec.applies(root, label):
+            continue
+        out[key] = value
+    return out
+
+
+class _ReadableTracker:
+    """Wraps a trial's tracker so that `fit`'s ``log_params(flattened cfg)`` logs `readable_params`."""
+
+    def __init__(self, tracker: Any, *, label: str, method: str, spec: Any) -> None:
+        self._tracker, self._label, self._method, self._spec = tracker, label, method, spec
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._tracker.log_params(
+            readable_params(params, label=self._label, method=self._method, spec=self._spec)
+        )
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._tracker.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Any, artifact_path: str | None = None) -> None:
+        self._tracker.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._tracker.set_tags(tags)
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, run_id, spool_path, ...
+        return getattr(self._tracker, name)
+
+
+def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from sweeps.space import method_name
+    from sweeps.spec import SweepSpec
+
+    spec = SweepSpec.from_json(ctx["spec"])
+    label = {**spec.fixed, **dict(config)}.get("label", "onehot")
+    return _ReadableTracker(tracker, label=label, method=method_name(dict(config), spec), spec=spec)
+
+
 def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Mapping[str, Any]) -> str:
     from sweeps.mlflow_tracking import get_or_create_run
+    from sweeps.provenance import provenance_tags
     from sweeps.space import method_name
     from sweeps.spec import SweepSpec
 
@@ -114,7 +192,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
         ctx["tracking_uri"],
         ctx["experiment_id"],
         key=trial_id,
-        run_name=trial_name,
+        run_name=trial_run_name(config, spec, trial_id),
         parent_run_id=ctx["parent_run_id"],
         tags={
             "simlab.sweep": spec.name,
@@ -122,6 +200,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
             "simlab.method": method_name(dict(config), spec),
             "simlab.role": "trial",
             "simlab.stage": spec.stage,  # "search" or "seeds" (sweeps.driver.run_staged_sweep)
+            **provenance_tags("sweeps/trainable.py"),
         },
     )
 
@@ -223,6 +302,22 @@ def newest_persisted_checkpoint(run_uri: str, work: Path) -> int | None:
     return None
 
 
+def _ray_checkpoint_dir(checkpoint_dir: str | Path, parent: str | Path) -> Path:
+    """A fresh folder under ``parent`` holding only ``checkpoint.pt`` of `fit`'s ``checkpoint_dir``
+    (hard-linked, copied across file systems): what is handed to Ray. The ``checkpoint.pt.prev``
+    fallback stays local, so each report uploads one checkpoint, not two. The caller removes the folder
+    once Ray has persisted it (``tune.report`` / ``ray.train.report`` return after the upload)."""
+    from simlab.checkpoint import CHECKPOINT_NAME
+
+    src = Path(checkpoint_dir) / CHECKPOINT_NAME
+    out = Path(tempfile.mkdtemp(prefix="report-", dir=parent))
+    try:
+        os.link(src, out / CHECKPOINT_NAME)
+    except OSError:
+        shutil.copy2(src, out / CHECKPOINT_NAME)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices: dict[str, Any]) -> None:
     """Tune function trainable: `fit` in this actor, one `tune.report` (+ checkpoint) per epoch."""
@@ -239,15 +334,19 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-"))
     _restore_checkpoint(tune.get_checkpoint(), work)
     run_id = _open_run(ctx, trial_id, trial_name, config)
-    tracker = _tracker(ctx, run_id, trial_id)
+    tracker = readable_tracker(_tracker(ctx, run_id, trial_id), config, ctx)
     carry = _Carry()
 
     def on_epoch_end(report: Any) -> None:
         metrics = carry(report.epoch, report.metrics)
-        checkpoint = None
-        if report.checkpoint_dir is not None:
-            checkpoint = tune.Checkpoint.from_directory(str(report.checkpoint_dir))
-        tune.report(metrics, checkpoint=checkpoint)
+        if report.checkpoint_dir is None:
+            tune.report(metrics)
+            return
+        folder = _ray_checkpoint_dir(report.checkpoint_dir, work)
+        try:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     try:
         result = fit(
@@ -303,6 +402,7 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
             "run_id": run_id,
             "cpus": spec.cpus_per_trial,
             "run_uri": _train_run_uri(spec.sweep_dir, trial_id),
+            "config": dict(config),  # the trial's sweep params: rank 0 wraps its tracker (readable_tracker)
         },
         scaling_config=ScalingConfig(
             num_workers=spec.workers_per_trial,
@@ -364,17 +464,26 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
     # newest_persisted_checkpoint); Ray's registered one only if the folder cannot be listed.
     if newest_persisted_checkpoint(loop_config["run_uri"], work) is None:
         _restore_checkpoint(ray.train.get_checkpoint(), work)
-    tracker = _tracker(ctx, loop_config["run_id"], trial_id, "rank0") if rank == 0 else NullTracker()
+    tracker: Any = NullTracker()
+    if rank == 0:
+        tracker = readable_tracker(
+            _tracker(ctx, loop_config["run_id"], trial_id, "rank0"), loop_config["config"], ctx
+        )
     carry = _Carry()
 
     def on_epoch_end(report: Any) -> None:
         metrics = carry(report.epoch, report.metrics)
-        checkpoint = None
+        folder = None
         if rank == 0 and report.checkpoint_dir is not None:
-            checkpoint = ray.train.Checkpoint.from_directory(str(report.checkpoint_dir))
-        # Every rank (it is a barrier), each naming the folder by epoch so a restart can find it.
-        name = epoch_checkpoint_name(report.epoch)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+            folder = _ray_checkpoint_dir(report.checkpoint_dir, work)  # checkpoint.pt only, not .prev
+        checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(str(folder))
+        try:
+            # Every rank (it is a barrier), each naming the folder by epoch so a restart can find it.
+            name = epoch_checkpoint_name(report.epoch)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)  # persisted by Ray once report returns
 
     result = fit(
         cfg,

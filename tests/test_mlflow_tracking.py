@@ -96,6 +96,22 @@ def test_get_or_create_run_reattaches_never_duplicates(store_uri: str, exp_id: s
     assert sorted(k for k in keys if k) == ["trial_00001", "trial_00002"]
 
 
+def test_bookkeeping_tags_are_internal_and_legacy_runs_still_found(store_uri: str, exp_id: str) -> None:
+    """Key/owner/heartbeat tags sit under `mlflow.` (hidden by the MLflow UI); a run written with the
+    legacy `simlab.key` / `simlab.owner.*` names is still reattached and still judged stale."""
+    for name in (mt.KEY_TAG, mt.HOST_TAG, mt.PID_TAG, mt.PID_START_TAG, mt.HEARTBEAT_TAG):
+        assert name.startswith("mlflow.simlab.")
+    client = MlflowClient(store_uri)
+    legacy = client.create_run(exp_id, tags={"simlab.key": "old_00001"}).info.run_id
+    assert mt.get_or_create_run(store_uri, exp_id, key="old_00001", run_name="r") == legacy
+    assert client.get_run(legacy).data.tags[mt.KEY_TAG] == "old_00001"  # migrated on reattach
+    dead = client.create_run(
+        exp_id,
+        tags={"simlab.owner.host": "elsewhere", "simlab.owner.pid": "1", "simlab.heartbeat": "0"},
+    ).info.run_id
+    assert dead in mt.mark_stale_runs(store_uri, exp_id, heartbeat_timeout=3600)
+
+
 def test_get_or_create_run_resolves_a_creation_race_to_the_oldest(store_uri: str, exp_id: str) -> None:
     # The aftermath of two processes creating the same key at once: two runs with one key.
     client = MlflowClient(store_uri)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +129,15 @@ def test_cli_writes_markdown_csv_and_diagram_grid(store, tmp_path):
     assert {r["method"] for r in rows} == {"One-hot", "TS", "L2"}
     png = tmp_path / "reliability.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("report.md", "report.csv"):  # what open() would give, not mkstemp's 0600
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+
+
+def test_default_out_is_the_sweep_folder():
+    assert report.default_out("sqlite:////data/sweeps/s1/mlflow.db", "s1") == Path("/data/sweeps/s1/report")
+    assert report.default_out("http://head:5000", "s1") == Path("reports/s1")
 
 
 def test_unknown_experiment_is_a_clear_error(store, tmp_path, capsys):

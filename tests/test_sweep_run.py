@@ -89,7 +89,7 @@ def test_one_parent_run_and_one_child_run_per_trial(tiny_sweep):
     (parent,) = parents
     assert parent.info.status == "FINISHED" and parent.data.tags["simlab.sweep"] == "tiny"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert {c.data.tags["simlab.key"] for c in children} == {r["trial_id"] for r in summary.rows}
+    assert {c.data.tags["mlflow.simlab.key"] for c in children} == {r["trial_id"] for r in summary.rows}
     assert all(c.info.status == "FINISHED" for c in children)
 
 
@@ -101,9 +101,16 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
         metrics, params = run.data.metrics, run.data.params
         expected = {*BASE, *(f"val_{m}" for m in BASE)}
         assert expected <= set(metrics), expected - set(metrics)
-        for key in ("label", "alpha", "model", "dataset", "epochs", "lr", "seed", "loss"):
+        for key in ("method", "label", "model", "dataset", "epochs", "lr", "seed", "loss"):
             assert key in params
-        row = rows[run.data.tags["simlab.key"]]
+        row = rows[run.data.tags["mlflow.simlab.key"]]
+        assert params["method"] == row["method"] and run.info.run_name.startswith(row["method"])
+        assert run.info.run_name.endswith(f"[{row['trial_id']}]")
+        assert ("alpha" in params) == (row["method"] != "onehot")  # one-hot uses no smoothing mass
+        assert "None" not in params.values()
+        tags = run.data.tags  # provenance (sweeps.provenance)
+        for key in ("mlflow.source.git.commit", "mlflow.user", "mlflow.source.name", "simlab.version.torch"):
+            assert tags.get(key), key
         if row["method"] == "similarity:l2":
             assert params["similarity"] == "l2" and float(params["beta"]) == pytest.approx(
                 row["params"]["beta"]
@@ -210,7 +217,7 @@ def test_kill_then_resume_without_duplicates(tmp_path):
     spec = SweepSpec(preset="quickstart", name="kr", storage=str(tmp_path / "sweeps"))
     _, runs = runs_of(spec)
     children = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    keys = [r.data.tags["simlab.key"] for r in children]
+    keys = [r.data.tags["mlflow.simlab.key"] for r in children]
     assert len(keys) == len(set(keys)) == 3
     assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
     assert sum(r.info.status == "FINISHED" for r in children) == 3
@@ -242,7 +249,7 @@ def test_torch_trainer_trial(ray_local, tmp_path):
     assert (Path(spec.sweep_dir) / "train" / row["trial_id"]).is_dir()  # the Train run named by trial id
     client, runs = runs_of(spec)
     (child,) = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    assert child.info.status == "FINISHED" and child.data.tags["simlab.key"] == row["trial_id"]
+    assert child.info.status == "FINISHED" and child.data.tags["mlflow.simlab.key"] == row["trial_id"]
     assert {*BASE, *(f"{p}{m}" for m in BASE for p in ("val_", "ts_", "ets_", "dir_"))} <= set(
         child.data.metrics
     )
@@ -261,7 +268,7 @@ def test_asha_stopped_trials_end_finished_not_interrupted(ray_local, tmp_path):
     assert set(statuses) <= {"finished", "stopped"} and not summary.interrupted, statuses
     assert "stopped" in statuses, statuses  # deterministic configs and CPU training: ASHA stops one
     client, runs = runs_of(spec)
-    by_key = {r.data.tags["simlab.key"]: r for r in runs if r.data.tags.get("simlab.role") == "trial"}
+    by_key = {r.data.tags["mlflow.simlab.key"]: r for r in runs if r.data.tags.get("simlab.role") == "trial"}
     for row in summary.rows:
         run = by_key[row["trial_id"]]
         assert run.info.status == "FINISHED"
@@ -416,7 +423,7 @@ def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
     assert {r.info.run_id: (r.info.status, r.info.end_time) for r in search} == before  # not redone
     seeds = [r for r in trial_runs("seeds") if r.info.status == "FINISHED"]
     assert len(seeds) == len(trial_runs("seeds")) == 4
-    assert len({r.data.tags["simlab.key"] for r in seeds}) == 4
+    assert len({r.data.tags["mlflow.simlab.key"] for r in seeds}) == 4
 
     # Each method's best search run (min val_nll), from MLflow: its searched params are what the seeds
     # stage ran, on seeds 0 and 1.
@@ -435,7 +442,7 @@ def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
     assert {c["method"]: c["trial_id"] for c in state["chosen"]} == {
         m: min(
             (r for r in search if r.data.tags["simlab.method"] == m), key=lambda r: r.data.metrics["val_nll"]
-        ).data.tags["simlab.key"]
+        ).data.tags["mlflow.simlab.key"]
         for m in ("onehot", "similarity:l2")
     }
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`simlab.role` = 'sweep'")
@@ -444,3 +451,117 @@ def test_seeds_two_stage_sweep_sigint_after_search_then_resume(tmp_path):
     run = seeds[0]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")] == [1]
     assert {"test_accuracy_best", "best_epoch"} <= set(run.data.metrics)
+
+
+def test_runs_carry_dataset_input_and_best_model(tiny_sweep):
+    """Dataset input (name, digest, split sizes) on every run; the best trial's model as an MLflow model."""
+    import mlflow
+
+    spec, summary = tiny_sweep
+    client, runs = runs_of(spec)
+    for run in runs:
+        (ds,) = [d.dataset for d in run.inputs.dataset_inputs]
+        profile = json.loads(ds.profile)
+        assert ds.name == "digits" and len(ds.digest) == 10
+        assert profile["train"] > 0 and profile["val"] > 0 and profile["test"] > 0
+    best_run = next(r for r in runs if r.data.tags.get("mlflow.simlab.key") == summary.best[0]["trial_id"])
+    (output,) = best_run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    mlflow.set_tracking_uri(spec.resolved_tracking_uri)
+    try:
+        net = mlflow.pytorch.load_model(model.model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    import torch
+
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dump_dom(chromium: str, url: str, profile: Path) -> str:
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",  # root in CI containers
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",  # let the single-page app fetch and render
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_mlflow_ui_in_a_headless_browser_shows_the_trials(tiny_sweep, tmp_path):
+    """The printed `mlflow ui` command, run as printed, serves a UI in which headless Chromium finds
+    every trial by its run name, the objective's metric column, and on a trial's page its params and
+    metrics without the internal bookkeeping tags."""
+    import shutil
+    import urllib.request
+
+    from sweeps.driver import format_summary
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (scripts/system_deps.sh installs Debian's chromium)")
+    spec, summary = tiny_sweep
+    port = _free_port()
+    text = format_summary(spec, summary, ui_port=port)
+    command = next(x for x in text.splitlines() if x.startswith("MLflow UI:")).split(":", 1)[1].strip()
+    url = (
+        next(x for x in text.splitlines() if x.strip().startswith("then open"))
+        .split("then open", 1)[1]
+        .strip()
+    )
+    server = subprocess.Popen(
+        ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={tmp_path}", "bash", "-c", command],
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not answer"
+                time.sleep(1)
+        client, runs = runs_of(spec)
+        trials = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
+        dom = _dump_dom(chromium, url, tmp_path / "profile")
+        for run in trials:
+            assert run.info.run_name in dom, run.info.run_name
+        assert spec.objectives[0].metric in dom  # the sort key's metric column
+        best = next(r for r in trials if r.data.tags["mlflow.simlab.key"] == summary.best[0]["trial_id"])
+        page = _dump_dom(
+            chromium,
+            f"http://127.0.0.1:{port}/#/experiments/{summary.experiment_id}/runs/{best.info.run_id}",
+            tmp_path / "profile",
+        )
+        assert best.info.run_name in page and ">method<" in page and "val_accuracy" in page
+        assert "mlflow.simlab.key" not in page and "owner.pid" not in page  # hidden bookkeeping
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

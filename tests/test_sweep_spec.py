@@ -54,7 +54,7 @@ def spec_of(preset: str = "quickstart", *overrides: str, **top):
         (["--objective", "accuracy:max"], "objective"),  # a test metric is never optimised
         (["--preset", "cifar10-calibrashun"], "preset"),
         (["--num-samples", "0"], "num_samples"),
-        (["--objective", "val_accuracy:max,val_nll:min", "--scheduler", "asha"], "scheduler"),
+        (["--objective", "val_accuracy:max,val_nll:min", "--trial-scheduler", "asha"], "scheduler"),
     ],
 )
 def test_cli_rejects_bad_spec_naming_the_field(args, field):
@@ -82,7 +82,7 @@ def test_cli_dry_run_prints_the_resolved_sweep(tmp_path):
         "5",
         "--objective",
         "val_accuracy:max,val_ece_hist_output:min",
-        "--scheduler",
+        "--trial-scheduler",
         "none",
     )
     assert proc.returncode == 0, proc.stderr

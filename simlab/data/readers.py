@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 from simlab.data.cache import atomic_write_bytes, cached_raw
 from simlab.data.splits import RawImages, stratified_holdout
+from simlab.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def _decode_images(
 
     mode = {1: "L", 3: "RGB"}[channels]
     out: np.ndarray | None = None
+    progress = Progress(len(names), f"decoding {source.path}", logger=logger, unit="images")
     for i, n in enumerate(names):
+        progress.update()
         with Image.open(io.BytesIO(source.read(n))) as im:
             if im.mode != mode:
                 im = im.convert(mode)
@@ -123,8 +126,7 @@ def _decode_images(
                 "like the first image; pass image_size=... to resize"
             )
         out[i] = a
-        if (i + 1) % 20000 == 0:
-            logger.info("decoded %d / %d images from %s", i + 1, len(names), source.path)
+    progress.close()
     if out is None:
         raise ValueError(f"no images to decode in {str(source.path)!r}")
     if out.ndim == 3:  # grayscale (N, H, W)

@@ -341,7 +341,7 @@ def trial_steps(db: Path, metric: str = "train_loss") -> dict[str, list[int]]:
     rows = sql(
         db,
         "SELECT t.value, m.step FROM metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
-        "WHERE t.key = 'simlab.key' AND t.value NOT LIKE 'sweep:%' AND m.key = ? ORDER BY m.step",
+        "WHERE t.key = 'mlflow.simlab.key' AND t.value NOT LIKE 'sweep:%' AND m.key = ? ORDER BY m.step",
         metric,
     )
     out: dict[str, list[int]] = {}

@@ -53,5 +53,6 @@ def test_sigkill_trial_driver_retries_from_checkpoint(tmp_path: Path) -> None:
     children = [
         r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"
     ]
-    assert [(r.data.tags["simlab.key"], r.info.status) for r in children] == [(trial["trial_id"], "FINISHED")]
+    keyed = [(r.data.tags["mlflow.simlab.key"], r.info.status) for r in children]
+    assert keyed == [(trial["trial_id"], "FINISHED")]
     record_faults("T2 SIGKILL trial driver", injected=1, survived=1, detail=f"epochs logged {steps}")

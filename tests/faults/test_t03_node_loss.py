@@ -65,7 +65,7 @@ def test_node_loss_reschedules_trial(tmp_path: Path) -> None:
     children = [
         r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"
     ]
-    assert sorted((r.data.tags["simlab.key"], r.info.status) for r in children) == sorted(
+    assert sorted((r.data.tags["mlflow.simlab.key"], r.info.status) for r in children) == sorted(
         (t["trial_id"], "FINISHED") for t in trials
     )
     record_faults("T3 node removed", injected=1, survived=1, detail=f"rescheduled {hit[0]['trial_id']}")

@@ -64,7 +64,7 @@ def test_sigkill_whole_sweep_then_resume(tmp_path: Path) -> None:
     exp = client.get_experiment_by_name("t4")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     children = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
-    keys = sorted(r.data.tags["simlab.key"] for r in children)
+    keys = sorted(r.data.tags["mlflow.simlab.key"] for r in children)
     assert keys == sorted(ids)
     assert [r.info.status for r in children] == ["FINISHED"] * NUM_SAMPLES
     assert all(r.info.status != "RUNNING" for r in runs)

@@ -29,7 +29,7 @@ def _finished_runs(db: Path) -> dict[str, tuple[str, int]]:
         db,
         "SELECT t.value, r.run_uuid, r.end_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
         "JOIN tags role ON role.run_uuid = r.run_uuid "
-        "WHERE t.key = 'simlab.key' AND role.key = 'simlab.role' AND role.value = 'trial' "
+        "WHERE t.key = 'mlflow.simlab.key' AND role.key = 'simlab.role' AND role.value = 'trial' "
         "AND r.status = 'FINISHED'",
     )
     return {key: (run_id, end) for key, run_id, end in rows}

@@ -136,12 +136,12 @@ def test_sweep_survives_30s_server_outage(mlflow_server: MlflowServer, tmp_path:
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("t6")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"]
-    assert sorted(r.data.tags["simlab.key"] for r in runs) == sorted(t["trial_id"] for t in trials)
+    assert sorted(r.data.tags["mlflow.simlab.key"] for r in runs) == sorted(t["trial_id"] for t in trials)
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in ("train_loss", "val_nll", "accuracy"):
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-            assert steps == list(range(1, epochs + 1)), (run.data.tags["simlab.key"], key, steps)
+            assert steps == list(range(1, epochs + 1)), (run.data.tags["mlflow.simlab.key"], key, steps)
     assert not list(sweep.sweep_dir.rglob("*.jsonl"))  # every spool was delivered
     assert "spooling to" in sweep.output()  # the outage really reached the trials' trackers
     record_faults("T6 server down mid-sweep", injected=1, survived=1, detail=f"{outage:.0f} s outage")

@@ -124,7 +124,7 @@ def test_nan_trial_in_a_sweep_fails_cleanly_and_the_sweep_goes_on(tmp_path: Path
     client = MlflowClient(sweep.uri)
     exp = client.get_experiment_by_name("t10")
     runs = {
-        r.data.tags["simlab.key"]: r
+        r.data.tags["mlflow.simlab.key"]: r
         for r in client.search_runs([exp.experiment_id])
         if r.data.tags.get("simlab.role") == "trial"
     }
