@@ -294,12 +294,34 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
     return sums
 
 
+# A row whose spread is at most this many rounding steps of its largest entry is constant (z = 0).
+ROUNDING_STEPS = 16
+
+
+def _zscore_rows(vals: torch.Tensor, *, eps: float) -> torch.Tensor:
+    """Population z-scores of each row of float64 ``vals`` ``[K, M]``; ``z = 0`` for a constant row.
+
+    Each row is first divided by its largest magnitude (z-scores are scale-free), so huge but finite
+    distances cannot overflow the mean or the variance. A row counts as constant when its std is
+    within rounding of 0: ``std <= ROUNDING_STEPS * eps * max|row|``, ``eps`` that of the input dtype
+    (equal distances computed in float32 differ by a few float32 ulps, not float64 ones). Below that,
+    dividing by the std would blow rounding residue up to z = +-1.
+    """
+    scale = vals.abs().max(1, keepdim=True).values
+    unit = vals / torch.where(scale > 0, scale, 1.0)  # entries in [-1, 1]
+    mean = unit.mean(1, keepdim=True)
+    std = unit.std(1, correction=0, keepdim=True)
+    constant = std <= ROUNDING_STEPS * eps  # relative to max|row| = 1 after the scaling
+    return torch.where(constant, torch.zeros_like(unit), (unit - mean) / torch.where(constant, 1.0, std))
+
+
 def similarity_from_distances(distances: torch.Tensor, beta: float) -> torch.Tensor:
     """Class similarities from class distances (paper A eq. 17 with its §5.4 normalisation).
 
     For each row k the off-diagonal distances ``d = D[k, j], j != k`` are z-normalised (population
-    std; ``z = 0`` when they are all equal), then ``S[k, j] = softmax_j(-beta z)`` over ``j != k``
-    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass.
+    std; ``z = 0`` when they are all equal up to rounding, see `_zscore_rows`), then
+    ``S[k, j] = softmax_j(-beta z)`` over ``j != k`` and ``S[k, k] = 0``, so rows sum to 1 and
+    ``alpha`` in eq. 18 is exactly the off-class mass.
 
     Args:
         distances: ``[K, K]`` float, ``K >= 2``, finite.
@@ -317,12 +339,14 @@ def similarity_from_distances(distances: torch.Tensor, beta: float) -> torch.Ten
     d = distances.to(torch.float64)
     off = ~torch.eye(k, dtype=torch.bool, device=d.device)
     vals = d[off].view(k, k - 1)  # row k without its diagonal entry
-    mean = vals.mean(1, keepdim=True)
-    std = vals.std(1, correction=0, keepdim=True)
-    # "std is 0" tested exactly (all entries equal), not as the rounding residue of a mean
-    constant = vals.max(1, keepdim=True).values == vals.min(1, keepdim=True).values
-    z = torch.where(constant, torch.zeros_like(vals), (vals - mean) / torch.where(constant, 1.0, std))
+    z = _zscore_rows(vals, eps=torch.finfo(distances.dtype).eps)
     s_off = torch.softmax(-beta * z, dim=1)  # eq. 17 over j != k
+    if not bool(torch.isfinite(s_off).all()):
+        row = int((~torch.isfinite(s_off)).any(1).nonzero()[0])
+        raise ValueError(  # a guard: the scaling above keeps z finite, softmax takes +-inf
+            f"distances: row {row} gives non-finite similarities with beta={beta!r} "
+            f"(|z| up to {float(z[row].abs().max()):.3g}); check the distances' scale and beta"
+        )
     s = torch.zeros_like(d)
     s[off] = s_off.flatten()
     return s.to(distances.dtype)
