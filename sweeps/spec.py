@@ -651,6 +651,27 @@ def check_registries(spec: SweepSpec) -> None:
                 raise SpecError(
                     key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
                 )
+    _check_model_args(spec)
+
+
+def _check_model_args(spec: SweepSpec) -> None:
+    """``model_args`` against each model's builder signature (keys, annotated types, its own checks)."""
+    from simlab.models import MODELS, check_model_args
+
+    for model in spec.model_args:
+        if model not in MODELS:
+            raise SpecError(
+                f"model_args.{model}",
+                f"unknown model{_suggest(str(model), list(MODELS))}; valid: {', '.join(MODELS)}",
+            )
+    fixed_args = spec.fixed.get("model_args") or {}
+    for model in _values(spec, "model") or (TrainConfig.model,):
+        if model not in MODELS:
+            continue  # named by the registry check above
+        try:
+            check_model_args(model, {**spec.model_args.get(model, {}), **fixed_args})
+        except ValueError as err:
+            raise SpecError(str(err).split(":", 1)[0], str(err)) from err  # the message names the entry
 
 
 def check_word_vectors(spec: SweepSpec) -> None:

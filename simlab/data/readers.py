@@ -109,12 +109,15 @@ def _decode_images(
     mode = {1: "L", 3: "RGB"}[channels]
     out: np.ndarray | None = None
     for i, n in enumerate(names):
-        with Image.open(io.BytesIO(source.read(n))) as im:
-            if im.mode != mode:
-                im = im.convert(mode)
-            if image_size is not None and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            a = np.asarray(im)
+        try:
+            with Image.open(io.BytesIO(source.read(n))) as im:
+                if im.mode != mode:
+                    im = im.convert(mode)
+                if image_size is not None and im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                a = np.asarray(im)
+        except (OSError, ValueError, SyntaxError, zipfile.BadZipFile) as err:  # PIL's errors name no file
+            raise ValueError(f"data_dir: cannot decode image {n!r} in {str(source.path)!r}: {err}") from err
         if out is None:
             out = np.empty((len(names), *a.shape), dtype=np.uint8)
         if a.shape != out.shape[1:]:

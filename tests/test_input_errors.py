@@ -1,0 +1,96 @@
+"""Bad data and bad environment reported as one line naming the file / word / field (issue 15, items
+4, 5, 6 and 8): library errors here, the CLIs' exit codes in tests/faults/test_t15_env_errors.py."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simlab.word_vectors import word_vector_distances
+
+
+# --- word vectors: a wrong header or a NaN names the file and the word --------------------------------
+def test_word2vec_header_with_the_wrong_dimension_names_file_and_word(tmp_path: Path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("2 4\ncat 1 2 3\ndog 1 2 3\n")
+    with pytest.raises(ValueError) as err:
+        word_vector_distances(["cat", "dog"], path)
+    assert str(path) in str(err.value) and "'cat'" in str(err.value) and "4" in str(err.value)
+
+
+def test_word2vec_header_with_the_wrong_count_names_the_file(tmp_path: Path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 3\ncat 1 2 3\ndog 1 2 3\n")
+    with pytest.raises(ValueError, match="vectors.*" + str(path).replace("/", ".")):
+        word_vector_distances(["cat", "dog"], path)
+
+
+def test_nan_in_a_used_vector_names_file_and_word(tmp_path: Path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 3\ncat 1 2 3\ndog 1 nan 3\nemu 1 2 3\n")
+    with pytest.raises(ValueError) as err:
+        word_vector_distances(["cat", "dog"], path)
+    assert "'dog'" in str(err.value) and str(path) in str(err.value)
+    # an unused word's NaN does not matter: the distances are those of a hand computation
+    got = word_vector_distances(["cat", "emu"], path)
+    assert got.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+# --- model_args checked against the builder's signature (issue 15 item 4) ------------------------------
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"widht": 8}, "did you mean 'width'"),  # unknown key, suggested
+        ({"width": "abc"}, "model_args.small_cnn.width: expected an integer"),  # annotation: int
+        ({"width": 0}, "width must be a positive integer"),  # the builder's own check
+    ],
+)
+def test_model_args_rejected_in_the_spec(args, needle):
+    from sweeps.presets import get_preset
+    from sweeps.spec import SpecError, apply_overrides, build_spec, check_registries
+
+    sets = [f"model_args.small_cnn.{k}={v}" for k, v in args.items()]
+    spec = build_spec(apply_overrides(get_preset("quickstart"), sets), preset="quickstart", name="q")
+    with pytest.raises(SpecError, match=needle):
+        check_registries(spec)
+
+
+def test_wrn_depth_not_6n_plus_4_is_rejected_before_training():
+    from simlab.models import check_model_args
+
+    with pytest.raises(ValueError, match="model_args.wrn: depth"):
+        check_model_args("wrn", {"depth": 27})
+    check_model_args("wrn", {"depth": 16, "widen_factor": 4})  # a valid one passes
+
+
+# --- a bad image is named (issue 15 item 8) --------------------------------------------------------------
+def _png(color: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (color, color, color)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_zip(path: Path, *, bad: str | None = None, classes=("a", "b")) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for split in ("train", "test"):
+            for c in classes:
+                for i in range(3):
+                    name = f"data/{split}/{c}/{i}.png"
+                    zf.writestr(name, b"not an image" if name == bad else _png(40 * i))
+    return path
+
+
+def test_a_corrupt_image_is_named(tmp_path: Path):
+    from simlab.data import load_dataset
+
+    bad = "data/train/b/1.png"
+    path = _image_zip(tmp_path / "imgs.zip", bad=bad)
+    with pytest.raises(ValueError) as err:
+        load_dataset("imagefolder", data_dir=path, cache_dir=tmp_path / "cache")
+    assert bad in str(err.value) and str(path) in str(err.value)
