@@ -7,7 +7,6 @@ import io
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from simlab.word_vectors import word_vector_distances
