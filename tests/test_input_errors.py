@@ -93,3 +93,62 @@ def test_a_corrupt_image_is_named(tmp_path: Path):
     with pytest.raises(ValueError) as err:
         load_dataset("imagefolder", data_dir=path, cache_dir=tmp_path / "cache")
     assert bad in str(err.value) and str(path) in str(err.value)
+
+
+# --- a post-hoc recalibrator that cannot fit is skipped, the run kept (issue 15 item 8) --------------------
+def test_failing_recalibrator_is_skipped_with_a_warning(tmp_path: Path, caplog):
+    from simlab.config import TrainConfig
+    from simlab.data import load_dataset
+    from simlab.recalibration import DirichletCalibration, TemperatureScaling
+    from simlab.train import fit
+
+    data = load_dataset("digits", cache_dir=tmp_path, subset_per_class=4, seed=0)
+    cfg = TrainConfig.from_dict(
+        {"dataset": "digits", "epochs": 1, "batch_size": 16, "cache_dir": str(tmp_path), "augment": False}
+    )
+    # Dir-ODIR's cross-validation needs more validation rows than the tiny split has: it raises.
+    recalibrators = {
+        "ts": TemperatureScaling,
+        "dir": lambda: DirichletCalibration(n_folds=len(data.val_y) + 1),
+    }
+    with caplog.at_level("WARNING", logger="simlab.train"):
+        result = fit(cfg, data=data, recalibrators=recalibrators)
+    assert "ts_nll" in result.metrics and "nll" in result.metrics  # the run and the other recalibrator kept
+    assert not any(k.startswith("dir_") for k in result.metrics)
+    assert any("recalibration dir failed" in r.getMessage() for r in caplog.records)
+
+
+# --- scripts/train.py: data errors are one line, exit 2 (issue 15 item 8) -----------------------------------
+@pytest.mark.parametrize("fault", ["not a zip", "corrupt image"])
+def test_train_script_data_error_is_one_line_exit_2(tmp_path: Path, fault: str):
+    import subprocess
+    import sys
+
+    path = tmp_path / "data.zip"
+    bad = "data/test/a/2.png"
+    if fault == "not a zip":
+        path.write_bytes(b"PK\x03\x04 truncated")
+    else:
+        _image_zip(path, bad=bad)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "scripts" / "train.py"),
+            "--set",
+            "dataset=imagefolder",
+            f"data_dir={path}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "epochs=1",
+            "--log-level",
+            "WARNING",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], done.stderr
+    if fault == "corrupt image":
+        assert bad in lines[0]
