@@ -471,14 +471,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --select must be a validation metric (val_...), got {args.select!r}", file=sys.stderr)
         return 2
     mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
-    try:
+    from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
+
+    try:  # before any work: a store that exists (never create one), outputs that can be written
+        check_writable_folder("--out", args.out)
+        if args.emit_warm_start:
+            check_writable_folder("--emit-warm-start", Path(args.emit_warm_start).absolute().parent)
+        check_store_exists(args.tracking_uri)
         client, runs = load_runs(args.tracking_uri, args.experiment)
-    except ValueError as err:
+    except (ValueError, PreflightError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not runs:
         print(f"error: no finished trial runs in experiment {args.experiment!r}", file=sys.stderr)
         return 1
+    if not any(args.select in r.metrics for r in runs):
+        have = sorted({m for r in runs for m in r.metrics if m.startswith("val_")})
+        print(
+            f"error: --select {args.select!r}: no run has this metric; available: {', '.join(have)}",
+            file=sys.stderr,
+        )
+        return 2
     rows = build_rows(runs, select=args.select, mode=mode, group_by=group_by)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

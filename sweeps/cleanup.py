@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeps import mlflow_tracking as mt
+from sweeps.preflight import check_store_exists
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ def cleanup(
             raise ValueError(
                 f"experiments: --sweep-dir needs exactly one experiment, got {list(experiments)}"
             )
+    # Never create a store: a typo in a sqlite path would otherwise "clean" a new, empty one. (An
+    # unreachable server stays exit code 1, below.)
+    check_store_exists(tracking_uri, probe_server=False)
     client = mt._client(tracking_uri)
     report = CleanupReport()
 

@@ -152,3 +152,64 @@ def test_train_script_data_error_is_one_line_exit_2(tmp_path: Path, fault: str):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], done.stderr
     if fault == "corrupt image":
         assert bad in lines[0]
+
+
+# --- read-only tools: scripts/report.py and sweeps.cleanup (issue 15 items 5, 6) ---------------------------
+def _report_module():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
+    spec = importlib.util.spec_from_file_location("simlab_report_t15", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["simlab_report_t15"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def one_run_store(tmp_path_factory) -> str:
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("exp", artifact_location=str(tmp / "artifacts"))
+    run = client.create_run(exp_id, tags={"simlab.role": "trial", "simlab.method": "onehot"})
+    for key, value in {"val_nll": 1.0, "val_accuracy": 0.5, "nll": 1.1, "accuracy": 0.4}.items():
+        client.log_metric(run.info.run_id, key, value, step=1)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return uri
+
+
+def test_report_select_of_a_metric_no_run_has_lists_the_available(one_run_store, tmp_path, capsys):
+    report = _report_module()
+    args = ["--tracking-uri", one_run_store, "--experiment", "exp", "--out", str(tmp_path / "out")]
+    assert report.main([*args, "--select", "val_ece_hist_outptu"]) == 2
+    err = capsys.readouterr().err
+    assert "val_ece_hist_outptu" in err and "val_accuracy, val_nll" in err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_report_out_that_cannot_be_written_is_one_line_exit_2(one_run_store, tmp_path, capsys, where):
+    report = _report_module()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker if where == "a file" else blocker / "sub"
+    assert report.main(["--tracking-uri", one_run_store, "--experiment", "exp", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --out") and str(blocker) in err[0]
+
+
+def test_read_only_tools_never_create_a_sqlite_store(tmp_path, capsys):
+    from sweeps import cleanup
+
+    typo = tmp_path / "mlfow.db"
+    uri = f"sqlite:///{typo}"
+    with pytest.raises(SystemExit) as exit_:
+        cleanup.main(["--tracking-uri", uri])
+    assert exit_.value.code == 2 and str(typo) in capsys.readouterr().err
+    assert _report_module().main(["--tracking-uri", uri, "--experiment", "exp", "--out", str(tmp_path)]) == 2
+    assert str(typo) in capsys.readouterr().err
+    assert not typo.exists()
