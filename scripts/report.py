@@ -39,6 +39,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder  # noqa: E402
+
 logger = logging.getLogger("scripts.report")
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -471,8 +473,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --select must be a validation metric (val_...), got {args.select!r}", file=sys.stderr)
         return 2
     mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
-    from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
-
     try:  # before any work: a store that exists (never create one), outputs that can be written
         check_writable_folder("--out", args.out)
         if args.emit_warm_start:

@@ -237,6 +237,8 @@ def _train_counts(cfg: dict[str, Any]) -> dict[str, int] | None:
     data_dir = cfg.get("data_dir")
     val_fraction = cfg.get("val_fraction", TrainConfig.val_fraction)
     subset = cfg.get("subset_per_class")
+    if dataset == "imagefolder" and data_dir is None:
+        raise PreflightError("data_dir", "dataset 'imagefolder' needs data_dir (a zip or folder of images)")
     if dataset in _FOLDER_DATASETS and data_dir is not None:
         from simlab.data.readers import probe_image_folder
 
