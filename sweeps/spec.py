@@ -647,11 +647,24 @@ def check_registries(spec: SweepSpec) -> None:
                     resolve_params(registry[value], spec.source_args.get(value, {}))
                 except (TypeError, ValueError) as err:
                     raise SpecError(f"source_args.{value}", str(err)) from err
+                _check_source_numbers(value, registry[value].defaults, spec.source_args.get(value, {}))
             if key == "similarity" and kind not in (None, "distance"):
                 raise SpecError(
                     key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
                 )
     _check_model_args(spec)
+
+
+def _check_source_numbers(source: str, defaults: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """A source argument is a finite number, and an integer where its default is one (``epochs=inf``
+    would otherwise fail inside the matrix computation, after Ray started)."""
+    for arg, value in args.items():
+        default = defaults.get(arg)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"source_args.{source}.{arg}", f"expected a finite number, got {value!r}")
+        int_default = isinstance(default, int) and not isinstance(default, bool)
+        if int_default and value is not None and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise SpecError(f"source_args.{source}.{arg}", f"expected an integer, got {value!r}")
 
 
 def _check_model_args(spec: SweepSpec) -> None:

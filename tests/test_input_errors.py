@@ -213,3 +213,22 @@ def test_read_only_tools_never_create_a_sqlite_store(tmp_path, capsys):
     assert _report_module().main(["--tracking-uri", uri, "--experiment", "exp", "--out", str(tmp_path)]) == 2
     assert str(typo) in capsys.readouterr().err
     assert not typo.exists()
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["source_args.ae.epochs=inf"], "source_args.ae.epochs: expected a finite number"),
+        (["source_args.ae.epochs=2.5"], "source_args.ae.epochs: expected an integer"),
+    ],
+)
+def test_similarity_source_numbers_checked_in_the_spec(sets, needle):
+    """issue 15 item 3: a source argument that would fail inside the matrix computation (after Ray
+    started) is refused in the spec."""
+    from sweeps.presets import get_preset
+    from sweeps.spec import SpecError, apply_overrides, build_spec, check_registries
+
+    overrides = ["label=similarity", "similarity=ae", "beta=1", *sets]
+    spec = build_spec(apply_overrides(get_preset("quickstart"), overrides), preset="quickstart", name="q")
+    with pytest.raises(SpecError, match=needle):
+        check_registries(spec)
