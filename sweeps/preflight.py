@@ -176,19 +176,32 @@ def check_tracking(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
                 check_writable_folder("tracking_uri", os.path.dirname(os.path.abspath(path)))
 
 
+# HTTP statuses that prove an MLflow server (or the auth in front of it) answered.
+_SERVER_ANSWERS: tuple[int, ...] = (200, 401, 403)
+
+
 def probe(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """One GET of the server's ``/health``, no retries: any HTTP answer means it is reachable."""
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 (http/https only)
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered (401 behind auth, 404 behind a proxy): reachable
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise PreflightError(
-            "tracking_uri", f"cannot reach the MLflow server at {uri} within {timeout:g} s ({reason})"
-        ) from err
+    """One request, no retries: the server's ``/health`` (unauthenticated in MLflow's auth app) or, if
+    that is not 200 (a path prefix, a proxy), the experiments-search API the sweep itself calls. A
+    refused or timed-out connection, or an HTTP error from both (a proxy's 404, a 502), is refused."""
+    base = uri.rstrip("/")
+    status = None
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        try:
+            with urllib.request.urlopen(base + path, timeout=timeout) as response:  # noqa: S310
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise PreflightError(
+                "tracking_uri", f"cannot reach the MLflow server at {uri} within {timeout:g} s ({reason})"
+            ) from err
+        if status in _SERVER_ANSWERS:
+            return
+    raise PreflightError(
+        "tracking_uri", f"{uri} answers HTTP {status}, not as an MLflow tracking server (tried {path})"
+    )
 
 
 def check_store_exists(uri: str, *, flag: str = "--tracking-uri", probe_server: bool = True) -> None:

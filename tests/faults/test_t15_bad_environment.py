@@ -172,3 +172,33 @@ def test_bad_environment_exits_2_with_one_line_before_ray(case: str, tmp_path: P
     assert _tree(tmp_path) == before  # nothing created: no sweep folder, no MLflow store
     assert done.stdout == ""  # nothing resolved or started
     record_faults(f"T15 {case}", injected=1, survived=1)
+
+
+def test_probe_accepts_a_real_mlflow_server_and_refuses_a_non_mlflow_one(mlflow_server) -> None:
+    """The fail-fast probe must pass a real ``mlflow server`` (a positive control) and refuse an HTTP
+    server that is not one (a proxy's 404): that one used to pass a /health-only probe, then the sweep
+    created its folder and died on MLflow's first call with a traceback."""
+    import http.server
+    import threading
+
+    from sweeps.preflight import PreflightError, check_tracking
+
+    check_tracking(mlflow_server.uri)  # no error
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_error(404)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(PreflightError, match="HTTP 404"):
+            check_tracking(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    record_faults("T15 tracking server that is not MLflow", injected=1, survived=1)
