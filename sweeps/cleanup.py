@@ -10,7 +10,8 @@ second step itself (`sweeps.mlflow_tracking.mark_stale_runs`). With ``--sweep-di
 folder), trial runs whose trial is not in Tune's saved state are deleted recoverably
 (`sweeps.mlflow_tracking.delete_orphan_runs`): what a SIGKILL before Tune's next snapshot leaves.
 
-Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments.
+Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments
+(including a sqlite store that does not exist: it is never created).
 """
 
 from __future__ import annotations
