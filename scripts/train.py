@@ -32,11 +32,11 @@ def parse_sets(items: list[str]) -> dict:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set: expected key=value, got {item!r}")
+            raise ValueError(f"--set: expected key=value, got {item!r}")
         try:
             values[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as err:
-            raise SystemExit(f"--set {key}: cannot read {raw!r}: {err}") from err
+            raise ValueError(f"--set {key}: cannot read {raw!r}: {err}") from err
     return values
 
 
@@ -61,15 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    values = parse_sets([item for group in args.sets for item in group])
-    if args.epochs is not None:
-        values["epochs"] = args.epochs
     try:
+        values = parse_sets([item for group in args.sets for item in group])
+        if args.epochs is not None:
+            values["epochs"] = args.epochs
         cfg = TrainConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
+        result = fit(cfg, checkpoint_dir=args.checkpoint_dir, artifact_dir=args.artifact_dir)
+    except (TypeError, ValueError, KeyError, OSError) as err:
+        # Bad config or bad data (a missing or corrupt file, a missing word): one line, exit 2. A bug
+        # raising one of these would hide here too: --log-level DEBUG shows its traceback.
+        logging.getLogger("scripts.train").debug("traceback", exc_info=True)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = fit(cfg, checkpoint_dir=args.checkpoint_dir, artifact_dir=args.artifact_dir)
     if args.json:
         print(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,80 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # Training precision (simlab.precision resolves it per device): auto = bf16 autocast + channels_last on
 # CUDA, and on a CPU where a start-up probe shows it faster; fp32 otherwise.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+# Largest count/size a field may hold: counts end up as torch/numpy int32-indexable sizes, and nothing
+# this project runs comes near it. Seeds go to `torch.Generator.manual_seed`, which takes 0 .. 2**64 - 1.
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric field's consumer accepts: ``kind`` int or float (finite), ``[low, high]`` with
+    open ends where ``low_open`` / ``high_open``. `check` raises ValueError naming the field."""
+
+    kind: Literal["int", "float"]
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind == "int" else "a finite number"
+        high = "" if math.isinf(self.high) else f"{self.high:g}" if self.kind == "float" else str(self.high)
+        low = f"{self.low:g}" if self.kind == "float" else str(int(self.low))
+        if not high:
+            return f"{what} {'>' if self.low_open else '>='} {low}"
+        return f"{what} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if self.kind == "int" and not isinstance(value, int):
+            return False
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+            return False  # NaN and +-inf: no field takes them
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = value < self.high if self.high_open else value <= self.high
+        return low_ok and high_ok
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.contains(value):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+
+# Every numeric TrainConfig field and the range its consumer accepts (one table: `TrainConfig.validate`
+# and the sweep spec's range checks read it). Optional fields (None allowed) are in OPTIONAL_NUMBERS.
+NUMERIC_BOUNDS: dict[str, Bound] = {
+    "val_fraction": Bound("float", 0.0, 1.0, high_open=True),
+    "subset_per_class": Bound("int", 1, INT32_MAX),
+    "alpha": Bound("float", 0.0, 1.0),  # paper A eq. 18: a probability mass
+    # softmax(-beta z) over z-scored distances: beyond ~1e6 the rows are one-hot already, and far beyond
+    # it beta * |z| overflows float64 (a NaN row)
+    "beta": Bound("float", 0.0, 1e6),
+    "confidence_own": Bound("float", 0.0, 1.0),
+    "confidence_other": Bound("float", 0.0, 1.0),
+    "trusted_own": Bound("float", 0.0, 1.0),
+    "trusted_other": Bound("float", 0.0, 1.0),
+    "mixup": Bound("float", 0.0),
+    "noise_rate": Bound("float", 0.0, 1.0),
+    "trusted_size": Bound("int", 0, INT32_MAX),
+    "epochs": Bound("int", 1, INT32_MAX),
+    "batch_size": Bound("int", 1, INT32_MAX),
+    "lr": Bound("float", 0.0, low_open=True),
+    "momentum": Bound("float", 0.0),
+    "weight_decay": Bound("float", 0.0),
+    "warmup_epochs": Bound("int", 0, INT32_MAX),
+    "plateau_factor": Bound("float", 0.0, 1.0, low_open=True, high_open=True),
+    "plateau_patience": Bound("int", 0, INT32_MAX),
+    "n_bins": Bound("int", 1, INT32_MAX),
+    "eval_every": Bound("int", 1, INT32_MAX),
+    "test_accuracy_every": Bound("int", 0, INT32_MAX),
+    "ood_samples": Bound("int", 0, INT32_MAX),
+    "seed": Bound("int", 0, SEED_MAX),
+}
+OPTIONAL_NUMBERS: frozenset[str] = frozenset({"subset_per_class", "beta"})
 
 
 def default_cache_dir() -> str:
@@ -153,36 +228,14 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         if self.precision == "bf16" and not self.amp:
             raise ValueError("precision='bf16' needs amp=True (amp=False turns autocast off); or use 'fp32'")
-        _unit("alpha", self.alpha)
-        _unit("noise_rate", self.noise_rate)
-        _unit("val_fraction", self.val_fraction, open_high=True)
-        for name in ("confidence_own", "confidence_other", "trusted_own", "trusted_other"):
-            _unit(name, getattr(self, name))
+        for name, bound in NUMERIC_BOUNDS.items():
+            value = getattr(self, name)
+            if not (value is None and name in OPTIONAL_NUMBERS):
+                bound.check(name, value)
         for own, other in (("confidence_own", "confidence_other"), ("trusted_own", "trusted_other")):
             total = getattr(self, own) + getattr(self, other)
             if abs(total - 1.0) > 1e-9:
                 raise ValueError(f"{own} + {other} must be 1, got {total}")
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("n_bins", self.n_bins)
-        _positive_int("eval_every", self.eval_every)
-        _nonneg_int("warmup_epochs", self.warmup_epochs)
-        _nonneg_int("test_accuracy_every", self.test_accuracy_every)
-        _nonneg_int("trusted_size", self.trusted_size)
-        _nonneg_int("plateau_patience", self.plateau_patience)
-        _nonneg_int("seed", self.seed)
-        _nonneg_int("ood_samples", self.ood_samples)
-        if self.subset_per_class is not None:
-            _positive_int("subset_per_class", self.subset_per_class)
-        for name in ("lr",):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("momentum", "weight_decay", "mixup"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0):
-                raise ValueError(f"{name} must be >= 0, got {v!r}")
-        if not (0 < self.plateau_factor < 1):
-            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"warmup_epochs must be < epochs ({self.epochs}), got {self.warmup_epochs}")
         if not isinstance(self.model_args, dict):
@@ -194,8 +247,6 @@ class TrainConfig:
         if self.beta is not None:
             if self.label != "similarity":
                 raise ValueError(f"beta only applies to label='similarity', got label={self.label!r}")
-            if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
-                raise ValueError(f"beta must be >= 0, got {self.beta!r}")
         if self.label == "similarity":
             if self.similarity is None:
                 raise ValueError("similarity must name a source (e.g. 'l2', 'we') when label='similarity'")
@@ -250,25 +301,6 @@ class TrainConfig:
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name}: unknown value {value!r}; valid values are: {', '.join(valid)}")
-
-
-def _unit(name: str, value: Any, *, open_high: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
-    if ok and open_high and value >= 1:
-        ok = False
-    if not ok:
-        rng = "[0, 1)" if open_high else "[0, 1]"
-        raise ValueError(f"{name} must be in {rng}, got {value!r}")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _nonneg_int(name: str, value: Any) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 _FIELD_TYPES: dict[str, Any] = {}

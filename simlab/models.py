@@ -360,13 +360,7 @@ def build_model(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     factory = MODELS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("num_classes", "in_channels")]
-    unknown = sorted(k for k in model_args if k not in accepted)
-    if unknown:
-        raise ValueError(
-            f"model_args: {name!r} does not accept {', '.join(map(repr, unknown))}; "
-            f"valid arguments are: {', '.join(accepted) or '(none)'}"
-        )
+    check_model_args(name, model_args)
     if generator is None:
         model = factory(num_classes, in_channels, **model_args)
     else:
@@ -378,6 +372,52 @@ def build_model(
         init_weights(model, generator=generator)
     logger.debug("built %s (%d parameters)", name, count_parameters(model))
     return model
+
+
+# Annotations `check_model_args` can check a value against (the builders' own, as strings).
+_ANNOTATION_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": (
+        "a finite number",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    ),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def check_model_args(name: str, model_args: Any) -> None:
+    """ValueError naming the bad entry unless ``model_args`` fit ``MODELS[name]``'s signature: every key
+    a parameter of the builder (a did-you-mean for a typo), every value of its annotated type; then the
+    model is built on the meta device (no memory, no RNG) so the builder's own value checks run too.
+    """
+    if not isinstance(model_args, dict):
+        raise ValueError(f"model_args: expected a mapping of argument -> value, got {model_args!r}")
+    factory = MODELS[name]
+    params = {
+        p.name: p
+        for p in inspect.signature(factory).parameters.values()
+        if p.name not in ("num_classes", "in_channels")
+    }
+    unknown = sorted(k for k in model_args if k not in params)
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), list(params), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"model_args: {name!r} does not accept {', '.join(hints)}; "
+            f"valid arguments are: {', '.join(params) or '(none)'}"
+        )
+    for key, value in model_args.items():
+        check = _ANNOTATION_CHECKS.get(str(params[key].annotation))
+        if check is not None and not check[1](value):
+            raise ValueError(f"model_args.{name}.{key}: expected {check[0]}, got {value!r}")
+    try:
+        with torch.device("meta"):
+            factory(10, 3, **model_args)
+    except (ValueError, TypeError, AssertionError, ZeroDivisionError) as err:
+        raise ValueError(f"model_args.{name}: {err}") from err
 
 
 @torch.no_grad()

@@ -484,6 +484,30 @@ def _l1_pair_sums_sorted(x: torch.Tensor, counts: torch.Tensor, k: int, chunk: i
     return sums
 
 
+# A row whose spread is at most this many rounding steps of its largest entry is constant (z = 0).
+ROUNDING_STEPS = 16
+
+
+def _zscore_rows(vals: torch.Tensor, *, eps: float, over: torch.Tensor | None = None) -> torch.Tensor:
+    """Population z-scores of each row of float64 ``vals`` ``[K, M]`` against the mean and std of the
+    same row of ``over`` ``[K, M']`` (default ``vals``); ``z = 0`` where that row is constant.
+
+    Both are first divided by the row's largest magnitude (z-scores are scale-free), so huge but finite
+    distances cannot overflow the mean or the variance. A row counts as constant when its std is
+    within rounding of 0: ``std <= ROUNDING_STEPS * eps * max|row|``, ``eps`` that of the input dtype
+    (equal distances computed in float32 differ by a few float32 ulps, not float64 ones). Below that,
+    dividing by the std would blow rounding residue up to z = +-1.
+    """
+    over = vals if over is None else over
+    scale = torch.maximum(over.abs().max(1, keepdim=True).values, vals.abs().max(1, keepdim=True).values)
+    scale = torch.where(scale > 0, scale, 1.0)
+    unit, unit_over = vals / scale, over / scale  # entries in [-1, 1]
+    mean = unit_over.mean(1, keepdim=True)
+    std = unit_over.std(1, correction=0, keepdim=True)
+    constant = std <= ROUNDING_STEPS * eps  # relative to max|row| = 1 after the scaling
+    return torch.where(constant, torch.zeros_like(unit), (unit - mean) / torch.where(constant, 1.0, std))
+
+
 Normalise = Literal["row", "off_diagonal"]
 
 
@@ -493,8 +517,8 @@ def similarity_from_distances(
     """Class similarities from class distances (paper A eq. 17 with its §5.4 normalisation, SPEC §1).
 
     Each row ``d_k = D[k, :]`` is z-normalised (population std; ``z = 0`` when the normalised entries
-    are all equal), then ``S[k, j] = softmax_{j != k}(-beta z_kj)`` and ``S[k, k] = 0``, so rows sum to 1
-    and ``alpha`` in eq. 18 is exactly the off-class mass. Which entries the mean and std are taken
+    are all equal up to rounding, see `_zscore_rows`), then ``S[k, j] = softmax_{j != k}(-beta z_kj)``
+    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass. Which entries the mean and std are taken
     over is ``normalise``:
 
     - ``"row"`` (default, paper A §5.4 literally: "the distances d_k"): the whole row, the diagonal
@@ -525,14 +549,16 @@ def similarity_from_distances(
     d = distances.to(torch.float64)
     off = ~torch.eye(k, dtype=torch.bool, device=d.device)
     vals = d[off].view(k, k - 1)  # row k without its diagonal entry
-    stats_over = d if normalise == "row" else vals  # the entries mean and std are taken over
-    mean = stats_over.mean(1, keepdim=True)
-    std = stats_over.std(1, correction=0, keepdim=True)
-    # "std is 0" tested exactly (all entries equal), not as the rounding residue of a mean
-    constant = stats_over.max(1, keepdim=True).values == stats_over.min(1, keepdim=True).values
-    z = torch.where(constant, torch.zeros_like(vals), (vals - mean) / torch.where(constant, 1.0, std))
+    over = d if normalise == "row" else vals  # the entries mean and std are taken over
+    z = _zscore_rows(vals, eps=torch.finfo(distances.dtype).eps, over=over)
     # eq. 17 over j != k: the softmax over all K with S[k, k] zeroed and the row rescaled is exactly this
     s_off = torch.softmax(-beta * z, dim=1)
+    if not bool(torch.isfinite(s_off).all()):
+        row = int((~torch.isfinite(s_off)).any(1).nonzero()[0])
+        raise ValueError(  # a guard: the scaling above keeps z finite, softmax takes +-inf
+            f"distances: row {row} gives non-finite similarities with beta={beta!r} "
+            f"(|z| up to {float(z[row].abs().max()):.3g}); check the distances' scale and beta"
+        )
     s = torch.zeros_like(d)
     s[off] = s_off.flatten()
     return s.to(distances.dtype)

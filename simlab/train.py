@@ -673,11 +673,18 @@ class _Run:
         if self.world.rank == 0:
             for key, factory in (self.recalibrators or RECALIBRATORS).items():
                 t = time.perf_counter()
-                recal = factory()
-                recal.fit(val_logits.double(), self.val_y)
-                p = recal(test_logits.double()).float()
+                try:
+                    recal = factory()
+                    recal.fit(val_logits.double(), self.val_y)
+                    p = recal(test_logits.double()).float()
+                    got = _prob_metrics(p, self.test_y, n_bins=self.cfg.n_bins, prefix=f"{key}_")
+                except Exception as err:  # post-hoc: a recalibrator that cannot fit must not lose the run
+                    log.warning(
+                        "recalibration %s failed, skipped (its %s_* metrics are absent): %s", key, key, err
+                    )
+                    continue
                 probs[key] = p
-                metrics.update(_prob_metrics(p, self.test_y, n_bins=self.cfg.n_bins, prefix=f"{key}_"))
+                metrics.update(got)
                 log.info(
                     "recalibration %s: ece_hist_prediction %.4f (%.1f s)",
                     key,

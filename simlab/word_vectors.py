@@ -82,7 +82,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         dim = int(tokens[1])
         # Text format: the next line is `word f1 ... f_dim`; binary: `word ` then 4*dim raw bytes.
         line = rest.split(b"\n", 1)[0].split()
-        if len(line) == dim + 1 and all(_is_float(t) for t in line[1:]):
+        if len(line) >= 2 and all(_is_float(t) for t in line[1:]):
+            if len(line) != dim + 1:  # a text record, but not the header's length
+                raise ValueError(
+                    f"vectors: {path!r}: the header says {dim} dimensions, but word "
+                    f"{line[0].decode('utf8', 'replace')!r} (line 2) has {len(line) - 1} values"
+                )
             return "word2vec_text"
         return "word2vec_binary"
     if len(tokens) >= 2 and all(_is_float(t) for t in tokens[1:]):
@@ -102,9 +107,14 @@ def load_vectors(vectors: Any):
     path = _check_path(vectors)
     fmt = detect_format(path)
     logger.info("loading %s word vectors from %s", fmt, path)
-    return KeyedVectors.load_word2vec_format(
-        path, binary=fmt == "word2vec_binary", no_header=fmt == "glove", datatype=np.float32
-    )
+    try:
+        return KeyedVectors.load_word2vec_format(
+            path, binary=fmt == "word2vec_binary", no_header=fmt == "glove", datatype=np.float32
+        )
+    except (EOFError, ValueError, UnicodeDecodeError, IndexError) as err:  # gensim names neither
+        raise ValueError(
+            f"vectors: cannot read {fmt} file {path!r} (wrong header or damaged): {err}"
+        ) from err
 
 
 def word_vector_distances(
@@ -131,6 +141,11 @@ def word_vector_distances(
     source = os.fspath(vectors) if isinstance(vectors, (str, os.PathLike)) else "the given KeyedVectors"
     words_per_class = _resolve_words(class_names, kv.key_to_index, mapping or {}, source)
 
+    bad = sorted({w for ws in words_per_class for w in ws if not np.isfinite(kv[w]).all()})
+    if bad:
+        raise ValueError(
+            f"vectors: non-finite values in the vector of word(s) {', '.join(map(repr, bad))} in {source}"
+        )
     # A class of several words is the mean of its words' vectors (paper A §5.3, last sentence).
     emb = np.stack([np.mean([kv[w].astype(np.float64) for w in ws], axis=0) for ws in words_per_class])
     k = emb.shape[0]

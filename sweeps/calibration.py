@@ -21,6 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `sweeps` and `simlab` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sweeps.preflight import PreflightError, run_preflight  # noqa: E402
 from sweeps.presets import PRESETS, get_preset  # noqa: E402
 from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives  # noqa: E402
 
@@ -284,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
 
         check_word_vectors(spec)  # class words vs the vector file's vocabulary (no image decoded)
         check_registries(spec)
+        # Storage, --resume, tracking server and data source: cheap probes that create nothing.
+        run_preflight(spec, resume=args.resume)
     except SpecError as err:
-        print(f"error: invalid sweep spec: {err}", file=sys.stderr)
+        kind = "cannot start the sweep" if isinstance(err, PreflightError) else "invalid sweep spec"
+        print(f"error: {kind}: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC
     if args.dry_run:
         print(json.dumps(spec.to_json(), indent=2, default=str))

@@ -10,7 +10,8 @@ second step itself (`sweeps.mlflow_tracking.mark_stale_runs`). With ``--sweep-di
 folder), trial runs whose trial is not in Tune's saved state are deleted recoverably
 (`sweeps.mlflow_tracking.delete_orphan_runs`): what a SIGKILL before Tune's next snapshot leaves.
 
-Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments.
+Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments
+(including a sqlite store that does not exist: it is never created).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeps import mlflow_tracking as mt
+from sweeps.preflight import check_store_exists
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ def cleanup(
             raise ValueError(
                 f"experiments: --sweep-dir needs exactly one experiment, got {list(experiments)}"
             )
+    # Never create a store: a typo in a sqlite path would otherwise "clean" a new, empty one. (An
+    # unreachable server stays exit code 1, below.)
+    check_store_exists(tracking_uri, probe_server=False)
     client = mt._client(tracking_uri)
     report = CleanupReport()
 

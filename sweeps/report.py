@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
+from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
 from sweeps.results import (
     BEST_EPOCH_COLUMN,
     COLUMNS,
@@ -236,14 +237,21 @@ def main(argv: list[str] | None = None) -> int:
         if not args.select.startswith("val_"):
             return fail(f"--select must be a validation metric (val_...), got {args.select!r}")
         mode = args.mode or ("max" if args.select.endswith("accuracy") else "min")
-        try:
+        try:  # before any work: a store that exists (never create one), outputs that can be written
+            check_writable_folder("--out", out)
+            if args.emit_warm_start:
+                check_writable_folder("--emit-warm-start", Path(args.emit_warm_start).absolute().parent)
+            check_store_exists(args.tracking_uri)
             client, runs = load_runs(
                 args.tracking_uri, args.experiment, best_epoch_from=args.best_epoch, stage=args.stage
             )
-        except ValueError as err:
+        except (ValueError, PreflightError) as err:
             return fail(str(err))
         if not runs:
             return fail(f"no finished trial runs in experiment {args.experiment!r}", 1)
+        if not any(args.select in r.metrics for r in runs):
+            have = sorted({m for r in runs for m in r.metrics if m.startswith("val_")})
+            return fail(f"--select {args.select!r}: no run has this metric; available: {', '.join(have)}")
         show = _split(args.show_params)
         rows = build_rows(
             runs, select=args.select, mode=mode, group_by=_split(args.group_by), show_params=show

@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from simlab.config import CONFIDENCE_SOURCES, LABEL_METHODS, TrainConfig
+from simlab.config import CONFIDENCE_SOURCES, INT32_MAX, LABEL_METHODS, Bound, TrainConfig
 
 # The label "methods" a sweep searches over: TrainConfig's label methods plus the mixup baseline of
 # paper A §6.1, which trains on one-hot labels with mixup (TrainConfig.mixup > 0).
@@ -69,6 +70,20 @@ PATH_ARG_KEYS: tuple[str, ...] = ("vectors", "path", "file", "wnids", "words")
 
 Direction = Literal["min", "max"]
 
+# The sweep's own numeric keys and the range their consumer accepts (TrainConfig's fields have theirs in
+# `simlab.config.NUMERIC_BOUNDS`). Optuna's TPE sampler seeds a numpy RandomState: 0 .. 2**32 - 1.
+SWEEP_BOUNDS: dict[str, Bound] = {
+    "num_samples": Bound("int", 1, INT32_MAX),
+    "grace_period": Bound("int", 1, INT32_MAX),
+    "workers_per_trial": Bound("int", 1, INT32_MAX),
+    "max_concurrent": Bound("int", 0, INT32_MAX),  # 0 = as many as resources allow
+    "train_max_failures": Bound("int", -1, INT32_MAX),  # -1 = retry forever (Ray's convention)
+    "tune_max_failures": Bound("int", -1, INT32_MAX),
+    "sampler_seed": Bound("int", 0, 2**32 - 1),
+    "cpus_per_trial": Bound("float", 0.0, low_open=True),
+    "gpus_per_trial": Bound("float", 0.0),
+}
+
 
 class SpecError(ValueError):
     """A bad sweep specification; `field` names the offending entry (dotted for nested ones)."""
@@ -107,8 +122,10 @@ class Dimension:
             raise SpecError(f"space.{name}", f"{kind} needs a non-empty list, got {values!r}")
         values = tuple(values)
         if kind != "choice":
-            if len(values) != 2 or not all(_is_number(v) for v in values):
-                raise SpecError(f"space.{name}", f"{kind} needs [low, high] numbers, got {list(values)!r}")
+            if len(values) != 2 or not all(_is_number(v) and math.isfinite(v) for v in values):
+                raise SpecError(
+                    f"space.{name}", f"{kind} needs [low, high] finite numbers, got {list(values)!r}"
+                )
             low, high = values
             if not low < high:
                 raise SpecError(f"space.{name}", f"{kind} needs low < high, got [{low}, {high}]")
@@ -656,13 +673,9 @@ def validate_spec(spec: SweepSpec) -> None:
 def _check_sweep_fields(spec: SweepSpec) -> None:
     if not isinstance(spec.name, str) or not spec.name or "/" in spec.name or spec.name.startswith("."):
         raise SpecError("name", f"expected a folder name (no '/'), got {spec.name!r}")
-    _int_at_least("num_samples", spec.num_samples, 1)
-    _int_at_least("grace_period", spec.grace_period, 1)
-    _int_at_least("workers_per_trial", spec.workers_per_trial, 1)
-    _int_at_least("max_concurrent", spec.max_concurrent, 0)
-    _int_at_least("train_max_failures", spec.train_max_failures, -1)
-    _int_at_least("tune_max_failures", spec.tune_max_failures, -1)
-    _int_at_least("sampler_seed", spec.sampler_seed, 0)
+    for key, bound in SWEEP_BOUNDS.items():
+        if not bound.contains(getattr(spec, key)):
+            raise SpecError(key, f"expected {bound.describe()}, got {getattr(spec, key)!r}")
     if spec.scheduler not in SCHEDULER_CHOICES:
         raise SpecError(
             "scheduler", f"expected one of {', '.join(SCHEDULER_CHOICES)}, got {spec.scheduler!r}"
@@ -671,12 +684,6 @@ def _check_sweep_fields(spec: SweepSpec) -> None:
         raise SpecError(
             "scheduler", "ASHA stops trials on one metric; use --trial-scheduler none with several objectives"
         )
-    for name in ("cpus_per_trial", "gpus_per_trial"):
-        v = getattr(spec, name)
-        if not (_is_number(v) and v >= 0):
-            raise SpecError(name, f"expected a number >= 0, got {v!r}")
-    if spec.cpus_per_trial <= 0:
-        raise SpecError("cpus_per_trial", f"expected > 0, got {spec.cpus_per_trial}")
     if spec.gpus_per_trial > 1 and spec.gpus_per_trial != int(spec.gpus_per_trial):
         raise SpecError("gpus_per_trial", f"fractions only below 1 (packing), got {spec.gpus_per_trial}")
     if not isinstance(spec.in_process, bool):
@@ -739,11 +746,6 @@ def _hashable(v: Any) -> Any:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def _int_at_least(name: str, value: Any, low: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise SpecError(name, f"expected an integer >= {low}, got {value!r}")
-
-
 def check_registries(spec: SweepSpec) -> None:
     """Check every dataset / model / loss / similarity-source key against the library's registries.
 
@@ -787,10 +789,44 @@ def check_registries(spec: SweepSpec) -> None:
                     resolve_params(registry[value], spec.source_args.get(value, {}))
                 except (TypeError, ValueError) as err:
                     raise SpecError(f"source_args.{value}", str(err)) from err
+                _check_source_numbers(value, registry[value].defaults, spec.source_args.get(value, {}))
             if key == "similarity" and kind not in (None, "distance"):
                 raise SpecError(
                     key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
                 )
+    _check_model_args(spec)
+
+
+def _check_source_numbers(source: str, defaults: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """A source argument is a finite number, and an integer where its default is one (``epochs=inf``
+    would otherwise fail inside the matrix computation, after Ray started)."""
+    for arg, value in args.items():
+        default = defaults.get(arg)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"source_args.{source}.{arg}", f"expected a finite number, got {value!r}")
+        int_default = isinstance(default, int) and not isinstance(default, bool)
+        if int_default and value is not None and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise SpecError(f"source_args.{source}.{arg}", f"expected an integer, got {value!r}")
+
+
+def _check_model_args(spec: SweepSpec) -> None:
+    """``model_args`` against each model's builder signature (keys, annotated types, its own checks)."""
+    from simlab.models import MODELS, check_model_args
+
+    for model in spec.model_args:
+        if model not in MODELS:
+            raise SpecError(
+                f"model_args.{model}",
+                f"unknown model{_suggest(str(model), list(MODELS))}; valid: {', '.join(MODELS)}",
+            )
+    fixed_args = spec.fixed.get("model_args") or {}
+    for model in _values(spec, "model") or (TrainConfig.model,):
+        if model not in MODELS:
+            continue  # named by the registry check above
+        try:
+            check_model_args(model, {**spec.model_args.get(model, {}), **fixed_args})
+        except ValueError as err:
+            raise SpecError(str(err).split(":", 1)[0], str(err)) from err  # the message names the entry
 
 
 def check_word_vectors(spec: SweepSpec) -> None:

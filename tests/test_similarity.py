@@ -504,3 +504,40 @@ def test_similarity_bad_input(distances, beta, exc, pattern):
 def test_similarity_bad_normalise():
     with pytest.raises(ValueError, match=r"normalise.*'row'.*'off_diagonal'.*'rows'"):
         similarity_from_distances(torch.rand(3, 3), 1.0, normalise="rows")
+
+
+# --- issue 15 item 7: rows equal up to rounding, overflow from huge finite inputs -----------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_equal_up_to_rounding_is_constant(dtype):
+    """Off-diagonal distances that differ only by rounding (1 ulp) are equal: a uniform row, not
+    z = +-1 amplified from the rounding, and never NaN."""
+    eps = torch.finfo(dtype).eps
+    d = torch.full((4, 4), 0.3, dtype=dtype)
+    d.fill_diagonal_(0.0)
+    d[0, 1] = torch.nextafter(torch.tensor(0.3, dtype=dtype), torch.tensor(1.0, dtype=dtype))
+    d[2, 3] = torch.tensor(0.3, dtype=dtype) * (1 - eps)
+    s = similarity_from_distances(d, 5.0)
+    want = (torch.ones(4, 4, dtype=dtype) - torch.eye(4, dtype=dtype)) / 3
+    torch.testing.assert_close(s, want, rtol=0, atol=4 * eps)
+
+
+def test_huge_finite_distances_do_not_overflow(generator):
+    """z-scores are scale-free (paper A §5.4): 1e300-scaled distances give what the scipy reference
+    gives on the unscaled ones, not a NaN from an overflowing mean or variance."""
+    d = torch.rand(6, 6, generator=generator, dtype=torch.float64) * 10
+    got = similarity_from_distances(d * 1e300, 2.0)
+    torch.testing.assert_close(
+        got, torch.from_numpy(reference_similarity(d.numpy(), 2.0)), rtol=1e-12, atol=1e-15
+    )
+
+
+def test_overflowing_beta_gives_the_limit_not_nan():
+    """beta * z past float64's range: the eq. 17 limit (all mass on the nearest classes, split evenly
+    among ties), never a NaN row."""
+    d = torch.tensor([[0, 1, 1, 2.0], [1, 0, 1, 1], [1, 1, 0, 1], [2, 1, 3, 0]], dtype=torch.float64)
+    s = similarity_from_distances(d * 1e300, 1e308)
+    want = torch.tensor(
+        [[0, 0.5, 0.5, 0], [1 / 3, 0, 1 / 3, 1 / 3], [1 / 3, 1 / 3, 0, 1 / 3], [0, 1, 0, 0]],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(s, want, rtol=0, atol=1e-15)

@@ -351,3 +351,66 @@ def test_bad_stage_settings_name_the_field(overrides, top, field):
     with pytest.raises(SpecError) as err:
         spec_of("quickstart", *overrides, **top)
     assert err.value.field == field, str(err.value)
+
+
+# issue 15 item 3: non-finite and out-of-range numbers, rejected in the spec naming the field
+SIM = ("label=similarity", "similarity=l2")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "top", "field"),
+    [
+        (("lr=inf",), {}, "lr"),
+        (("lr=nan",), {}, "lr"),
+        (("momentum=inf",), {}, "momentum"),
+        (("weight_decay=-inf",), {}, "weight_decay"),
+        ((*SIM, "beta=inf"), {}, "beta"),
+        ((*SIM, "beta=1e300"), {}, "beta"),  # finite, but beta * |z| overflows the softmax
+        (("lr=1e-3..1e400:log",), {}, "space.lr"),  # a range whose end overflows to inf
+        (("alpha=nan..0.5",), {}, "space.alpha"),
+        (("seed=18446744073709551616",), {}, "seed"),  # torch.Generator.manual_seed: < 2**64
+        (("seed=0..18446744073709551616:int",), {}, "seed"),
+        (("epochs=inf",), {}, "epochs"),
+        (("trusted_size=1e400",), {}, "trusted_size"),
+        (("sampler_seed=4294967296",), {}, "sampler_seed"),  # Optuna/numpy RandomState: < 2**32
+        ((), {"cpus_per_trial": float("inf")}, "cpus_per_trial"),  # was an int(inf) traceback
+        ((), {"gpus_per_trial": float("inf")}, "gpus_per_trial"),
+        ((), {"gpus_per_trial": float("nan")}, "gpus_per_trial"),
+        ((), {"num_samples": float("inf")}, "num_samples"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_name_the_field(overrides, top, field):
+    with pytest.raises(SpecError) as err:
+        spec_of("quickstart", *overrides, **top)
+    assert err.value.field == field or str(err.value).startswith(f"{field} "), str(err.value)
+    assert field in str(err.value)
+
+
+def test_numeric_bounds_cover_every_numeric_train_config_field():
+    """One table holds every numeric TrainConfig field's range: a new numeric field must join it."""
+    import dataclasses
+
+    from simlab.config import NUMERIC_BOUNDS, TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    numeric = {f.name for f in fields if str(f.type).replace(" | None", "") in ("int", "float")}
+    assert numeric == set(NUMERIC_BOUNDS)
+    for name, bound in NUMERIC_BOUNDS.items():
+        assert not bound.contains(float("nan")) and not bound.contains(float("inf")), name
+
+
+def test_largest_accepted_seeds_are_accepted_by_their_consumers():
+    """The bounds are the consumers' own: torch takes SEED_MAX, Optuna's TPE takes 2**32 - 1."""
+    import optuna
+    import torch
+
+    from simlab.config import NUMERIC_BOUNDS
+
+    torch.Generator().manual_seed(NUMERIC_BOUNDS["seed"].high)
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):
+        torch.Generator().manual_seed(NUMERIC_BOUNDS["seed"].high + 1)
+    from sweeps.spec import SWEEP_BOUNDS
+
+    optuna.samplers.TPESampler(seed=SWEEP_BOUNDS["sampler_seed"].high)
+    with pytest.raises(ValueError):
+        optuna.samplers.TPESampler(seed=SWEEP_BOUNDS["sampler_seed"].high + 1)

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,12 +113,16 @@ def _decode_images(
     progress = Progress(len(names), f"decoding {source.path}", logger=logger, unit="images")
     for i, n in enumerate(names):
         progress.update()
-        with Image.open(io.BytesIO(source.read(n))) as im:
-            if im.mode != mode:
-                im = im.convert(mode)
-            if image_size is not None and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            a = np.asarray(im)
+        try:
+            with Image.open(io.BytesIO(source.read(n))) as im:
+                if im.mode != mode:
+                    im = im.convert(mode)
+                if image_size is not None and im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                a = np.asarray(im)
+        except (OSError, ValueError, SyntaxError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            # PIL's and zipfile's errors name no file
+            raise ValueError(f"data_dir: cannot decode image {n!r} in {str(source.path)!r}: {err}") from err
         if out is None:
             out = np.empty((len(names), *a.shape), dtype=np.uint8)
         if a.shape != out.shape[1:]:
@@ -202,6 +207,32 @@ def _find_split_layout(source: _FileSource) -> dict[str, list[tuple[str, str, st
     splits = found[roots[0]]
     test = splits.get("test", splits.get("val"))
     return {"train": sorted(splits["train"]), "test": sorted(test)}
+
+
+def probe_image_folder(path: str | os.PathLike) -> dict[str, int]:
+    """A cheap check of an image-folder zip or folder (``<root>/{train,test}/<class>/<image>``), before
+    any decoding: it opens, has the layout with at least 2 training classes, and the first training and
+    test images decode (a bad one is named). Returns the number of training images per class.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data_dir: no such file or folder {str(path)!r}")
+    source = _FileSource(path)
+    try:
+        layout = _find_split_layout(source)
+        counts: dict[str, int] = {}
+        for _, cls, _ in layout["train"]:
+            counts[cls] = counts.get(cls, 0) + 1
+        if len(counts) < 2:
+            raise ValueError(
+                f"data_dir: {str(path)!r} has {len(counts)} training class(es) {sorted(counts)}; "
+                "classification needs at least 2"
+            )
+        for split in ("train", "test"):
+            _decode_images(source, [layout[split][0][2]], channels=3, image_size=None)
+        return dict(sorted(counts.items()))
+    finally:
+        source.close()
 
 
 # ---------------------------------------------------------------------------------------------
