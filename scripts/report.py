@@ -267,7 +267,8 @@ def to_csv(rows: Sequence[Row]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 def load_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Run]]:
-    """The FINISHED trial runs of ``experiment`` (child runs tagged ``simlab.role = trial``)."""
+    """The FINISHED trial runs of ``experiment`` (child runs tagged ``simlab.role = trial``), none
+    tagged ``simlab.interrupted``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -282,6 +283,11 @@ def load_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Run]]:
         filter_string="tags.`simlab.role` = 'trial' and attributes.status = 'FINISHED'",
         max_results=50000,
     )
+    # A run cut short by Ctrl-C is no result (sweeps.stops.INTERRUPTED_TAG; a resumed run loses the tag).
+    interrupted = [r for r in found if "simlab.interrupted" in r.data.tags]
+    if interrupted:
+        logger.warning("left out %d interrupted run(s) (continue the sweep with --resume)", len(interrupted))
+    found = [r for r in found if "simlab.interrupted" not in r.data.tags]
     runs = [
         Run(
             run_id=r.info.run_id,

@@ -25,6 +25,7 @@ from sweeps.presets import PRESETS, get_preset  # noqa: E402
 from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives  # noqa: E402
 
 EXIT_BAD_SPEC = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 logger = logging.getLogger("sweeps.calibration")
 
@@ -158,16 +159,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# storage: {spec.sweep_dir}\n# tracking: {spec.resolved_tracking_uri}")
         return 0
 
-    from sweeps.driver import format_summary, run_sweep
+    from sweeps.driver import format_summary, resume_hint, run_sweep
 
     try:
         summary = run_sweep(spec, resume=args.resume)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC
+    except KeyboardInterrupt:  # Ctrl-C before the trials ran (Ray start-up, matrices) or a second one
+        print(f"\n{resume_hint(spec)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(spec, summary))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if summary.num_finished > 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before the sweep started: nothing to resume
+        print("\ninterrupted before the sweep started", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
