@@ -353,6 +353,7 @@ def _run_sweep(spec: SweepSpec, *, resume: bool, guard: SigintGuard) -> SweepSum
                     ray.init(address="local", include_dashboard=False)
                 started_ray = True
         guard.check()
+        start_callbacks = _start_callbacks(spec)  # before any trial: refuse what no node can hold
 
         matrices, summary.matrix_stats = compute_matrices(spec)
         guard.check()
@@ -389,6 +390,7 @@ def _run_sweep(spec: SweepSpec, *, resume: bool, guard: SigintGuard) -> SweepSum
                     storage_path=spec.storage_dir,
                     failure_config=tune.FailureConfig(max_failures=spec.tune_max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=start_callbacks,
                     verbose=1,
                 ),
             )
@@ -416,6 +418,17 @@ def _run_sweep(spec: SweepSpec, *, resume: bool, guard: SigintGuard) -> SweepSum
             ray.shutdown()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _start_callbacks(spec: SweepSpec) -> list[Any] | None:
+    """`sweeps.feasibility`: SpecError if no node can ever hold a trial (fixed cluster), else a bounded
+    wait for the first trial on a cluster that has to grow first."""
+    from sweeps.feasibility import StartTimeout, check_resources, trial_bundles
+
+    timeout = check_resources(spec)
+    if timeout is None:
+        return None
+    return [StartTimeout(timeout, what=f"a trial asks {trial_bundles(spec)}")._callback()]
 
 
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:
