@@ -66,7 +66,8 @@ def infeasible_reason(
             short = [
                 k for k, v in bundle.items() if v > 0 and not any(n.get(k, 0.0) + 1e-9 >= v for n in nodes)
             ]
-            key = short[0] if short else max(bundle, key=lambda k: bundle[k])
+            # GPUs first: the scarce resource (and what an autoscaler's node type adds).
+            key = "GPU" if "GPU" in short else (short[0] if short else max(bundle, key=lambda k: bundle[k]))
             return _FIELD.get(key, key), (
                 f"a trial asks {show(bundle)} per worker; no node of this cluster has that much "
                 f"(nodes: {have})"

@@ -125,3 +125,7 @@ def test_sigint_guard_defers_during_ray_start_then_raises(tmp_path):
             guard.check()
         assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == "1"
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_infeasible_reason_names_gpus_first_when_both_are_short():
+    assert infeasible_reason([{"CPU": 0.5, "GPU": 0.5}], [{"CPU": 0}])[0] == "gpus_per_trial"
