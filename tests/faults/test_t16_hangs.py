@@ -107,3 +107,33 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(tmp_path:
         survived=1,
         detail="1 call, FAILED at once",
     )
+
+
+@pytest.mark.cluster
+def test_joined_cluster_that_never_fits_the_request_times_out_clearly(tmp_path: Path) -> None:
+    """A cluster joined through RAY_ADDRESS may autoscale: warn, then stop after SIMLAB_START_TIMEOUT_S."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        sweep = Sweep(
+            tmp_path,
+            "t16wait",
+            args=("--num-samples", "1", "--gpus-per-trial", "1"),
+            env={"RAY_ADDRESS": cluster.address, "SIMLAB_START_TIMEOUT_S": "20"},
+        )
+        sweep.start()
+        try:
+            rc = sweep.wait(timeout=400)  # a hang ends here as a failure
+        finally:
+            sweep.kill_tree()
+    finally:
+        cluster.shutdown()
+    out = sweep.output()
+    assert rc == 2, sweep.tail()
+    assert "waiting up to 20 s" in out, sweep.tail()  # the warning up front
+    assert "gpus_per_trial" in out and "no trial started within 20 s" in out, sweep.tail()
+    assert "Traceback" not in out.split("waiting up to")[-1], sweep.tail()
+    record_faults(
+        "T16 request no node fits, joined cluster", injected=1, survived=1, detail="warned, exit 2 after 20 s"
+    )
