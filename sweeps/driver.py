@@ -40,6 +40,7 @@ from sweeps.stops import (
 )
 from sweeps.trainable import (
     FAILED_FLAG,
+    FAILED_REASON,
     FINAL_FLAG,
     TrialContext,
     inprocess_trainable,
@@ -516,7 +517,7 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
         if error is not None or metrics.get(FAILED_FLAG):
             status = "error"  # raised, or a non-retryable error the trainable reported as its end
             if error is None:
-                error = metrics.get(FAILED_FLAG + "_reason") or "non-retryable error"
+                error = metrics.get(FAILED_REASON) or "non-retryable error"
         elif metrics.get(FINAL_FLAG):
             status = "finished"
         elif state == "TERMINATED" and trial_id in stopped_by_scheduler:
