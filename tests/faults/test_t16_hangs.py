@@ -59,7 +59,10 @@ def _failing_fit() -> None:
 
 
 @pytest.mark.timeout(900)  # the old behaviour (retry forever) ends here as a failure
-def test_non_retryable_error_is_not_retried_even_with_infinite_retries(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("in_process", [True, False], ids=["in_process", "torch_trainer"])
+def test_non_retryable_error_is_not_retried_even_with_infinite_retries(
+    tmp_path: Path, monkeypatch, in_process: bool
+) -> None:
     import ray
     from mlflow.tracking import MlflowClient
     from ray import cloudpickle
@@ -78,7 +81,12 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(tmp_path:
         get_preset("quickstart"), [*TINY_SWEEP, f"cache_dir={tmp_path / 'cache'}", "tune_max_failures=-1"]
     )
     spec = build_spec(
-        raw, preset="quickstart", name="t16bad", storage=str(tmp_path / "sweeps"), num_samples=1
+        raw,
+        preset="quickstart",
+        name="t16bad",
+        storage=str(tmp_path / "sweeps"),
+        num_samples=1,
+        in_process=in_process,
     )
     try:
         ray.init(
@@ -91,7 +99,7 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(tmp_path:
     finally:
         ray.shutdown()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert len(calls.read_text().splitlines()) == 1  # fit ran once: no retry
+    assert len(calls.read_text().splitlines()) == 1  # fit ran once: no retry (Tune's nor Train's)
     (row,) = summary.rows
     assert row["status"] == "error" and "DataError" in row["error"] and "one class" in row["error"], row
     (trial,) = tune_trials(spec.sweep_dir)
@@ -102,7 +110,7 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(tmp_path:
     assert [r.info.status for r in runs] == ["FAILED"], runs
     assert "DataError" in runs[0].data.tags.get("simlab.failure_reason", ""), runs[0].data.tags
     record_faults(
-        "T16 non-retryable error, tune_max_failures=-1",
+        f"T16 non-retryable error, tune_max_failures=-1, {'in-process' if in_process else 'TorchTrainer'}",
         injected=1,
         survived=1,
         detail="1 call, FAILED at once",
