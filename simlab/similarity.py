@@ -518,8 +518,8 @@ def similarity_from_distances(
 
     Each row ``d_k = D[k, :]`` is z-normalised (population std; ``z = 0`` when the normalised entries
     are all equal up to rounding, see `_zscore_rows`), then ``S[k, j] = softmax_{j != k}(-beta z_kj)``
-    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass. Which entries the mean and std are taken
-    over is ``normalise``:
+    and ``S[k, k] = 0``, so rows sum to 1 and ``alpha`` in eq. 18 is exactly the off-class mass. Which
+    entries the mean and std are taken over is ``normalise``:
 
     - ``"row"`` (default, paper A §5.4 literally: "the distances d_k"): the whole row, the diagonal
       ``D[k, k]`` included (eq. 15 makes it the mean within-class distance; 0 for word vectors).

@@ -36,6 +36,8 @@ EXAMPLES = """examples:
 (with the project venv not activated, use its interpreter: .venv/bin/python sweeps/calibration.py ...)
 """
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
+
 logger = logging.getLogger("sweeps.calibration")
 
 
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         return 0
 
-    from sweeps.driver import format_summary, run_staged_sweep
+    from sweeps.driver import format_summary, resume_hint, run_staged_sweep
 
     try:
         errored = {"resume_errored": True} if args.resume_errored else {}
@@ -309,9 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC
+    except KeyboardInterrupt:  # Ctrl-C before the trials ran (Ray start-up, matrices) or a second one
+        print(f"\n{resume_hint(spec)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(spec, summary))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return 0 if summary.num_finished > 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before the sweep started: nothing to resume
+        print("\ninterrupted before the sweep started", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -31,7 +31,16 @@ from typing import Any
 
 from sweeps.space import corner_configs, make_space, method_name, train_config_dict
 from sweeps.spec import SpecError, SweepSpec
+from sweeps.stops import (
+    INTERRUPTED_TAG,
+    SigintGuard,
+    clear_interrupted,
+    recording_asha,
+    scheduler_stops,
+)
 from sweeps.trainable import (
+    FAILED_FLAG,
+    FAILED_REASON,
     FINAL_FLAG,
     TrialContext,
     inprocess_trainable,
@@ -134,14 +143,15 @@ def make_searcher(spec: SweepSpec) -> Any:
 
 
 def make_scheduler(spec: SweepSpec) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     if spec.scheduler == "none":
         return FIFOScheduler()
     obj = spec.objectives[0]
     epochs = _values(spec, "epochs") or (10,)
     # One report per epoch plus the final one with the recalibrated metrics: max_t must let it through.
-    return ASHAScheduler(
+    return recording_asha(  # ASHA that records its STOP decisions: see sweeps.stops
+        sweep_dir=spec.sweep_dir,
         metric=obj.metric,
         mode=obj.mode,
         time_attr="training_iteration",
@@ -232,6 +242,7 @@ class SweepSummary:
     best: list[dict[str, Any]] = field(default_factory=list)  # best trial, or the Pareto front
     num_finished: int = 0
     num_errored: int = 0
+    num_interrupted: int = 0  # trials stopped by Ctrl-C (resumable), told apart from scheduler stops
     interrupted: bool = False
     matrix_stats: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -348,7 +359,21 @@ def run_sweep(
     """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised.
 
     ``resume_errored`` / ``restart_errored`` (with ``resume``): errored trials are continued from their
-    last checkpoint / rerun from scratch (`Tuner.restore`'s options of the same names)."""
+    last checkpoint / rerun from scratch (`Tuner.restore`'s options of the same names).
+
+    Ctrl-C (SIGINT) at any moment ends it promptly (`sweeps.stops.SigintGuard`): during `Tuner.fit`
+    the summary comes back with ``interrupted`` set (trials stopped by the interrupt end KILLED and are
+    resumable), before it `KeyboardInterrupt` is raised (the parent run ends KILLED with the reason).
+    """
+    with SigintGuard(spec.sweep_dir) as guard:
+        return _run_sweep(
+            spec, resume=resume, resume_errored=resume_errored, restart_errored=restart_errored, guard=guard
+        )
+
+
+def _run_sweep(
+    spec: SweepSpec, *, resume: bool, resume_errored: bool, restart_errored: bool, guard: SigintGuard
+) -> SweepSummary:
     import ray
     from ray import tune
 
@@ -403,6 +428,7 @@ def run_sweep(
     summary = SweepSummary(spec.name, sweep_dir, tracking_uri, experiment_id, parent_run_id)
     started_ray = False
     try:
+        guard.check()
         parent.log_params(
             {
                 "preset": spec.preset,
@@ -417,13 +443,17 @@ def run_sweep(
         if not ray.is_initialized():
             # Join a cluster only when asked (RAY_ADDRESS; cluster.yaml sets RAY_ADDRESS=auto on the head):
             # "auto" alone would join any Ray instance someone else started on this machine.
-            if os.environ.get("RAY_ADDRESS"):
-                ray.init()
-            else:
-                ray.init(address="local", include_dashboard=False)
-            started_ray = True
+            with guard.deferred():  # never leave a half-started Ray behind
+                if os.environ.get("RAY_ADDRESS"):
+                    ray.init()
+                else:
+                    ray.init(address="local", include_dashboard=False)
+                started_ray = True
+        guard.check()
+        start_callbacks = _start_callbacks(spec)  # before any trial: refuse what no node can hold
 
         matrices, summary.matrix_stats = compute_matrices(spec)
+        guard.check()
         ctx = TrialContext(
             spec=spec.to_json(),
             tracking_uri=tracking_uri,
@@ -432,6 +462,7 @@ def run_sweep(
             spool_root=_spool_root(spec),
         ).to_dict()
         trainable = _make_trainable(spec, ctx, matrices)
+        clear_interrupted(sweep_dir)  # trials stopped from now on were not stopped by the old interrupt
         if resume:
             logger.info("restoring sweep %s", sweep_dir)
             tuner = tune.Tuner.restore(
@@ -460,10 +491,13 @@ def run_sweep(
                     storage_path=os.path.dirname(sweep_dir),
                     failure_config=tune.FailureConfig(max_failures=spec.tune_max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=start_callbacks,
                     verbose=1,
                 ),
             )
-        grid = tuner.fit()
+        with guard.tune_fit():
+            grid = tuner.fit()
+        summary.interrupted = guard.interrupted
         summarize(spec, grid, summary)
         _close_trial_runs(tracking_uri, experiment_id, summary)
         log_inputs_and_best_model(spec, grid, summary)
@@ -475,10 +509,10 @@ def run_sweep(
         parent.close(status, reason="interrupted: continue with --resume" if summary.interrupted else None)
     except BaseException as err:
         try:
-            parent.close(
-                "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
-                reason=f"{type(err).__name__}: {err}",
-            )
+            if isinstance(err, KeyboardInterrupt):
+                parent.close("KILLED", reason="interrupted (SIGINT): continue with --resume")
+            else:
+                parent.close("FAILED", reason=f"{type(err).__name__}: {err}")
         except Exception:
             logger.exception("could not close the sweep's MLflow run")
         raise
@@ -847,6 +881,17 @@ def _log_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
     )
 
 
+def _start_callbacks(spec: SweepSpec) -> list[Any] | None:
+    """`sweeps.feasibility`: SpecError if no node can ever hold a trial (fixed cluster), else a bounded
+    wait for the first trial on a cluster that has to grow first."""
+    from sweeps.feasibility import StartTimeout, check_resources, trial_bundles
+
+    timeout = check_resources(spec)
+    if timeout is None:
+        return None
+    return [StartTimeout(timeout, what=f"a trial asks {trial_bundles(spec)}")._callback()]
+
+
 def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSummary) -> None:
     """End the trial runs still RUNNING after `Tuner.fit` returned, by what Tune says of their trial.
 
@@ -875,6 +920,8 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
         )
         if row["status"] == "stopped":
             client.set_tag(run.info.run_id, STOPPED_TAG, "stopped early by the trial scheduler")
+        if row["status"] in ("interrupted", "unfinished"):
+            client.set_tag(run.info.run_id, INTERRUPTED_TAG, f"{row['status']}: continue with --resume")
         if row["status"] == "error" and row["error"]:
             client.set_tag(run.info.run_id, FAILURE_TAG, row["error"][:5000])
         client.set_terminated(run.info.run_id, status)
@@ -916,6 +963,7 @@ def _make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, An
 def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary:
     """Fill `summary` from a Tune `ResultGrid`."""
     rows = []
+    stopped_by_scheduler = scheduler_stops(spec.sweep_dir)  # ASHA's recorded STOP decisions
     try:  # Tune's own trial states (TERMINATED / ERROR / PENDING / RUNNING / PAUSED)
         states = {t.trial_id: t.status for t in grid._experiment_analysis.trials}
     except AttributeError:  # pragma: no cover - a Ray without it: infer from the results alone
@@ -926,12 +974,16 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
         error = result.error
         trial_id = metrics.get("trial_id") or Path(result.path).name
         state = states.get(trial_id, "TERMINATED" if metrics.get("done") else "UNKNOWN")
-        if error is not None:
-            status = "error"
+        if error is not None or metrics.get(FAILED_FLAG):
+            status = "error"  # raised, or a non-retryable error the trainable reported as its end
+            if error is None:
+                error = metrics.get(FAILED_REASON) or "non-retryable error"
         elif metrics.get(FINAL_FLAG):
             status = "finished"
-        elif state == "TERMINATED":
-            status = "stopped"  # stopped early by the scheduler (ASHA)
+        elif state == "TERMINATED" and trial_id in stopped_by_scheduler:
+            status = "stopped"  # stopped early by the scheduler (ASHA's recorded decision)
+        elif summary.interrupted:
+            status = "interrupted"  # Ctrl-C: Tune's saved state has it RUNNING, --resume continues it
         else:
             status = "unfinished"
         row = {
@@ -943,6 +995,8 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
             "time_total_s": metrics.get("time_total_s"),  # inside the trainable, as Tune measured it
             "error": None
             if error is None
+            else error
+            if isinstance(error, str)
             else f"{type(error).__name__}: {str(error).splitlines()[-1][:300]}",
         }
         for obj in spec.objectives:
@@ -953,7 +1007,12 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
     summary.rows = rows
     summary.num_finished = sum(r["status"] == "finished" for r in rows)
     summary.num_errored = sum(r["status"] == "error" for r in rows)
-    summary.interrupted = any(r["status"] == "unfinished" for r in rows) or len(rows) < spec.num_samples
+    summary.num_interrupted = sum(r["status"] == "interrupted" for r in rows)
+    summary.interrupted = (
+        summary.interrupted
+        or any(r["status"] in ("unfinished", "interrupted") for r in rows)
+        or len(rows) < spec.num_samples
+    )
     done = [r for r in rows if r["status"] == "finished" and _finite_objectives(spec, r)]
     if spec.multi_objective:
         summary.best = pareto_front(done, spec)
@@ -1045,16 +1104,22 @@ def _log_summary(parent: Any, spec: SweepSpec, summary: SweepSummary) -> None:
     write_storage_text(spec.sweep_dir, "summary.md", summary_table(spec, summary.rows) + "\n")
 
 
+def resume_hint(spec: SweepSpec) -> str:
+    """The line that tells the user how to continue an interrupted sweep (runnable as printed)."""
+    return f"interrupted: continue with  {resume_command(spec)}"
+
+
 def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_PORT) -> str:
     """What the CLI prints at the end: best trial / Pareto front, the table, the MLflow UI command."""
     out = [
         f"sweep {spec.name}: {summary.num_finished} finished, {summary.num_errored} errored, "
-        f"{len(summary.rows)} trials in {summary.wall_s:.0f} s "
+        + (f"{summary.num_interrupted} interrupted, " if summary.num_interrupted else "")
+        + f"{len(summary.rows)} trials in {summary.wall_s:.0f} s "
         f"(similarity matrices: {summary.matrix_stats.get('computed', 0)} computed, "
         f"{summary.matrix_stats.get('loaded', 0)} loaded)"
     ]
     if summary.interrupted:
-        out.append(f"interrupted: continue with  {resume_command(spec)}")
+        out.append(resume_hint(spec))
     objectives = ", ".join(map(str, spec.objectives))
     if spec.multi_objective:
         out.append(f"\nPareto front ({objectives}): {len(summary.best)} trial(s)")

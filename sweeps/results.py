@@ -595,6 +595,11 @@ def load_runs(
     if stage:
         query += f" and tags.`simlab.stage` = '{stage}'"
     found = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
+    # A run cut short by Ctrl-C is no result (sweeps.stops.INTERRUPTED_TAG; a resumed run loses the tag).
+    interrupted = [r for r in found if "simlab.interrupted" in r.data.tags]
+    if interrupted:
+        logger.warning("left out %d interrupted run(s) (continue the sweep with --resume)", len(interrupted))
+    found = [r for r in found if "simlab.interrupted" not in r.data.tags]
     runs = []
     for r in found:
         metrics = dict(r.data.metrics)

@@ -82,6 +82,7 @@ SWEEP_BOUNDS: dict[str, Bound] = {
     "sampler_seed": Bound("int", 0, 2**32 - 1),
     "cpus_per_trial": Bound("float", 0.0, low_open=True),
     "gpus_per_trial": Bound("float", 0.0),
+    "seeds": Bound("int", 0, INT32_MAX),  # --seeds N: 0 = one stage (no re-run on seeds)
 }
 
 
@@ -504,7 +505,6 @@ def _check_stage_fields(spec: SweepSpec) -> None:
         raise SpecError("search", f"expected one of {', '.join(SEARCH_KINDS)}, got {spec.search!r}")
     if spec.stage not in STAGES:
         raise SpecError("stage", f"expected one of {', '.join(STAGES)}, got {spec.stage!r}")
-    _int_at_least("seeds", spec.seeds, 0)
     if spec.points and spec.search != "grid":
         raise SpecError("points", "explicit points need search 'grid' (--set search=grid)")
     names = {*TrainConfig.field_names(), *EXTRA_PARAMS}

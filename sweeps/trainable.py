@@ -16,7 +16,13 @@ applied inside `fit` (paper A eq. 17 on the source distances).
 MLflow: the trial's run is found or created by the tag ``simlab.key = <trial id>``
 (`sweeps.mlflow_tracking.get_or_create_run`), a child of the sweep's parent run, so a restored or
 retried trial reattaches to it; it ends FINISHED, or FAILED with the reason (NaN loss, crash), or KILLED
-on Ctrl-C.
+on Ctrl-C (tag ``simlab.interrupted``; `sweeps.stops` tells an interrupt from a scheduler stop, both of
+which reach the trial as ``SystemExit`` from `tune.report`).
+
+An error a retry cannot fix (`simlab.errors.is_non_retryable`: bad configuration or data) is not raised
+to Tune, which would retry it up to ``tune_max_failures`` times (forever with -1): the run ends FAILED
+with the reason and the trial reports a last result with ``failed = 1.0`` (objectives NaN, so Optuna
+records FAIL) and returns, so Tune ends it without a retry.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ EVALUATED_EPOCH = "evaluated_epoch"
 FINAL_FLAG = "final"  # 1.0 on the last report: fit's final metrics incl. ts_/ets_/dir_ recalibration
 STOPPED_TAG = "simlab.stopped_early"  # MLflow tag of a trial the scheduler stopped (run ends FINISHED)
 EPOCH_CHECKPOINT_PREFIX = "epoch_"  # Train-mode checkpoint folders: <storage>/train/<trial id>/epoch_000003
+FAILED_FLAG = "failed"  # 1.0 on the last report of a trial ended by a non-retryable error
+FAILED_REASON = "failed_reason"  # that error, "Type: message"
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
     from sweeps.spec import SweepSpec
 
     spec = SweepSpec.from_json(ctx["spec"])
-    return get_or_create_run(
+    run_id = get_or_create_run(
         ctx["tracking_uri"],
         ctx["experiment_id"],
         key=trial_id,
@@ -203,6 +211,48 @@ def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Ma
             **provenance_tags("sweeps/trainable.py"),
         },
     )
+    _clear_interrupted_tag(ctx["tracking_uri"], run_id)
+    return run_id
+
+
+def _clear_interrupted_tag(tracking_uri: str, run_id: str) -> None:
+    """A resumed trial's run is no longer an interrupted one (`scripts/report.py` skips those)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.stops import INTERRUPTED_TAG
+
+    try:
+        client = MlflowClient(tracking_uri)
+        if INTERRUPTED_TAG in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, INTERRUPTED_TAG)
+    except Exception:
+        logger.exception("could not clear tag %s of MLflow run %s", INTERRUPTED_TAG, run_id)
+
+
+def _end_stopped_run(tracker: Any, sweep_dir: str, trial_id: str) -> None:
+    """Close the run of a trial Tune stopped (``SystemExit`` from `tune.report`), by the recorded cause.
+
+    The scheduler's recorded STOP (`sweeps.stops`) -> FINISHED with `STOPPED_TAG`; otherwise the sweep
+    was interrupted (or Tune stopped it for another reason): KILLED with `INTERRUPTED_TAG`, resumable.
+    """
+    from sweeps.stops import INTERRUPTED, INTERRUPTED_TAG, SCHEDULER, stop_cause
+
+    cause = stop_cause(sweep_dir, trial_id)
+    if cause == SCHEDULER:
+        _safe_tags(tracker, {STOPPED_TAG: "stopped early by the trial scheduler"})
+        _safe_close(tracker, "FINISHED")
+        return
+    what = "interrupted (SIGINT)" if cause == INTERRUPTED else cause
+    _safe_tags(tracker, {INTERRUPTED_TAG: f"{what}: continue with --resume"})
+    _safe_close(tracker, "KILLED")
+
+
+def _failure_report(spec: Any, carry: _Carry, reason: str) -> dict[str, Any]:
+    """The last report of a trial ended by a non-retryable error: objectives NaN (Optuna: FAIL)."""
+    report: dict[str, Any] = dict(carry.last)
+    for obj in spec.objectives:
+        report[obj.metric] = float("nan")
+    return {**report, FAILED_FLAG: 1.0, FAILED_REASON: reason[:2000]}
 
 
 def _tracker(ctx: Mapping[str, Any], run_id: str, trial_id: str, role: str = "trial"):
@@ -324,6 +374,7 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
     import torch
     from ray import tune
 
+    from simlab.errors import is_non_retryable
     from simlab.train import fit
 
     tctx = tune.get_context()
@@ -358,16 +409,21 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
             artifact_dir=work / "artifacts",
         )
     except SystemExit:
-        # Tune stops a trial (e.g. ASHA) by raising SystemExit(0) in `tune.report`: a normal end.
-        _safe_tags(tracker, {STOPPED_TAG: "stopped early by the trial scheduler"})
-        _safe_close(tracker, "FINISHED")
+        # Tune stops a trial (ASHA, or the sweep's Ctrl-C) by raising SystemExit(0) in `tune.report`.
+        _end_stopped_run(tracker, spec.sweep_dir, trial_id)
         raise
-    except KeyboardInterrupt as err:
-        _safe_close(tracker, "KILLED", reason=f"{type(err).__name__}: {err}")
+    except KeyboardInterrupt:
+        _safe_tags(tracker, {_interrupted_tag(): "interrupted (SIGINT): continue with --resume"})
+        _safe_close(tracker, "KILLED")
         raise
     except BaseException as err:
-        _safe_close(tracker, "FAILED", reason=f"{type(err).__name__}: {err}")
-        raise
+        reason = f"{type(err).__name__}: {err}"
+        _safe_close(tracker, "FAILED", reason=reason)
+        if not (isinstance(err, Exception) and is_non_retryable(err)):
+            raise
+        logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)
+        tune.report(_failure_report(spec, carry, reason))
+        return
     finally:
         shutil.rmtree(work, ignore_errors=True)  # Tune holds the checkpoints
     # Closed before the last report: a scheduler may stop the trial as soon as it has that report.
@@ -420,12 +476,21 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
     )
     try:
         trainer.fit()
-    except KeyboardInterrupt as err:
-        _safe_close(tracker, "KILLED", reason=f"{type(err).__name__}: {err}")
+    except SystemExit:
+        _end_stopped_run(tracker, spec.sweep_dir, trial_id)
+        raise
+    except KeyboardInterrupt:
+        _safe_tags(tracker, {_interrupted_tag(): "interrupted (SIGINT): continue with --resume"})
+        _safe_close(tracker, "KILLED")
         raise
     except BaseException as err:
-        _safe_close(tracker, "FAILED", reason=f"{type(err).__name__}: {_root_cause(err)}")
-        raise
+        reason = f"{type(err).__name__}: {_root_cause(err)}"
+        _safe_close(tracker, "FAILED", reason=reason)
+        if not _train_error_non_retryable(err):
+            raise
+        logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)
+        tune.report(_failure_report(spec, _Carry(), reason))
+        return
     _safe_close(tracker, "FINISHED")
 
 
@@ -436,6 +501,29 @@ def _train_storage(sweep_dir: str) -> str:
 def _train_run_uri(sweep_dir: str, trial_id: str) -> str:
     """Where Ray Train keeps trial ``trial_id``'s run: local path or ``s3://...`` like the sweep dir."""
     return f"{_train_storage(sweep_dir)}/{trial_id}"
+
+
+def _interrupted_tag() -> str:
+    from sweeps.stops import INTERRUPTED_TAG
+
+    return INTERRUPTED_TAG
+
+
+def _train_error_non_retryable(err: BaseException) -> bool:
+    """A TorchTrainer failure whose cause (in any worker) is an error a retry cannot fix."""
+    from simlab.errors import is_non_retryable
+
+    if not isinstance(err, Exception):
+        return False
+    causes = [err, getattr(err, "controller_failure", None), *getattr(err, "worker_failures", {}).values()]
+    for cause in causes:
+        if cause is None:
+            continue
+        if is_non_retryable(cause) or (
+            isinstance(getattr(cause, "cause", None), BaseException) and is_non_retryable(cause.cause)
+        ):
+            return True
+    return False
 
 
 def _root_cause(err: BaseException) -> str:

@@ -7,9 +7,9 @@ loop does nothing else. `fit` adds what a trial needs: per-sample target rows, t
 loss check (one host sync per step), the cosine schedule, the epoch checkpoint (atomic write + fsync)
 and the `on_epoch_end` report. Evaluation happens at the last epoch (``eval_every = epochs``) and at
 the first (fit evaluates the first epoch a process runs), so the timed epochs (between two
-``on_epoch_end`` calls, the first excluded as warm-up) are training epochs; the evaluation (validation + test forward passes and the SPEC §6 metrics) is timed separately
-from the last epoch. CPU (process) time is reported beside wall time: on a shared machine the wall
-clock mostly measures the other jobs.
+``on_epoch_end`` calls, the first excluded as warm-up) are training epochs; the evaluation (validation
++ test forward passes and the SPEC §6 metrics) is timed separately from the last epoch. CPU (process)
+time is reported beside wall time: on a shared machine the wall clock mostly measures the other jobs.
 
     python scripts/bench/bench_train.py                       # small_cnn on digits, 3 rounds
     python scripts/bench/bench_train.py --model resnet18 --dataset cifar10 \\

@@ -370,9 +370,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     # $SIMLAB_COMMIT: a copy of the tree without its git history (a remote GPU box) names its commit.
     report["commit"] = os.environ.get("SIMLAB_COMMIT", "")
     with contextlib.suppress(Exception):
-        report["commit"] = report["commit"] or subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
+        report["commit"] = (
+            report["commit"]
+            or subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+        )
     if args.device == "cpu":
         report["note"] = "CPU smoke run (--device cpu): code paths only, no GPU figures"
     elif not torch.cuda.is_available():
