@@ -225,8 +225,6 @@ def _empty_store_template() -> Path:
     tables, then run its ~50 alembic migrations, seconds on a small CPU), reused by every new sweep.
     """
     import mlflow
-    import sqlalchemy
-    from mlflow.store.db.utils import _initialize_tables
 
     from simlab.config import default_cache_dir
 
@@ -234,6 +232,10 @@ def _empty_store_template() -> Path:
     template = folder / f"empty-store-mlflow-{mlflow.__version__}.db"
     if template.exists():
         return template
+    # Only to build it (alembic and MLflow's SQL store take seconds to import).
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{template.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
