@@ -15,7 +15,9 @@ Reported per mode: ``wall_s`` (`run_sweep` from call to return), ``fit_s`` (the 
 ``ratio = wall_s / fit_s``, ``overhead_per_trial_s = (wall_s - fit_s) / trials``. For the in-process
 mode also the per-phase breakdown from the trials' own timings (`sweeps.trainable.PROFILE_ENV`):
 seconds inside each trial by phase, the driver's time before the first trial, the gaps between
-trials, and the first trial's extra cost (a fresh actor: imports, MLflow store) vs the later ones.
+trials, and the first trial's extra cost (a fresh actor: imports, MLflow store) vs the later ones;
+and the overhead against `fit` as timed inside the trials (``overhead_per_trial_vs_in_trial_fit_s``),
+which a shared machine's drifting load between the sweep and the baseline does not skew.
 
     python scripts/bench/bench_sweep.py --trial quickstart --trials 12 --trainer-trials 1 \
         --out /tmp/bench_sweep.json
@@ -94,8 +96,18 @@ def phase_breakdown(
     extra = [r["end"] - r["start"] - fit_by_trial.get(r["trial_id"], float("nan")) for r in records]
     gaps = [b["start"] - a["end"] for a, b in zip(records, records[1:], strict=False)]
     later = records[1:]
+    # `fit` as timed inside the trials, less its MLflow logging and Tune reports: the same work as the
+    # direct baseline, but measured at the same moment as the sweep (a shared machine's load drifts).
+    pure_fit = sum(
+        r["phases_s"].get("fit", 0.0)
+        - r["phases_s"].get("fit_mlflow_logging", 0.0)
+        - r["phases_s"].get("fit_tune_report", 0.0)
+        for r in records
+    )
     return {
         "trials_profiled": len(records),
+        "in_trial_fit_s": pure_fit,
+        "overhead_per_trial_vs_in_trial_fit_s": (t_return - t_call - pure_fit) / len(records),
         "actor_pids": sorted({r["pid"] for r in records}),
         "first_trial_phases_s": mean_phases(records[:1]),
         "later_trials_mean_phases_s": mean_phases(later),
