@@ -188,19 +188,6 @@ def _safe_close(tracker: Any, status: str, reason: str | None = None) -> None:
         logger.exception("could not close MLflow run %s as %s", getattr(tracker, "run_id", "?"), status)
 
 
-class _Carry:
-    """Keeps the last evaluated metrics so every report holds the objective (see EVALUATED_EPOCH)."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-
-    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
-        if any(k.startswith("val_") for k in metrics):
-            self.last = {k: v for k, v in metrics.items() if k not in ("epoch", "train_loss", "lr")}
-            self.last[EVALUATED_EPOCH] = float(epoch)
-        return {**self.last, **metrics}
-
-
 class _Phases:
     """Wall-clock seconds of a trial's phases (written only when `PROFILE_ENV` names a folder)."""
 
@@ -275,6 +262,19 @@ class _TimedTracker:
         self._timed("set_tags", tags)
 
 
+class _Carry:
+    """Keeps the last evaluated metrics so every report holds the objective (see EVALUATED_EPOCH)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
+        if any(k.startswith("val_") for k in metrics):
+            self.last = {k: v for k, v in metrics.items() if k not in ("epoch", "train_loss", "lr")}
+            self.last[EVALUATED_EPOCH] = float(epoch)
+        return {**self.last, **metrics}
+
+
 def _restore_checkpoint(checkpoint: Any, work: Path) -> None:
     target = work / CHECKPOINT_SUBDIR
     if checkpoint is None:
@@ -301,8 +301,6 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     matrix = _lookup_matrix(cfg, matrices)
     phases.mark("spec_parse")
-    data = _trial_data(cfg)
-    phases.mark("dataset_load")
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-"))
     _restore_checkpoint(tune.get_checkpoint(), work)
     phases.mark("checkpoint_restore")
@@ -323,6 +321,9 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
         phases.add("fit_tune_report", time.perf_counter() - t0)
 
     try:
+        # Inside the try: a dataset that fails to load ends the trial's run FAILED with the reason.
+        data = _trial_data(cfg)
+        phases.mark("dataset_load")
         result = fit(
             cfg,
             data=data,
