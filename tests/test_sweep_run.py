@@ -385,3 +385,13 @@ def test_trial_phase_timings_are_written_only_when_asked(tmp_path, monkeypatch):
     assert record["phases_s"]["b"] == 3.0 and record["phases_s"]["a"] >= 0.01  # slept 0.01 s
     assert record["start"] <= record["end"]
     assert list((tmp_path / "phases").iterdir()) == [tmp_path / "phases" / "t1.json"]
+
+
+def test_cpu_presets_and_the_default_spec_run_trials_in_process():
+    """The cheap mode is the local default: Train V2 start-up (~1 min a trial) only for GPU presets."""
+    from sweeps.presets import PRESETS
+
+    assert SweepSpec.__dataclass_fields__["in_process"].default is True
+    cpu = [name for name in PRESETS if get_preset(name).get("gpus_per_trial", 0.0) == 0.0]
+    assert "quickstart" in cpu
+    assert {name: get_preset(name).get("in_process", True) for name in cpu} == dict.fromkeys(cpu, True)
