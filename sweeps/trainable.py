@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -49,6 +50,11 @@ STOPPED_TAG = "simlab.stopped_early"  # MLflow tag of a trial the scheduler stop
 EPOCH_CHECKPOINT_PREFIX = "epoch_"  # Train-mode checkpoint folders: <storage>/train/<trial id>/epoch_000003
 FAILED_FLAG = "failed"  # 1.0 on the last report of a trial ended by a non-retryable error
 FAILED_REASON = "failed_reason"  # that error, "Type: message"
+# A folder: each in-process trial writes <trial id>.json with its phase timings there (and
+# <trial id>.prof, a cProfile of the whole trainable, when PROFILE_CPROFILE_ENV=1). For
+# scripts/bench/bench_sweep.py; unset (the default) costs nothing.
+PROFILE_ENV = "SIMLAB_TRIAL_PROFILE"
+PROFILE_CPROFILE_ENV = "SIMLAB_TRIAL_CPROFILE"
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,42 @@ class _ReadableTracker:
         return getattr(self._tracker, name)
 
 
+# The in-process trainable's actor-level dataset cache (Tune reuses the actor for the sweep's next trial):
+# (load key, ImageData) of the last dataset this process loaded. One entry: a sweep over data choices
+# must not hold every split in memory. `fit` does not modify the data it is given.
+_DATA_CACHE: list[tuple[str, Any]] = []
+
+
+def _trial_data(cfg: Any) -> Any:
+    """The trial's `ImageData`, loaded once per actor process and data split (see `_DATA_CACHE`)."""
+    from simlab.data import load_dataset
+
+    key = json.dumps(
+        [
+            cfg.dataset,
+            cfg.data_dir,
+            str(cfg.resolved_cache_dir),
+            cfg.val_fraction,
+            cfg.subset_per_class,
+            cfg.seed,
+        ],
+        default=str,
+    )
+    if _DATA_CACHE and _DATA_CACHE[0][0] == key:
+        return _DATA_CACHE[0][1]
+    _DATA_CACHE.clear()  # release the old split before loading the new one
+    data = load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        cache_dir=cfg.resolved_cache_dir,
+        val_fraction=cfg.val_fraction,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+    )
+    _DATA_CACHE.append((key, data))
+    return data
+
+
 def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
     from sweeps.space import method_name
     from sweeps.spec import SweepSpec
@@ -274,6 +316,80 @@ def _safe_close(tracker: Any, status: str, reason: str | None = None) -> None:
         tracker.close(status, reason=reason)
     except Exception:  # the spool keeps what could not be sent; `sweeps.cleanup` delivers it
         logger.exception("could not close MLflow run %s as %s", getattr(tracker, "run_id", "?"), status)
+
+
+class _Phases:
+    """Wall-clock seconds of a trial's phases (written only when `PROFILE_ENV` names a folder)."""
+
+    def __init__(self) -> None:
+        self.folder = os.environ.get(PROFILE_ENV) or None
+        self.start = time.time()
+        self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.profiler = None
+        if self.folder and os.environ.get(PROFILE_CPROFILE_ENV) == "1":
+            import cProfile
+
+            self.profiler = cProfile.Profile()
+            self.profiler.enable()
+
+    def mark(self, name: str) -> None:
+        """Charge the time since the previous mark to phase ``name``."""
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def write(self, trial_id: str, **extra: Any) -> None:
+        if not self.folder:
+            return
+        try:
+            folder = Path(self.folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.profiler is not None:
+                self.profiler.disable()
+                self.profiler.dump_stats(str(folder / f"{trial_id}.prof"))
+            record = {
+                "trial_id": trial_id,
+                "pid": os.getpid(),
+                "start": self.start,
+                "end": time.time(),
+                "phases_s": self.seconds,
+                **extra,
+            }
+            tmp = folder / f".{trial_id}.json.tmp"
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, folder / f"{trial_id}.json")
+        except OSError:
+            logger.exception("could not write the phase timings of trial %s", trial_id)
+
+
+class _TimedTracker:
+    """A Tracker that charges the time of every call of the tracker it wraps to ``phases``."""
+
+    def __init__(self, tracker: Any, phases: _Phases, name: str) -> None:
+        self._tracker, self._phases, self._name = tracker, phases, name
+
+    def _timed(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return getattr(self._tracker, method)(*args, **kwargs)
+        finally:
+            self._phases.add(self._name, time.perf_counter() - t0)
+
+    def log_params(self, params: Any) -> None:
+        self._timed("log_params", params)
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self._timed("log_metrics", metrics, step=step)
+
+    def log_artifact(self, path: Any, artifact_path: str | None = None) -> None:
+        self._timed("log_artifact", path, artifact_path=artifact_path)
+
+    def set_tags(self, tags: Any) -> None:
+        self._timed("set_tags", tags)
 
 
 class _Carry:
@@ -371,6 +487,7 @@ def _ray_checkpoint_dir(checkpoint_dir: str | Path, parent: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices: dict[str, Any]) -> None:
     """Tune function trainable: `fit` in this actor, one `tune.report` (+ checkpoint) per epoch."""
+    phases = _Phases()
     import torch
     from ray import tune
 
@@ -379,31 +496,43 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
 
     tctx = tune.get_context()
     trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
+    phases.mark("imports")
     spec, cfg = _trial_config(config, ctx)
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     matrix = _lookup_matrix(cfg, matrices)
+    phases.mark("spec_parse")
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-"))
     _restore_checkpoint(tune.get_checkpoint(), work)
+    phases.mark("checkpoint_restore")
     run_id = _open_run(ctx, trial_id, trial_name, config)
+    phases.mark("mlflow_run_lookup")
     tracker = readable_tracker(_tracker(ctx, run_id, trial_id), config, ctx)
+    phases.mark("tracker_create")
+    fit_tracker = _TimedTracker(tracker, phases, "fit_mlflow_logging") if phases.folder else tracker
     carry = _Carry()
 
     def on_epoch_end(report: Any) -> None:
+        t0 = time.perf_counter()
         metrics = carry(report.epoch, report.metrics)
         if report.checkpoint_dir is None:
             tune.report(metrics)
-            return
-        folder = _ray_checkpoint_dir(report.checkpoint_dir, work)
-        try:
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder = _ray_checkpoint_dir(report.checkpoint_dir, work)  # checkpoint.pt only, not .prev
+            try:
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        phases.add("fit_tune_report", time.perf_counter() - t0)
 
     try:
+        # Inside the try: a dataset that fails to load ends the trial's run FAILED with the reason.
+        data = _trial_data(cfg)
+        phases.mark("dataset_load")
         result = fit(
             cfg,
+            data=data,
             source_matrix=matrix,
-            tracker=tracker,
+            tracker=fit_tracker,
             on_epoch_end=on_epoch_end,
             checkpoint_dir=work / CHECKPOINT_SUBDIR,
             artifact_dir=work / "artifacts",
@@ -426,9 +555,13 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
         return
     finally:
         shutil.rmtree(work, ignore_errors=True)  # Tune holds the checkpoints
+    phases.mark("fit")
     # Closed before the last report: a scheduler may stop the trial as soon as it has that report.
     _safe_close(tracker, "FINISHED")
+    phases.mark("mlflow_close")
     tune.report({**carry(cfg.epochs, result.metrics), FINAL_FLAG: 1.0})
+    phases.mark("final_report")
+    phases.write(trial_id)
 
 
 # ---------------------------------------------------------------------------------------------

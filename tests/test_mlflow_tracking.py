@@ -401,3 +401,42 @@ def test_heartbeat_thread_beats_between_writes_and_stops_at_close(
     last = client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG]
     time.sleep(0.6)
     assert client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG] == last  # no beat after close
+
+
+def _schema(db: Path) -> tuple[list, list, list]:
+    import sqlite3
+
+    def lines(sql: str | None) -> tuple[str, ...]:
+        # MLflow's migrations rebuild some tables with their constraints in hash order, so two stores
+        # MLflow itself creates differ in the order of a table's DDL lines: compare them as a set.
+        return tuple(sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select type, name, tbl_name, sql from sqlite_master").fetchall()
+        master = sorted((kind, name, table, lines(sql)) for kind, name, table, sql in rows)
+        version = con.execute("select version_num from alembic_version").fetchall()
+        experiments = con.execute("select experiment_id, name, artifact_location from experiments").fetchall()
+    return master, version, experiments
+
+
+def test_seeded_sqlite_store_equals_a_new_mlflow_store(tmp_path: Path, monkeypatch) -> None:
+    """A new sweep's store copied from the migrated template is the store MLflow itself would make."""
+    monkeypatch.setenv("SIMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the Default experiment's artifact location derives from the cwd
+    reference, seeded = tmp_path / "ref" / "mlflow.db", tmp_path / "new" / "sub" / "mlflow.db"
+    reference.parent.mkdir()
+    MlflowClient(f"sqlite:///{reference}").search_experiments()  # MLflow's own path: tables + migrations
+    assert mt.seed_sqlite_store(f"sqlite:///{seeded}")
+    assert list((tmp_path / "cache" / "mlflow").glob("empty-store-mlflow-*.db"))
+    MlflowClient(f"sqlite:///{seeded}").search_experiments()
+    assert _schema(seeded) == _schema(reference)
+    # It is a working store, and seeding never touches an existing one.
+    exp = mt.ensure_experiment(f"sqlite:///{seeded}", "seeded")
+    run_id = mt.get_or_create_run(f"sqlite:///{seeded}", exp, key="k", run_name="r")
+    before = seeded.read_bytes()
+    assert not mt.seed_sqlite_store(f"sqlite:///{seeded}")
+    assert seeded.read_bytes() == before
+    assert MlflowClient(f"sqlite:///{seeded}").get_run(run_id).data.tags[mt.KEY_TAG] == "k"
+    # Not a local sqlite file: nothing to seed.
+    assert not mt.seed_sqlite_store("http://127.0.0.1:5000")
+    assert not mt.seed_sqlite_store("sqlite:///:memory:")

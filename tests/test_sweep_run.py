@@ -565,3 +565,60 @@ def test_mlflow_ui_in_a_headless_browser_shows_the_trials(tiny_sweep, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_inprocess_trial_data_is_loaded_once_per_split(tmp_path, monkeypatch):
+    """The actor-level dataset cache hands `fit` exactly what `load_dataset` gives, once per split."""
+    from simlab.config import TrainConfig
+    from simlab.data import load_dataset
+    from sweeps import trainable
+
+    monkeypatch.setattr(trainable, "_DATA_CACHE", [])
+    base = {"dataset": "digits", "subset_per_class": 5, "val_fraction": 0.2, "cache_dir": str(tmp_path)}
+    cfg = TrainConfig.from_dict(base)
+    first = trainable._trial_data(cfg)
+    assert trainable._trial_data(TrainConfig.from_dict({**base, "lr": 0.5})) is first  # same split
+    ref = load_dataset("digits", cache_dir=tmp_path, val_fraction=0.2, subset_per_class=5, seed=0)
+    assert first.identity == ref.identity
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch_equal(getattr(first, name), getattr(ref, name)), name
+    other = trainable._trial_data(TrainConfig.from_dict({**base, "seed": 1}))  # another split
+    assert other is not first and other.identity != first.identity
+    assert len(trainable._DATA_CACHE) == 1  # one split held at a time
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_trial_phase_timings_are_written_only_when_asked(tmp_path, monkeypatch):
+    from sweeps import trainable
+
+    monkeypatch.delenv(trainable.PROFILE_ENV, raising=False)
+    off = trainable._Phases()
+    off.mark("a")
+    off.write("t0")  # no folder: nothing written, no error
+    monkeypatch.setenv(trainable.PROFILE_ENV, str(tmp_path / "phases"))
+    on = trainable._Phases()
+    time.sleep(0.01)
+    on.mark("a")
+    on.add("b", 2.5)
+    on.add("b", 0.5)
+    on.write("t1")
+    record = json.loads((tmp_path / "phases" / "t1.json").read_text())
+    assert record["trial_id"] == "t1" and record["pid"] == os.getpid()
+    assert record["phases_s"]["b"] == 3.0 and record["phases_s"]["a"] >= 0.01  # slept 0.01 s
+    assert record["start"] <= record["end"]
+    assert list((tmp_path / "phases").iterdir()) == [tmp_path / "phases" / "t1.json"]
+
+
+def test_cpu_presets_and_the_default_spec_run_trials_in_process():
+    """The cheap mode is the local default: Train V2 start-up (~1 min a trial) only for GPU presets."""
+    from sweeps.presets import PRESETS
+
+    assert SweepSpec.__dataclass_fields__["in_process"].default is True
+    cpu = [name for name in PRESETS if get_preset(name).get("gpus_per_trial", 0.0) == 0.0]
+    assert "quickstart" in cpu
+    assert {name: get_preset(name).get("in_process", True) for name in cpu} == dict.fromkeys(cpu, True)
