@@ -179,6 +179,7 @@ class Run:
     params: dict[str, str]
     metrics: dict[str, float]
     start_time: int = 0  # ms since the epoch (MLflow)
+    trial_id: str = ""  # the Tune trial id (tag simlab.trial_id), shown beside the chosen configuration
 
     def setting(self, group_by: Sequence[str]) -> tuple[tuple[str, str], ...]:
         """The values of the ``group_by`` params (e.g. noise kind and rate) that split rows."""
@@ -225,6 +226,9 @@ def _shown_params(runs: Sequence[Run], show: Sequence[str]) -> str:
         except ValueError:
             pass
         parts.append(f"{key}={value}")
+    trials = [r.trial_id for r in runs if r.trial_id]
+    if trials:  # which trials (one per seed) the row's numbers come from
+        parts.append("trials " + " ".join(trials))
     return ", ".join(parts) or "-"
 
 
@@ -450,7 +454,12 @@ def to_markdown(
 ) -> str:
     settings = any(row.setting for row in rows)
     best = any(r.cells.get(BEST_EPOCH_COLUMN[0], Summary(0, 0, 0)).n for r in rows)
-    cols = [*COLUMNS, *([BEST_EPOCH_COLUMN] if best else [])]
+    # A metric no row has (e.g. KDE ECE of a sweep that did not compute it) is left out, not shown as "-".
+    cols = [
+        (m, label)
+        for m, label in (*COLUMNS, *([BEST_EPOCH_COLUMN] if best else []))
+        if any(r.cells.get(m, Summary(0, 0, 0)).n for r in rows)
+    ]
     head = [
         *(["Setting"] if settings else []),
         "Model",
@@ -620,6 +629,7 @@ def load_runs(
                 params=dict(r.data.params),
                 metrics=metrics,
                 start_time=r.info.start_time or 0,
+                trial_id=r.data.tags.get("simlab.trial_id", ""),
             )
         )
     return client, runs

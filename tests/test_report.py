@@ -507,3 +507,34 @@ def test_refresh_generated_blocks(tmp_path):
         cli.refresh_generated("<!-- generated: r.md -->\n", base=tmp_path)
     with pytest.raises(ValueError, match="no such file"):
         cli.refresh_generated("<!-- generated: nope.md -->\n<!-- end generated -->", base=tmp_path)
+
+
+def test_trial_ids_shown_and_metrics_no_run_has_left_out(tmp_path):
+    """The Config column names the trials a row comes from (one per seed) beside the chosen α/β; a
+    metric column no run logged (here both KDE ECEs) is left out of the table instead of a row of '-'."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("ids", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    logged = ("accuracy", "ece_hist_prediction", "ece_hist_output")
+    for seed, trial in enumerate(("aaaa0001", "aaaa0002")):
+        run = client.create_run(
+            exp_id,
+            tags={
+                "mlflow.parentRunId": parent,
+                "simlab.role": "trial",
+                "simlab.method": "uniform",
+                "simlab.trial_id": trial,
+            },
+        ).info.run_id
+        for k, v in {"label": "uniform", "alpha": "0.1", "seed": str(seed), "model": "m"}.items():
+            client.log_param(run, k, v)
+        for m in (*logged, "val_nll"):
+            client.log_metric(run, m, 0.1 + seed / 100, step=1)
+        client.set_terminated(run, "FINISHED")
+    out = tmp_path / "out"
+    assert cli.main(["--tracking-uri", uri, "--experiment", "ids", "--out", str(out), "--no-diagrams"]) == 0
+    md = (out / "report.md").read_text()
+    table = md.split("\n\n")[1]
+    assert "alpha=0.1, trials aaaa0001 aaaa0002" in table
+    assert "KDE" not in table and "Hist P (%)" in table and "Acc (%)" in table
