@@ -47,6 +47,7 @@ CHECKPOINT_SUBDIR = "ckpt"  # inside a trial's local work folder: what fit resum
 EVALUATED_EPOCH = "evaluated_epoch"
 FINAL_FLAG = "final"  # 1.0 on the last report: fit's final metrics incl. ts_/ets_/dir_ recalibration
 STOPPED_TAG = "simlab.stopped_early"  # MLflow tag of a trial the scheduler stopped (run ends FINISHED)
+FAILED_MARKER = "simlab_failed.txt"  # in a Train run folder: rank 0 ended on a non-retryable error
 EPOCH_CHECKPOINT_PREFIX = "epoch_"  # Train-mode checkpoint folders: <storage>/train/<trial id>/epoch_000003
 FAILED_FLAG = "failed"  # 1.0 on the last report of a trial ended by a non-retryable error
 FAILED_REASON = "failed_reason"  # that error, "Type: message"
@@ -607,6 +608,8 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
             callbacks=[TuneReportCallback()],
         ),
     )
+    run_uri = _train_run_uri(spec.sweep_dir, trial_id)
+    _pop_failure_marker(run_uri)  # a marker of an earlier attempt of this trial is not this one's
     try:
         trainer.fit()
     except SystemExit:
@@ -624,7 +627,42 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
         logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)
         tune.report(_failure_report(spec, _Carry(), reason))
         return
+    reason = _pop_failure_marker(run_uri)
+    if reason is not None:  # the workers ended on a non-retryable error
+        _safe_close(tracker, "FAILED", reason=reason)
+        logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)
+        return  # TuneReportCallback has passed the failure report (NaN objectives, the reason) to Tune
     _safe_close(tracker, "FINISHED")
+
+
+def _failure_marker(run_uri: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(run_uri)
+    return fs, f"{root.rstrip('/')}/{FAILED_MARKER}"
+
+
+def _write_failure_marker(run_uri: str, reason: str) -> None:
+    """Rank 0 tells the trial driver (through the run's storage, reachable from every node) that the
+    workers ended on a non-retryable error: Train's `Result` carries no metrics reported without a
+    checkpoint, so the driver could not tell this end from a finished run."""
+    fs, path = _failure_marker(run_uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as fh:
+        fh.write(reason.encode("utf-8"))
+
+
+def _pop_failure_marker(run_uri: str) -> str | None:
+    """The reason `_write_failure_marker` left (then removed), or None."""
+    import pyarrow.fs as pafs
+
+    fs, path = _failure_marker(run_uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        reason = fh.read().decode("utf-8", errors="replace")
+    fs.delete_file(path)
+    return reason
 
 
 def _train_storage(sweep_dir: str) -> str:
@@ -706,14 +744,33 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)  # persisted by Ray once report returns
 
-    result = fit(
-        cfg,
-        source_matrix=loop_config["matrix"],
-        tracker=tracker,
-        on_epoch_end=on_epoch_end,
-        checkpoint_dir=work / CHECKPOINT_SUBDIR,
-        artifact_dir=work / "artifacts",
-    )
+    try:
+        result = fit(
+            cfg,
+            source_matrix=loop_config["matrix"],
+            tracker=tracker,
+            on_epoch_end=on_epoch_end,
+            checkpoint_dir=work / CHECKPOINT_SUBDIR,
+            artifact_dir=work / "artifacts",
+        )
+    except Exception as err:
+        from simlab.errors import is_non_retryable
+
+        if not is_non_retryable(err):
+            raise  # Train's FailurePolicy retries it from the last checkpoint
+        # Train would retry even an error no retry can fix (train_max_failures=-1: forever): end the run
+        # with a failure report instead; torch_trainer_trainable fails the trial with the reason.
+        from sweeps.spec import SweepSpec
+
+        reason = f"{type(err).__name__}: {err}"
+        logger.error("trial %s, rank %d: %s (not retried: a retry cannot fix it)", trial_id, rank, reason)
+        if rank == 0:
+            _write_failure_marker(loop_config["run_uri"], reason)
+        ray.train.report(_failure_report(SweepSpec.from_json(ctx["spec"]), carry, reason))
+        if rank == 0:
+            tracker.flush(timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     ray.train.report({**carry(cfg.epochs, result.metrics), FINAL_FLAG: 1.0})
     if rank == 0 and not tracker.flush(timeout=120):
         logger.warning("MLflow calls of trial %s still spooled in %s", trial_id, tracker.spool_path)

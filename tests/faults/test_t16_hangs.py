@@ -77,8 +77,11 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(
     if ray.is_initialized():
         ray.shutdown()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Both retry layers set to retry forever: Tune's (the trial) and, in TorchTrainer mode, Train's
+    # (the worker group): neither may retry an error a retry cannot fix.
     raw = apply_overrides(
-        get_preset("quickstart"), [*TINY_SWEEP, f"cache_dir={tmp_path / 'cache'}", "tune_max_failures=-1"]
+        get_preset("quickstart"),
+        [*TINY_SWEEP, f"cache_dir={tmp_path / 'cache'}", "tune_max_failures=-1", "train_max_failures=-1"],
     )
     spec = build_spec(
         raw,
@@ -110,7 +113,7 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(
     assert [r.info.status for r in runs] == ["FAILED"], runs
     assert "DataError" in runs[0].data.tags.get("simlab.failure_reason", ""), runs[0].data.tags
     record_faults(
-        f"T16 non-retryable error, tune_max_failures=-1, {'in-process' if in_process else 'TorchTrainer'}",
+        f"T16 non-retryable error, max_failures=-1, {'in-process' if in_process else 'TorchTrainer'}",
         injected=1,
         survived=1,
         detail="1 call, FAILED at once",
