@@ -2,7 +2,7 @@
 
 `run_sweep(spec)`:
 1. MLflow: the sweep's experiment (named after the sweep), RUNNING runs of dead processes marked KILLED
-   (RELIABILITY T7), and the parent run found or created by tag ``simlab.key = sweep:<name>``.
+   (RELIABILITY T7), and the parent run found or created by tag ``mlflow.simlab.key = sweep:<name>``.
 2. Every similarity matrix any trial can need is loaded or computed through `SimilarityStore` (once,
    here, before any trial starts) and handed to the trials through `tune.with_parameters`, which puts it
    in Ray's object store (`ray.put`).
@@ -561,8 +561,6 @@ def make_search_alg(spec: SweepSpec) -> Any:
 
 
 def _points_searcher_class():
-    import pickle
-
     from ray.tune.search import Searcher
 
     class PointsSearcher(Searcher):
@@ -594,13 +592,13 @@ def _points_searcher_class():
         def set_state(self, state: dict[str, Any]) -> None:
             self._points, self._next, self._given = state["points"], state["next"], dict(state["given"])
 
+        # JSON, not pickle: a restored sweep never unpickles a file (RELIABILITY T14); points are plain
+        # config values. Written atomically (temp + os.replace).
         def save(self, checkpoint_path: str) -> None:
-            with open(checkpoint_path, "wb") as fh:
-                pickle.dump(self.get_state(), fh)
+            _write_atomic(Path(checkpoint_path), json.dumps(self.get_state()))
 
         def restore(self, checkpoint_path: str) -> None:
-            with open(checkpoint_path, "rb") as fh:
-                self.set_state(pickle.load(fh))
+            self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
     return PointsSearcher
 

@@ -13,7 +13,7 @@ driver (`matrices`: key -> float64 ``[K, K]``) through `tune.with_parameters`, i
 store: a trial never computes a similarity matrix (a missing key is an error, not a recompute). β is
 applied inside `fit` (paper A eq. 17 on the source distances).
 
-MLflow: the trial's run is found or created by the tag ``simlab.key = <trial id>``
+MLflow: the trial's run is found or created by the tag ``mlflow.simlab.key = <trial id>``
 (`sweeps.mlflow_tracking.get_or_create_run`), a child of the sweep's parent run, so a restored or
 retried trial reattaches to it; it ends FINISHED, or FAILED with the reason (NaN loss, crash), or KILLED
 on Ctrl-C (tag ``simlab.interrupted``; `sweeps.stops` tells an interrupt from a scheduler stop, both of

@@ -34,7 +34,7 @@ def _runs(sweep: Sweep) -> tuple[list, list]:
 
 
 def test_sigint_mid_training_marks_trials_interrupted_and_resume_finishes_them(tmp_path: Path) -> None:
-    from scripts.report import load_runs
+    from sweeps.results import load_runs
 
     sweep = Sweep(
         tmp_path,
@@ -60,7 +60,7 @@ def test_sigint_mid_training_marks_trials_interrupted_and_resume_finishes_them(t
     trials, parents = _runs(sweep)
     steps = trial_steps(sweep.db)
     assert len(trials) == 2, trials
-    cut = [r for r in trials if max(steps[r.data.tags["simlab.key"]]) < EPOCHS]
+    cut = [r for r in trials if max(steps[r.data.tags["mlflow.simlab.key"]]) < EPOCHS]
     assert cut, steps  # the interrupt landed mid-training
     for run in cut:
         assert run.info.status == "KILLED", (run.info.status, run.data.tags)
@@ -81,7 +81,7 @@ def test_sigint_mid_training_marks_trials_interrupted_and_resume_finishes_them(t
     for run in trials:
         assert "simlab.interrupted" not in run.data.tags, run.data.tags
         assert "simlab.stopped_early" not in run.data.tags, run.data.tags
-        assert sorted(set(steps[run.data.tags["simlab.key"]])) == list(range(1, EPOCHS + 1))
+        assert sorted(set(steps[run.data.tags["mlflow.simlab.key"]])) == list(range(1, EPOCHS + 1))
     assert parents[0].info.status == "FINISHED"
     _, counted = load_runs(sweep.uri, sweep.name)
     assert len(counted) == 2
