@@ -38,7 +38,9 @@ from tests.faults.helpers import (
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.cluster]
 
-EPOCHS = 12  # long enough that both trials are still training when the node is killed
+# Long enough that both trials are still training when the node is killed (checked at the kill).
+EPOCHS = 12
+PER_CLASS = 60  # digits images per class (the fault suite's default 15 makes an epoch a few ms)
 MAX_WORKERS = 2  # per node type: enough for one replacement node
 
 
@@ -136,6 +138,7 @@ def test_autoscaled_gpu_packing_survives_worker_node_loss(tmp_path: Path, monkey
             tmp_path,
             "t17",
             f"epochs={EPOCHS}",
+            f"subset_per_class={PER_CLASS}",
             "tune_max_failures=3",
             args=(
                 "--num-samples", "2",
@@ -156,6 +159,8 @@ def test_autoscaled_gpu_packing_survives_worker_node_loss(tmp_path: Path, monkey
             started.update(victims)
             assert len(victims) == 1, victims  # both trials packed on the one node the autoscaler added
             os.kill(victims[0], signal.SIGKILL)
+            at_kill = trial_steps(sweep.db)  # MLflow lags the trials: this is an upper bound at the kill
+            assert all(max(s) < EPOCHS for s in at_kill.values()), f"trials ended before the kill: {at_kill}"
             assert sweep.wait(timeout=1500) == 0, sweep.tail()
             started.update(_raylets(head_raylet))
         finally:
