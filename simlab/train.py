@@ -375,16 +375,9 @@ class _Run:
     def _load_data(self) -> None:
         cfg = self.cfg
         if self.data is None:
-            from simlab.data import load_dataset
+            from simlab.data import load_split
 
-            self.data = load_dataset(
-                cfg.dataset,
-                data_dir=cfg.data_dir,
-                cache_dir=cfg.resolved_cache_dir,
-                val_fraction=cfg.val_fraction,
-                subset_per_class=cfg.subset_per_class,
-                seed=cfg.seed,
-            )
+            self.data = load_split(cfg)
         data = self.data
         self.k = len(data.class_names)
         self.n_train = int(data.train_y.shape[0])

@@ -198,7 +198,7 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
     Returns ``(matrices, stats)``: key (`sweeps.trainable.matrix_key`) -> float64 ``[K, K]``, and how
     many were computed vs loaded from the store.
     """
-    from simlab.data import load_dataset
+    from simlab.data import load_split
     from simlab.store import SimilarityStore
 
     matrices: dict[str, Any] = {}
@@ -207,14 +207,7 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
     for cfg in needed_matrix_configs(spec):
         data_key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
         if data_key not in datasets:
-            datasets[data_key] = load_dataset(
-                cfg.dataset,
-                data_dir=cfg.data_dir,
-                cache_dir=cfg.resolved_cache_dir,
-                val_fraction=cfg.val_fraction,
-                subset_per_class=cfg.subset_per_class,
-                seed=cfg.seed,
-            )
+            datasets[data_key] = load_split(cfg)
         store = SimilarityStore(Path(cfg.resolved_cache_dir) / "similarity")
         t0 = time.perf_counter()
         matrix, meta = store.get(datasets[data_key], cfg.similarity, cfg.similarity_args)
@@ -785,19 +778,6 @@ def _trial_config(spec: SweepSpec, row: Mapping[str, Any]) -> Any:
     return TrainConfig.from_dict(train_config_dict(spec, dict(row["params"])))
 
 
-def _load_split(cfg: Any) -> Any:
-    from simlab.data import load_dataset
-
-    return load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        cache_dir=cfg.resolved_cache_dir,
-        val_fraction=cfg.val_fraction,
-        subset_per_class=cfg.subset_per_class,
-        seed=cfg.seed,
-    )
-
-
 def _trial_runs(tracking_uri: str, experiment_id: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
@@ -813,6 +793,8 @@ def _log_dataset_inputs(spec: SweepSpec, summary: SweepSummary) -> None:
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.tracking import MlflowClient
 
+    from simlab.data import load_split
+
     client = MlflowClient(summary.tracking_uri)
     runs = _trial_runs(summary.tracking_uri, summary.experiment_id)
     entities: dict[str, Any] = {}
@@ -821,7 +803,7 @@ def _log_dataset_inputs(spec: SweepSpec, summary: SweepSummary) -> None:
         cfg = _trial_config(spec, row)
         key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
         if key not in entities:
-            entities[key] = _dataset_entity(_load_split(cfg))
+            entities[key] = _dataset_entity(load_split(cfg))
         inputs = [DatasetInput(entities[key], tags=[InputTag("mlflow.data.context", "training")])]
         if row["trial_id"] in runs:
             client.log_inputs(runs[row["trial_id"]], datasets=inputs)
@@ -837,6 +819,7 @@ def _log_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
     import torch
 
     from simlab.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from simlab.data import load_split
     from simlab.models import build_model
 
     best = summary.best[0]
@@ -850,7 +833,7 @@ def _log_best_model(spec: SweepSpec, grid: Any, summary: SweepSummary) -> None:
     cfg = _trial_config(spec, best)
     with result.checkpoint.as_directory() as folder:
         state = load_checkpoint(Path(folder) / CHECKPOINT_NAME)
-    shape = tuple(_load_split(cfg).image_shape)  # (C, H, W): the model's input
+    shape = tuple(load_split(cfg).image_shape)  # (C, H, W): the model's input
     model = build_model(cfg.model, len(state["class_names"]), in_channels=shape[0], **cfg.model_args)
     model.load_state_dict(state["model"])
     model.eval()

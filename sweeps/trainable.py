@@ -195,7 +195,7 @@ _DATA_CACHE: list[tuple[str, Any]] = []
 
 def _trial_data(cfg: Any) -> Any:
     """The trial's `ImageData`, loaded once per actor process and data split (see `_DATA_CACHE`)."""
-    from simlab.data import load_dataset
+    from simlab.data import load_split
 
     key = json.dumps(
         [
@@ -211,14 +211,7 @@ def _trial_data(cfg: Any) -> Any:
     if _DATA_CACHE and _DATA_CACHE[0][0] == key:
         return _DATA_CACHE[0][1]
     _DATA_CACHE.clear()  # release the old split before loading the new one
-    data = load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        cache_dir=cfg.resolved_cache_dir,
-        val_fraction=cfg.val_fraction,
-        subset_per_class=cfg.subset_per_class,
-        seed=cfg.seed,
-    )
+    data = load_split(cfg)
     _DATA_CACHE.append((key, data))
     return data
 

@@ -139,7 +139,7 @@ def main() -> int:
     import torch
 
     from simlab.config import TrainConfig
-    from simlab.data import load_dataset
+    from simlab.data import load_split
     from simlab.train import fit
     from sweeps.driver import compute_matrices, run_sweep
     from sweeps.presets import get_preset
@@ -170,14 +170,7 @@ def main() -> int:
     t0 = time.perf_counter()
     results["similarity_warmup_s"] = (compute_matrices(spec0)[1], time.perf_counter() - t0)
     cfg0 = TrainConfig.from_dict(train_config_dict(spec0, {}))
-    load_dataset(
-        cfg0.dataset,
-        data_dir=cfg0.data_dir,
-        cache_dir=cfg0.resolved_cache_dir,
-        val_fraction=cfg0.val_fraction,
-        subset_per_class=cfg0.subset_per_class,
-        seed=cfg0.seed,
-    )
+    load_split(cfg0)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     sweeps: dict = {}
     try:

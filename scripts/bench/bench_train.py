@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from simlab.config import TrainConfig  # noqa: E402
-from simlab.data import epoch_batches, load_dataset, prepare_images  # noqa: E402
+from simlab.data import epoch_batches, load_split, prepare_images  # noqa: E402
 from simlab.losses import soft_cross_entropy  # noqa: E402
 from simlab.models import build_model  # noqa: E402
 from simlab.train import fit  # noqa: E402
@@ -135,14 +135,7 @@ def main() -> int:
             device="cpu",
         )
     )
-    data = load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        cache_dir=cfg.resolved_cache_dir,
-        val_fraction=cfg.val_fraction,
-        subset_per_class=cfg.subset_per_class,
-        seed=cfg.seed,
-    )
+    data = load_split(cfg)
     bare, ours, evals = [], [], []
     for _ in range(args.rounds):  # interleaved, so both see the same machine load
         bare += bare_epochs(cfg, data, args.epochs)[1:]

@@ -141,6 +141,20 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir)
 
 
+def load_split(cfg: Any) -> ImageData:
+    """The data split a training config (`simlab.config.TrainConfig`) names: `load_dataset` with its
+    ``dataset``, ``data_dir``, ``resolved_cache_dir``, ``val_fraction``, ``subset_per_class`` and
+    ``seed`` — the one place a config becomes a dataset (fit, the sweep driver, the trials)."""
+    return load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        cache_dir=cfg.resolved_cache_dir,
+        val_fraction=cfg.val_fraction,
+        subset_per_class=cfg.subset_per_class,
+        seed=cfg.seed,
+    )
+
+
 DATASETS: dict[str, Callable[..., ImageData]] = {
     "cifar10": _make_loader("cifar10", read_cifar10),
     "cifar100": _make_loader("cifar100", read_cifar100),
@@ -161,6 +175,7 @@ __all__ = [
     "channel_stats",
     "epoch_batches",
     "load_dataset",
+    "load_split",
     "prepare_images",
     "split_dataset",
     "uniform_noise_images",
