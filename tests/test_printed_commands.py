@@ -145,5 +145,5 @@ def test_mlflow_ui_runs_as_printed_and_answers(printed):
 def test_bare_shell_has_no_venv():
     """The harness itself: without the absolute paths, `mlflow` is not found in that shell."""
     if shutil.which("mlflow", path=BARE_ENV["PATH"]):
-        pytest.skip("an mlflow is installed system-wide; the bare shell cannot show the failure")
+        pytest.skip(reason="an mlflow is installed system-wide; the bare shell cannot show the failure")
     assert _bare("mlflow --version").returncode == 127

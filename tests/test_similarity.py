@@ -132,7 +132,7 @@ def test_exact_uint8_gram_paths_match_int64(generator, path, m, n, dims):
     try:
         got = sim._GRAM_FNS[path](a, b)
     except RuntimeError as err:  # e.g. bf16 x bf16 -> float32 has no CPU kernel
-        pytest.skip(f"{path} unavailable here: {err}")
+        pytest.skip(reason=f"{path} unavailable here: {err}")
     assert torch.equal(got.to(torch.float64), want.to(torch.float64))
 
 
@@ -151,7 +151,7 @@ def test_uint8_l2_worst_case_every_gram_path_matches_cdist(generator, monkeypatc
     try:
         sim._GRAM_FNS[path](x[:2].view(torch.int8), x[:2].view(torch.int8))
     except RuntimeError as err:
-        pytest.skip(f"{path} unavailable here: {err}")
+        pytest.skip(reason=f"{path} unavailable here: {err}")
     monkeypatch.setattr(sim, "_choose_gram_path", lambda *a, **k: path)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=10)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-14, atol=0)

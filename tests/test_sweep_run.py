@@ -520,7 +520,7 @@ def test_mlflow_ui_in_a_headless_browser_shows_the_trials(tiny_sweep, tmp_path):
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium on PATH (scripts/system_deps.sh installs Debian's chromium)")
+        pytest.skip(reason="no chromium on PATH (scripts/system_deps.sh installs Debian's chromium)")
     spec, summary = tiny_sweep
     port = _free_port()
     text = format_summary(spec, summary, ui_port=port)

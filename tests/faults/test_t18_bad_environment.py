@@ -148,7 +148,7 @@ def _tree(root: Path) -> set[str]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_environment_exits_2_with_one_line_before_ray(case: str, tmp_path: Path) -> None:
     if case == "storage not writable" and os.geteuid() == 0:
-        pytest.skip("root writes anywhere: permissions cannot make a folder unwritable")
+        pytest.skip(reason="root writes anywhere: permissions cannot make a folder unwritable")
     dry_run, setup = CASES[case]
     args, needles = setup(tmp_path)
     if "--storage" not in args:
