@@ -467,6 +467,64 @@ def test_tinyimagenet_layout(tmp_path, as_zip):
     assert d.image_shape == (3, 64, 64)
 
 
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_tinyimagenet_image_folder_layout(tmp_path, as_zip):
+    """The layout of ../shared/data/tiny-imagenet-200-train200.zip: train/<wnid>/<image>,
+    val/<wnid>/<image> (the official validation split regrouped by class), wnids.txt, words.txt."""
+    root = tmp_path / "tiny-imagenet-200-train200"
+    rng = np.random.default_rng(1)
+    images = {}
+    for w, n_train, n_val in (("n02", 2, 1), ("n01", 3, 2), ("n03", 1, 1)):
+        for i in range(n_train):
+            images[root / "train" / w / f"{w}_{i}.jpg"] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        for i in range(n_val):
+            images[root / "val" / w / f"val_{w}{i}.jpg"] = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    for path, a in images.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(path, format="JPEG")
+    (root / "wnids.txt").write_text("n02\nn01\nn03\n")
+    (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\n")
+    data_dir = root
+    if as_zip:
+        data_dir = tmp_path / "tiny.zip"
+        with zipfile.ZipFile(data_dir, "w") as z:
+            for f in sorted(root.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(tmp_path).as_posix())
+    d = load_dataset("tinyimagenet", data_dir=data_dir, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    assert d.class_names == ["n01", "n02", "n03"]
+    assert d.info["words"] == ["goldfish, Carassius auratus", "salamander", "bullfrog"]
+    assert torch.bincount(d.train_y).tolist() == [3, 2, 1]
+    assert torch.bincount(d.test_y).tolist() == [2, 1, 1]
+    # Files in name order: val/n01/val_n010, val_n011, val/n02/val_n020, val/n03/val_n030.
+    assert d.test_y.tolist() == [0, 0, 1, 2]
+    ref = np.array(Image.open(root / "val" / "n01" / "val_n011.jpg").convert("RGB"))  # a grey one
+    assert torch.equal(d.test_x[1], torch.from_numpy(ref).permute(2, 0, 1))
+
+
+@pytest.mark.slow
+def test_real_tinyimagenet_subset_zip(tmp_path):
+    """The real 200-class subset in ../shared/data: 200 train + 50 val images per class, 64x64 RGB."""
+    zip_path = (
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tiny-imagenet-200-train200.zip"
+    )
+    if not zip_path.exists():
+        pytest.skip(reason=f"{zip_path} is not on this machine")
+    d = load_dataset("tinyimagenet", data_dir=zip_path, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    with zipfile.ZipFile(zip_path) as z:
+        wnids = [w for w in z.read("tiny-imagenet-200-train200/wnids.txt").decode().split() if w]
+        val_files = sorted(n for n in z.namelist() if n.startswith("tiny-imagenet-200-train200/val/"))
+        val_files = [n for n in val_files if n.lower().endswith((".jpg", ".jpeg"))]
+        first = np.array(Image.open(io.BytesIO(z.read(val_files[0]))).convert("RGB"))
+    assert d.class_names == sorted(wnids) and len(wnids) == 200
+    assert d.image_shape == (3, 64, 64)
+    assert torch.bincount(d.train_y, minlength=200).tolist() == [200] * 200
+    assert torch.bincount(d.test_y, minlength=200).tolist() == [50] * 200
+    assert d.test_y[0].item() == d.class_names.index(val_files[0].split("/")[-2])
+    assert torch.equal(d.test_x[0], torch.from_numpy(first).permute(2, 0, 1))
+    assert len(d.info["words"]) == 200 and all(d.info["words"])
+
+
 # ---------------------------------------------------------------------------------------------
 # batches
 def test_epoch_batches_cover_a_seeded_permutation():

@@ -329,10 +329,60 @@ def read_imagefolder(
     return _image_folder_raw(path, cache_dir, kind="imagefolder", channels=channels, image_size=image_size)
 
 
+def _tinyimagenet_files(
+    source: _FileSource, path: Path
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(root prefix, train, test)`` with ``(wnid, file name)`` pairs, for either layout of
+    `read_tinyimagenet`: the standard one if any ``train/<wnid>/images/<image>`` file exists, else
+    the image-folder one."""
+    standard: list[tuple[str, str]] = []
+    folders: dict[str, list[tuple[str, str]]] = {"train": [], "val": []}
+    roots: dict[str, set[str]] = {"standard": set(), "folders": set()}
+    for n in source.names:
+        if not _is_image(n):
+            continue
+        parts = n.split("/")
+        if len(parts) >= 4 and parts[-4] == "train" and parts[-2] == "images":
+            standard.append((parts[-3], n))
+            roots["standard"].add("/".join(parts[:-4]))
+        elif len(parts) >= 3 and parts[-3] in folders and parts[-2] != "images":
+            folders[parts[-3]].append((parts[-2], n))
+            roots["folders"].add("/".join(parts[:-3]))
+    layout = "standard" if standard else "folders"
+    if not (standard or folders["train"]):
+        raise FileNotFoundError(
+            f"data_dir: no 'train/<wnid>/images/<image>' (standard) or 'train/<wnid>/<image>' (image "
+            f"folders) files in {str(path)!r}"
+        )
+    if len(roots[layout]) > 1:
+        raise ValueError(f"data_dir: several Tiny-ImageNet roots in {str(path)!r}: {sorted(roots[layout])}")
+    prefix = next(iter(roots[layout]))
+    prefix = prefix + "/" if prefix else ""
+    if layout == "folders":
+        if not folders["val"]:
+            raise FileNotFoundError(f"data_dir: no 'val/<wnid>/<image>' files in {str(path)!r}")
+        return prefix, folders["train"], folders["val"]
+    ann_name = f"{prefix}val/val_annotations.txt"
+    if ann_name not in set(source.names):
+        raise FileNotFoundError(f"data_dir: missing {ann_name!r} in {str(path)!r}")
+    test: list[tuple[str, str]] = []
+    for line in source.read(ann_name).decode().splitlines():
+        if line.strip():
+            fields = line.split("\t")
+            test.append((fields[1], f"{prefix}val/images/{fields[0]}"))
+    return prefix, standard, test
+
+
 def read_tinyimagenet(
     *, data_dir: str | os.PathLike | None, cache_dir: Path, image_size: int | None = None
 ) -> RawImages:
-    """Tiny-ImageNet-200 from its standard folder or zip; the labelled ``val`` set is the test split."""
+    """Tiny-ImageNet-200 from a folder or zip; the labelled ``val`` set is the test split.
+
+    Two layouts: the standard release (``train/<wnid>/images/<image>``, ``val/images/<image>`` labelled
+    by ``val/val_annotations.txt``) and the same files regrouped as image folders (``train/<wnid>/
+    <image>``, ``val/<wnid>/<image>``: ``../shared/data/tiny-imagenet-200-train200.zip``). Classes are
+    the sorted wnids either way; ``words.txt`` gives their names (``info["words"]``).
+    """
     _check_image_size(image_size)
     if data_dir is None:
         raise ValueError("data_dir: 'tinyimagenet' needs data_dir (the tiny-imagenet-200 folder or zip)")
@@ -341,33 +391,11 @@ def read_tinyimagenet(
         raise FileNotFoundError(f"data_dir: no such file or folder {str(path)!r}")
     source = _FileSource(path)
     try:
-        train: list[tuple[str, str]] = []  # (wnid, path)
-        roots = set()
-        for n in source.names:
-            parts = n.split("/")
-            if len(parts) >= 4 and parts[-4] == "train" and parts[-2] == "images" and _is_image(n):
-                train.append((parts[-3], n))
-                roots.add("/".join(parts[:-4]))
-        if not train:
-            raise FileNotFoundError(f"data_dir: no 'train/<wnid>/images/<image>' files in {str(path)!r}")
-        if len(roots) > 1:
-            raise ValueError(f"data_dir: several Tiny-ImageNet roots in {str(path)!r}: {sorted(roots)}")
-        prefix = next(iter(roots))
-        prefix = prefix + "/" if prefix else ""
-        ann_name = f"{prefix}val/val_annotations.txt"
-        if ann_name not in set(source.names):
-            raise FileNotFoundError(f"data_dir: missing {ann_name!r} in {str(path)!r}")
-        test: list[tuple[str, str]] = []
-        for line in source.read(ann_name).decode().splitlines():
-            if line.strip():
-                fields = line.split("\t")
-                test.append((fields[1], f"{prefix}val/images/{fields[0]}"))
+        prefix, train, test = _tinyimagenet_files(source, path)
         wnids = sorted({w for w, _ in train})
         unknown = sorted({w for w, _ in test} - set(wnids))
         if unknown:
-            raise ValueError(
-                f"data_dir: val_annotations.txt names wnids with no training images: {unknown[:5]}"
-            )
+            raise ValueError(f"data_dir: the val split names wnids with no training images: {unknown[:5]}")
         words_name = f"{prefix}words.txt"
         info: dict[str, Any] = {}
         if words_name in set(source.names):
