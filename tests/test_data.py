@@ -259,6 +259,15 @@ def _write_zip(path: Path, files: dict, prefix: str = "cifar10-jpeg/") -> Path:
     return path
 
 
+def _zip_tree(root: Path, path: Path) -> Path:
+    """A zip of the folder ``root`` with ``root``'s own name as its top folder (as releases ship)."""
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(root.parent).as_posix())
+    return path
+
+
 def _write_folder(root: Path, files: dict) -> Path:
     for name, a in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -452,11 +461,7 @@ def test_tinyimagenet_layout(tmp_path, as_zip):
     (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\n")
     data_dir = tmp_path
     if as_zip:  # the archive as distributed: tiny-imagenet-200.zip with that top folder
-        data_dir = tmp_path / "tiny-imagenet-200.zip"
-        with zipfile.ZipFile(data_dir, "w") as z:
-            for f in sorted(root.rglob("*")):
-                if f.is_file():
-                    z.write(f, f.relative_to(tmp_path).as_posix())
+        data_dir = _zip_tree(root, tmp_path / "tiny-imagenet-200.zip")
     d = load_dataset("tinyimagenet", data_dir=data_dir, cache_dir=tmp_path / "cache", val_fraction=0.0)
     assert d.class_names == ["n01", "n02", "n03"]
     assert d.info["words"] == ["goldfish, Carassius auratus", "salamander", "bullfrog"]
@@ -484,13 +489,7 @@ def test_tinyimagenet_image_folder_layout(tmp_path, as_zip):
         Image.fromarray(a).save(path, format="JPEG")
     (root / "wnids.txt").write_text("n02\nn01\nn03\n")
     (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\n")
-    data_dir = root
-    if as_zip:
-        data_dir = tmp_path / "tiny.zip"
-        with zipfile.ZipFile(data_dir, "w") as z:
-            for f in sorted(root.rglob("*")):
-                if f.is_file():
-                    z.write(f, f.relative_to(tmp_path).as_posix())
+    data_dir = _zip_tree(root, tmp_path / "tiny.zip") if as_zip else root
     d = load_dataset("tinyimagenet", data_dir=data_dir, cache_dir=tmp_path / "cache", val_fraction=0.0)
     assert d.class_names == ["n01", "n02", "n03"]
     assert d.info["words"] == ["goldfish, Carassius auratus", "salamander", "bullfrog"]
