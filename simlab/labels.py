@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from simlab._core_checks import (
+from simlab._validate import (
     check_float_tensor,
     check_labels,
     check_num_classes,

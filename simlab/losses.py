@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from simlab._core_checks import check_choice, check_float_tensor, check_rows_stochastic, check_tensor
+from simlab._validate import check_choice, check_float_tensor, check_rows_stochastic, check_tensor
 
 logger = logging.getLogger(__name__)
 

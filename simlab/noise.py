@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from simlab._core_checks import (
+from simlab._validate import (
     as_generator,
     check_choice,
     check_labels,

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from simlab._core_checks import (
+from simlab._validate import (
     as_generator,
     check_labels,
     check_num_classes,

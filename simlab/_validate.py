@@ -1,4 +1,5 @@
-"""Argument checks shared by the core math modules (similarity, labels, losses, noise).
+"""The project's argument checks: one module, used by the math modules (similarity, labels, losses,
+noise), the config, the registries and the sweep spec.
 
 Every check raises a ``ValueError``/``TypeError`` whose message names the argument, says what was
 expected and what was received. Value checks (NaN, ranges) read the tensor back to the host, so the
@@ -7,14 +8,34 @@ per-batch loss functions use only the shape/dtype checks.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the tensor checks, not here: the config and the sweep CLI use the name checks
+# below and must stay importable without torch (the CLI rejects a bad spec before torch loads).
+
+
+def did_you_mean(word: object, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), sorted(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(what: str, name: object, valid: Iterable[str]) -> str:
+    """The message for an unknown registry key: the name, the closest match and every valid name."""
+    valid = list(valid)
+    return f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:
+    import torch
+
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     return value
@@ -30,6 +51,8 @@ def check_float_tensor(name: str, value: object, *, ndim: int | None = None) -> 
 
 
 def check_finite(name: str, t: torch.Tensor) -> None:
+    import torch
+
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(
@@ -47,6 +70,8 @@ def check_square(name: str, value: object) -> torch.Tensor:
 
 def sum_tolerance(dtype: torch.dtype) -> float:
     """Tolerance for "rows sum to 1": a few rounding steps of the dtype, at least 1e-5."""
+    import torch
+
     return max(1e-5, 8 * torch.finfo(dtype).eps)
 
 
@@ -65,6 +90,8 @@ def check_rows_stochastic(name: str, t: torch.Tensor) -> None:
 
 def check_labels(name: str, value: object, num_classes: int, *, n: int | None = None) -> torch.Tensor:
     """Integer class labels ``[N]`` in ``[0, num_classes)``."""
+    import torch
+
     t = check_tensor(name, value)
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name}: expected an integer tensor of class indices, got dtype {t.dtype}")
@@ -89,6 +116,8 @@ def check_num_classes(name: str, value: object, *, minimum: int = 1) -> int:
 
 def check_real(name: str, value: object, *, low: float | None = None, high: float | None = None) -> float:
     """A finite real number (Python/numpy scalar or 0-d tensor) in ``[low, high]``."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():
             raise TypeError(f"{name}: expected a real number, got a tensor of shape {tuple(value.shape)}")
@@ -112,6 +141,8 @@ def check_choice(name: str, value: object, valid: Sequence[str]) -> str:
 
 def check_pairs(name: str, pairs: object, num_classes: int) -> list[tuple[int, int]]:
     """Disjoint index pairs ``(a, b)``, ``a != b``, each class in at most one pair."""
+    import torch
+
     if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
         raise TypeError(
             f"{name}: expected a sequence of (a, b) class-index pairs, got {type(pairs).__name__}"
@@ -144,6 +175,8 @@ def check_pairs(name: str, pairs: object, num_classes: int) -> list[tuple[int, i
 
 def as_generator(name: str, generator: object) -> torch.Generator | None:
     """Accept a ``torch.Generator``, an integer seed (a fresh CPU generator) or None (torch's default)."""
+    import torch
+
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
@@ -154,4 +187,6 @@ def as_generator(name: str, generator: object) -> torch.Generator | None:
 
 
 def generator_device(generator: torch.Generator | None) -> torch.device:
+    import torch
+
     return generator.device if generator is not None else torch.device("cpu")
