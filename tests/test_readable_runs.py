@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sweeps.presets import get_preset
 from sweeps.spec import apply_overrides, build_spec
-from sweeps.trainable import readable_params, readable_tracker, trial_run_name
+from sweeps.trial_runs import readable_params, readable_tracker, trial_run_name
 
 
 def _spec(*overrides: str):
@@ -50,7 +50,7 @@ def test_readable_params_keep_only_what_the_method_uses():
 
 
 def test_readable_tracker_filters_what_fit_logs():
-    from sweeps.trainable import TrialContext
+    from sweeps.trial_context import TrialContext
 
     logged = []
 
