@@ -56,8 +56,7 @@ from sweeps.trial_checkpoints import (
 from sweeps.trial_context import DATA_FIELDS, lookup_matrix, trial_config, trial_spec
 from sweeps.trial_phases import _Phases, _TimedTracker
 from sweeps.trial_runs import (
-    end_interrupted_run,
-    end_stopped_run,
+    end_run_for,
     open_run,
     readable_tracker,
     safe_close,
@@ -170,16 +169,9 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
             checkpoint_dir=work / CHECKPOINT_SUBDIR,
             artifact_dir=work / "artifacts",
         )
-    except SystemExit:
-        # Tune stops a trial (ASHA, or the sweep's Ctrl-C) by raising SystemExit(0) in `tune.report`.
-        end_stopped_run(tracker, spec.sweep_dir, trial_id)
-        raise
-    except KeyboardInterrupt:
-        end_interrupted_run(tracker)
-        raise
     except BaseException as err:
         reason = f"{type(err).__name__}: {err}"
-        safe_close(tracker, "FAILED", reason=reason)
+        end_run_for(err, tracker, sweep_dir=spec.sweep_dir, trial_id=trial_id, reason=reason)
         if not (isinstance(err, Exception) and is_non_retryable(err)):
             raise
         logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)
@@ -243,15 +235,9 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
     pop_failure_marker(run_uri)  # a marker of an earlier attempt of this trial is not this one's
     try:
         trainer.fit()
-    except SystemExit:
-        end_stopped_run(tracker, spec.sweep_dir, trial_id)
-        raise
-    except KeyboardInterrupt:
-        end_interrupted_run(tracker)
-        raise
     except BaseException as err:
         reason = f"{type(err).__name__}: {_root_cause(err)}"
-        safe_close(tracker, "FAILED", reason=reason)
+        end_run_for(err, tracker, sweep_dir=spec.sweep_dir, trial_id=trial_id, reason=reason)
         if not _train_error_non_retryable(err):
             raise
         logger.error("trial %s failed: %s (not retried: a retry cannot fix it)", trial_id, reason)

@@ -183,3 +183,18 @@ def end_stopped_run(tracker: Any, sweep_dir: str, trial_id: str) -> None:
     what = "interrupted (SIGINT)" if cause == INTERRUPTED else cause
     safe_tags(tracker, {INTERRUPTED_TAG: f"{what}: continue with --resume"})
     safe_close(tracker, "KILLED")
+
+
+def end_run_for(err: BaseException, tracker: Any, *, sweep_dir: str, trial_id: str, reason: str) -> None:
+    """Close the run of a trial whose `fit` (or `TorchTrainer.fit`) raised ``err``, by its cause.
+
+    Tune stops a trial (ASHA, or the sweep's Ctrl-C) by raising ``SystemExit(0)`` in `tune.report`:
+    `end_stopped_run`. A ``KeyboardInterrupt``: `end_interrupted_run`. Anything else: FAILED with
+    ``reason``. The caller re-raises ``err`` unless a retry cannot fix it.
+    """
+    if isinstance(err, SystemExit):
+        end_stopped_run(tracker, sweep_dir, trial_id)
+    elif isinstance(err, KeyboardInterrupt):
+        end_interrupted_run(tracker)
+    else:
+        safe_close(tracker, "FAILED", reason=reason)
