@@ -42,11 +42,10 @@ from sweeps.trainable import (
     FAILED_FLAG,
     FAILED_REASON,
     FINAL_FLAG,
-    TrialContext,
     inprocess_trainable,
-    matrix_key,
     torch_trainer_trainable,
 )
+from sweeps.trial_context import TrialContext, matrix_key
 
 logger = logging.getLogger(__name__)
 
@@ -883,7 +882,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
     from mlflow.tracking import MlflowClient
 
     from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG, run_tag
-    from sweeps.trainable import STOPPED_TAG
+    from sweeps.trial_runs import STOPPED_TAG
 
     client = MlflowClient(tracking_uri)
     by_key = {r["trial_id"]: r for r in summary.rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from simlab.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from sweeps.trainable import _ray_checkpoint_dir
+from sweeps.trial_checkpoints import ray_checkpoint_dir
 
 
 def test_ray_checkpoint_dir_holds_only_the_newest_checkpoint(tmp_path):
@@ -14,7 +14,7 @@ def test_ray_checkpoint_dir_holds_only_the_newest_checkpoint(tmp_path):
     save_checkpoint({"epoch": 2, "w": torch.ones(3)}, ckpt / "checkpoint.pt")  # epoch 1 -> .prev
     main, prev = checkpoint_paths(ckpt)
     assert prev.exists()
-    folder = _ray_checkpoint_dir(ckpt, tmp_path)
+    folder = ray_checkpoint_dir(ckpt, tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]
     assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 2
     # The next epoch's save replaces checkpoint.pt; the folder's link keeps the reported bytes.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sweeps.presets import get_preset
 from sweeps.spec import apply_overrides, build_spec
-from sweeps.trainable import readable_params, readable_tracker, trial_run_name
+from sweeps.trial_runs import readable_params, readable_tracker, trial_run_name
 
 
 def _spec(*overrides: str):
@@ -50,7 +50,7 @@ def test_readable_params_keep_only_what_the_method_uses():
 
 
 def test_readable_tracker_filters_what_fit_logs():
-    from sweeps.trainable import TrialContext
+    from sweeps.trial_context import TrialContext
 
     logged = []
 
@@ -85,3 +85,55 @@ def test_provenance_tags_name_commit_user_versions():
     for pkg in ("torch", "ray", "mlflow", "optuna"):
         assert tags[f"simlab.version.{pkg}"] == version(pkg)
     assert tags["simlab.version.python"].count(".") == 2
+
+
+class _RecordingTracker:
+    """Records what a trial's run was tagged and how it was closed."""
+
+    run_id = "r"
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.tags: dict = {}
+        self.closed: list = []
+        self._fail = fail
+
+    def set_tags(self, tags):
+        if self._fail:
+            raise ConnectionError("MLflow is down")
+        self.tags.update(tags)
+
+    def close(self, status, reason=None):
+        if self._fail:
+            raise ConnectionError("MLflow is down")
+        self.closed.append((status, reason))
+
+
+def test_a_trials_run_ends_by_the_cause_of_its_end(tmp_path):
+    """Scheduler stop -> FINISHED + stopped tag; interrupt or unknown stop -> KILLED + interrupted tag
+    (resumable); any other error -> FAILED with the reason (sweeps/stops.py, sweeps/trial_runs.py)."""
+    from sweeps.stops import INTERRUPTED_TAG, mark_interrupted, mark_scheduler_stop
+    from sweeps.trial_runs import STOPPED_TAG, end_run_for
+
+    sweep = str(tmp_path / "sweep")
+    (tmp_path / "sweep").mkdir()
+    mark_scheduler_stop(sweep, "asha")
+
+    def end(err, trial_id="t"):
+        tracker = _RecordingTracker()
+        end_run_for(err, tracker, sweep_dir=sweep, trial_id=trial_id, reason="ValueError: bad")
+        return tracker
+
+    stopped = end(SystemExit(0), "asha")
+    assert stopped.closed == [("FINISHED", None)] and set(stopped.tags) == {STOPPED_TAG}
+    unknown = end(SystemExit(0))
+    assert unknown.closed == [("KILLED", None)] and set(unknown.tags) == {INTERRUPTED_TAG}
+    assert "--resume" in unknown.tags[INTERRUPTED_TAG]
+    ctrl_c = end(KeyboardInterrupt())
+    assert ctrl_c.closed == [("KILLED", None)] and "SIGINT" in ctrl_c.tags[INTERRUPTED_TAG]
+    failed = end(ValueError("bad"))
+    assert failed.closed == [("FAILED", "ValueError: bad")] and failed.tags == {}
+    mark_interrupted(sweep, reason="SIGINT")
+    interrupted = end(SystemExit(0))
+    assert interrupted.closed == [("KILLED", None)] and "SIGINT" in interrupted.tags[INTERRUPTED_TAG]
+    # MLflow unreachable: ending the run never raises (the spool keeps the calls).
+    end_run_for(KeyboardInterrupt(), _RecordingTracker(fail=True), sweep_dir=sweep, trial_id="t", reason="")

@@ -596,7 +596,7 @@ def torch_equal(a, b) -> bool:
 
 
 def test_trial_phase_timings_are_written_only_when_asked(tmp_path, monkeypatch):
-    from sweeps import trainable
+    from sweeps import trial_phases as trainable
 
     monkeypatch.delenv(trainable.PROFILE_ENV, raising=False)
     off = trainable._Phases()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from simlab.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from sweeps.trainable import epoch_checkpoint_name, newest_persisted_checkpoint
+from sweeps.trial_checkpoints import epoch_checkpoint_name, newest_persisted_checkpoint
 
 
 def _state(epoch: int) -> dict:

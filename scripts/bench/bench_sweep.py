@@ -145,7 +145,7 @@ def main() -> int:
     from sweeps.presets import get_preset
     from sweeps.space import train_config_dict
     from sweeps.spec import apply_overrides, build_spec
-    from sweeps.trainable import PROFILE_CPROFILE_ENV, PROFILE_ENV
+    from sweeps.trial_phases import PROFILE_CPROFILE_ENV, PROFILE_ENV
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     overrides = TRIALS[args.trial]

@@ -30,7 +30,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from simlab.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_latest
-from sweeps.trainable import epoch_checkpoint_name
+from sweeps.trial_checkpoints import epoch_checkpoint_name
 from tests.faults.helpers import Sweep, cmdline, descendants, record_faults, trial_steps, tune_trials
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
