@@ -13,10 +13,9 @@ import scipy.stats
 import torch
 
 from simlab import calibration as cal
+from simlab.calibration import BOOTSTRAP_METRICS, bootstrap_metrics
 from simlab.stats import (
-    BOOTSTRAP_METRICS,
     Summary,
-    bootstrap_metrics,
     holm,
     min_detectable_difference,
     summarise,

@@ -26,7 +26,8 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from simlab.calibration import _as_tensor, check_labels
+from simlab import _validate
+from simlab.calibration.metrics import _as_tensor, check_labels
 
 logger = logging.getLogger(__name__)
 
@@ -318,11 +319,9 @@ class DirichletCalibration(_Recalibrator):
         for name, grid in (("lambdas", lambdas), ("mus", mus)):
             if len(grid) == 0 or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
                 raise ValueError(f"{name} must be a non-empty sequence of numbers >= 0, got {grid!r}")
-        if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-            raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-        for name, value in (("max_iter", max_iter), ("cv_max_iter", cv_max_iter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        n_folds = _validate.check_num_classes("n_folds", n_folds, minimum=2)
+        max_iter = _validate.check_num_classes("max_iter", max_iter)
+        cv_max_iter = _validate.check_num_classes("cv_max_iter", cv_max_iter)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.mus = tuple(float(v) for v in mus)
         self.n_folds, self.seed = n_folds, int(seed)
