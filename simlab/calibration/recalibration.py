@@ -22,7 +22,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.optimize
 import torch
 import torch.nn.functional as F
 
@@ -98,6 +97,10 @@ def fit_temperature(
     global minimum without the step-size tuning a gradient method needs. A minimum on a bound
     (e.g. a perfectly separable validation set, where ``T -> 0``) is logged as a warning.
     """
+
+    # scipy.optimize is heavy (~0.5 s to import) and only fitting needs it: the metrics and the report,
+    # which import this package, do not pay for it.
+    import scipy.optimize
 
     def objective(log_t: float) -> float:
         return F.cross_entropy(logits * math.exp(-log_t), labels).item()
@@ -176,6 +179,8 @@ class EnsembleTemperatureScaling(_Recalibrator):
         def mse(w: np.ndarray) -> float:
             s = w.sum()  # every component's rows sum to 1, so the mixture's rows sum to s
             return float(w @ gram @ w / s**2 - 2.0 * lin @ w / s + const)
+
+        import scipy.optimize  # heavy, fitting only (see fit_temperature)
 
         res = scipy.optimize.minimize(
             mse,
