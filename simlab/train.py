@@ -659,7 +659,7 @@ class _Run:
         return float(accuracy(torch.softmax(logits.double(), dim=1), self.test_y))
 
     def _recalibrate(self, val_logits: torch.Tensor, test_logits: torch.Tensor):
-        from simlab.recalibration import RECALIBRATORS
+        from simlab.calibration import RECALIBRATORS
 
         metrics: dict[str, float] = {}
         probs: dict[str, torch.Tensor] = {}

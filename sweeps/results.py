@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from simlab.calibration import BOOTSTRAP_METRICS
 from simlab.stats import (
-    BOOTSTRAP_METRICS,
     Summary,
     holm,
     min_detectable_difference,
@@ -651,7 +651,7 @@ def bootstrap_rows(
     import numpy as np
     import torch
 
-    from simlab.stats import bootstrap_metrics
+    from simlab.calibration import bootstrap_metrics
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:

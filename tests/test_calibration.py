@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from reference_kde import published_kde_ece, reference_kde_ece
 
-from simlab import calibration
-from simlab.calibration import accuracy, brier, hist_ece, kde_ece, nll, reliability_diagram
+from simlab.calibration import accuracy, brier, hist_ece, kde_ece, metrics, nll, reliability_diagram
 
 SCOPES = ("prediction", "output")
 
@@ -104,7 +103,7 @@ def test_hist_ece_bin_edges_belong_to_the_lower_bin(scope):
     labels = torch.tensor([0, 1, 3, 2])
     expected = brute_force_hist_ece(probs, labels, 4, scope)
     assert hist_ece(probs, labels, n_bins=4, scope=scope) == pytest.approx(expected, abs=1e-12)
-    count, _, _ = calibration.bin_statistics(probs, labels, n_bins=4, scope=scope)
+    count, _, _ = metrics.bin_statistics(probs, labels, n_bins=4, scope=scope)
     if scope == "output":  # 16 entries: 0.0 x7 and 0.25 x5 -> bin 1; 0.5 x2 -> bin 2; 0.75, 1.0 -> bins 3, 4
         assert count.tolist() == [12.0, 2.0, 1.0, 1.0]
 
@@ -113,7 +112,7 @@ def test_hist_ece_bin_edges_belong_to_the_lower_bin(scope):
 def test_hist_ece_chunking_does_not_change_the_result(scope, monkeypatch):
     _, probs, labels = _data(257, 7, 2.0, seed=3)
     whole = hist_ece(probs, labels, scope=scope)
-    monkeypatch.setattr(calibration, "_CHUNK_ELEMENTS", 50)  # 7 rows per chunk, ragged last chunk
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 50)  # 7 rows per chunk, ragged last chunk
     assert hist_ece(probs, labels, scope=scope) == pytest.approx(whole, abs=1e-12)
     assert kde_ece(probs, labels, scope=scope) == pytest.approx(
         reference_kde_ece(probs.numpy(), labels.numpy(), scope), abs=1e-4
@@ -193,7 +192,7 @@ def test_bin_index_equals_bucketize_at_the_edges(n_bins, dtype):
     extra = torch.tensor([0.0, 1.0, 1e-30, 1.0004], dtype=dtype)  # 1.0004: rows may sum to 1 +- 1e-3
     vals = torch.cat([vals, extra, torch.rand(1000, dtype=dtype)])
     c = vals.double()
-    got = calibration._bin_index(c, n_bins)
+    got = metrics._bin_index(c, n_bins)
     assert torch.equal(got, torch.bucketize(c, inner))
 
 
@@ -312,12 +311,17 @@ _FUNCS = [
         (torch.tensor([[1, 0], [0, 1]]), _GOOD_Y, TypeError, "probs must be a floating-point"),
         ([[0.2, 0.8], [0.6, 0.4]], _GOOD_Y, TypeError, "probs must be a torch.Tensor"),
         (torch.tensor([[3.0, 1.0], [0.5, 2.0]]), _GOOD_Y, ValueError, "probs rows must sum to 1"),  # logits
-        (_GOOD_P, torch.tensor([1, 0, 1]), ValueError, r"labels must have shape \[2\]"),
-        (_GOOD_P, torch.tensor([[1], [0]]), ValueError, r"labels must have shape \[2\]"),
-        (_GOOD_P, torch.tensor([1.0, 0.0]), TypeError, "labels must be an integer tensor"),
-        (_GOOD_P, torch.tensor([True, False]), TypeError, "labels must be an integer tensor"),
-        (_GOOD_P, torch.tensor([2, 0]), ValueError, r"labels must lie in \[0, 1\]"),
-        (_GOOD_P, torch.tensor([-1, 0]), ValueError, r"labels must lie in \[0, 1\]"),
+        (
+            _GOOD_P,
+            torch.tensor([1, 0, 1]),
+            ValueError,
+            r"labels: expected 2 labels \(one per sample\), got 3",
+        ),
+        (_GOOD_P, torch.tensor([[1], [0]]), ValueError, r"labels: expected a 1-d tensor \[N\]"),
+        (_GOOD_P, torch.tensor([1.0, 0.0]), TypeError, "labels: expected an integer tensor"),
+        (_GOOD_P, torch.tensor([True, False]), TypeError, "labels: expected an integer tensor"),
+        (_GOOD_P, torch.tensor([2, 0]), ValueError, r"labels: expected class indices in \[0, 2\)"),
+        (_GOOD_P, torch.tensor([-1, 0]), ValueError, r"labels: expected class indices in \[0, 2\)"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(func, probs, labels, error, match):
@@ -325,16 +329,16 @@ def test_bad_input_raises_naming_the_argument(func, probs, labels, error, match)
         func(probs, labels)
 
 
-@pytest.mark.parametrize("func", [hist_ece, kde_ece, reliability_diagram, calibration.bin_statistics])
+@pytest.mark.parametrize("func", [hist_ece, kde_ece, reliability_diagram, metrics.bin_statistics])
 def test_unknown_scope_lists_valid_ones(func):
-    with pytest.raises(ValueError, match="scope must be one of 'prediction', 'output', got 'top'"):
+    with pytest.raises(ValueError, match="scope: unknown value 'top'; valid values are: prediction, output"):
         func(_GOOD_P, _GOOD_Y, scope="top")
 
 
 @pytest.mark.parametrize("func", [hist_ece, reliability_diagram])
 @pytest.mark.parametrize("n_bins", [0, -3, 2.5, True])
 def test_bad_n_bins(func, n_bins):
-    with pytest.raises(ValueError, match="n_bins must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n_bins: expected an integer >= 1"):
         func(_GOOD_P, _GOOD_Y, n_bins=n_bins)
 
 

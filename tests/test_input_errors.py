@@ -97,9 +97,9 @@ def test_a_corrupt_image_is_named(tmp_path: Path):
 
 # --- a post-hoc recalibrator that cannot fit is skipped, the run kept (issue 15 item 8) --------------------
 def test_failing_recalibrator_is_skipped_with_a_warning(tmp_path: Path, caplog):
+    from simlab.calibration import DirichletCalibration, TemperatureScaling
     from simlab.config import TrainConfig
     from simlab.data import load_dataset
-    from simlab.recalibration import DirichletCalibration, TemperatureScaling
     from simlab.train import fit
 
     data = load_dataset("digits", cache_dir=tmp_path, subset_per_class=4, seed=0)

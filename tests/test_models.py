@@ -227,7 +227,7 @@ def test_generator_init_distribution():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown name 'resnet19'.*did you mean 'resnet18'.*small_cnn"):
+    with pytest.raises(ValueError, match="unknown model 'resnet19'.*did you mean 'resnet18'.*small_cnn"):
         build_model("resnet19", 10)
 
 

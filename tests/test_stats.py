@@ -1,7 +1,8 @@
 """simlab.stats against independent references: numpy/scipy.stats on known inputs (summaries, t
 intervals, Welch's test), Holm against the step-down procedure written out and a hand-computed case,
-the detectable difference against a Monte-Carlo power simulation, and the vectorised bootstrap against
-simlab.calibration's metrics computed on each explicitly resampled test set."""
+the detectable difference against a Monte-Carlo power simulation; and the vectorised bootstrap
+(simlab.calibration.bootstrap) against simlab.calibration's metrics computed on each explicitly
+resampled test set."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import scipy.stats
 import torch
 
 from simlab import calibration as cal
+from simlab.calibration import BOOTSTRAP_METRICS, bootstrap_metrics
 from simlab.stats import (
-    BOOTSTRAP_METRICS,
     Summary,
-    bootstrap_metrics,
     holm,
     min_detectable_difference,
     summarise,

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from simlab.calibration import DirichletCalibration, EnsembleTemperatureScaling, TemperatureScaling
 from simlab.checkpoint import checkpoint_paths, load_checkpoint
 from simlab.config import TrainConfig
 from simlab.data import load_dataset, uniform_noise_images
 from simlab.models import build_model
-from simlab.recalibration import DirichletCalibration, EnsembleTemperatureScaling, TemperatureScaling
 from simlab.train import (
     METRIC_NAMES,
     EpochReport,

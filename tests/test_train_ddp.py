@@ -17,11 +17,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from simlab.calibration import DirichletCalibration, EnsembleTemperatureScaling, TemperatureScaling
 from simlab.checkpoint import load_checkpoint
 from simlab.config import TrainConfig
 from simlab.data import load_dataset
 from simlab.models import build_model
-from simlab.recalibration import DirichletCalibration, EnsembleTemperatureScaling, TemperatureScaling
 from simlab.train import METRIC_NAMES, fit
 
 CFG = dict(

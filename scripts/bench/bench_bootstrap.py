@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
 
 from simlab import calibration as cal  # noqa: E402
-from simlab.stats import bootstrap_metrics  # noqa: E402
+from simlab.calibration import bootstrap_metrics  # noqa: E402
 
 
 def data(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

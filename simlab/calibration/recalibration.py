@@ -22,11 +22,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.optimize
 import torch
 import torch.nn.functional as F
 
-from simlab.calibration import _as_tensor, check_labels
+from simlab import _validate
+from simlab.calibration.metrics import _as_tensor, check_labels
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,10 @@ def fit_temperature(
     global minimum without the step-size tuning a gradient method needs. A minimum on a bound
     (e.g. a perfectly separable validation set, where ``T -> 0``) is logged as a warning.
     """
+
+    # scipy.optimize is heavy (~0.5 s to import) and only fitting needs it: the metrics and the report,
+    # which import this package, do not pay for it.
+    import scipy.optimize
 
     def objective(log_t: float) -> float:
         return F.cross_entropy(logits * math.exp(-log_t), labels).item()
@@ -175,6 +179,8 @@ class EnsembleTemperatureScaling(_Recalibrator):
         def mse(w: np.ndarray) -> float:
             s = w.sum()  # every component's rows sum to 1, so the mixture's rows sum to s
             return float(w @ gram @ w / s**2 - 2.0 * lin @ w / s + const)
+
+        import scipy.optimize  # heavy, fitting only (see fit_temperature)
 
         res = scipy.optimize.minimize(
             mse,
@@ -318,11 +324,9 @@ class DirichletCalibration(_Recalibrator):
         for name, grid in (("lambdas", lambdas), ("mus", mus)):
             if len(grid) == 0 or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
                 raise ValueError(f"{name} must be a non-empty sequence of numbers >= 0, got {grid!r}")
-        if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-            raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-        for name, value in (("max_iter", max_iter), ("cv_max_iter", cv_max_iter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        n_folds = _validate.check_num_classes("n_folds", n_folds, minimum=2)
+        max_iter = _validate.check_num_classes("max_iter", max_iter)
+        cv_max_iter = _validate.check_num_classes("cv_max_iter", cv_max_iter)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.mus = tuple(float(v) for v in mus)
         self.n_folds, self.seed = n_folds, int(seed)

@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from simlab import _validate
+
 logger = logging.getLogger(__name__)
 
 Scope = Literal["prediction", "output"]
@@ -53,7 +55,11 @@ def _row_sum_tolerance(dtype: torch.dtype) -> float:
 
 
 def check_probs(probs: object, name: str = "probs") -> torch.Tensor:
-    """Validate ``probs [N, K]``: 2-D float, finite, non-negative, rows summing to 1. Returns it."""
+    """Validate ``probs [N, K]``: 2-D float, finite, non-negative, rows summing to 1. Returns it.
+
+    Not `_validate.check_rows_stochastic`: the metrics' row-sum tolerance is `_row_sum_tolerance`
+    (1e-3, not 1e-5), and this check is on the ECE hot path, so it reads the entries in one pass.
+    """
     probs = _as_tensor(probs, name)
     if not torch.is_floating_point(probs):
         raise TypeError(f"{name} must be a floating-point tensor of probabilities, got dtype {probs.dtype}")
@@ -84,27 +90,7 @@ def check_probs(probs: object, name: str = "probs") -> torch.Tensor:
 
 def check_labels(labels: object, n: int, num_classes: int, name: str = "labels") -> torch.Tensor:
     """Validate integer ``labels [N]`` with values in ``[0, K)``. Returns them as int64."""
-    labels = _as_tensor(labels, name)
-    if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
-        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{name} must have shape [{n}] (one class index per row), got {tuple(labels.shape)}")
-    lo, hi = int(labels.min().item()), int(labels.max().item())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"{name} must lie in [0, {num_classes - 1}], got values in [{lo}, {hi}]")
-    return labels.long()
-
-
-def _check_scope(scope: object) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(repr(s) for s in SCOPES)}, got {scope!r}")
-    return str(scope)
-
-
-def _check_n_bins(n_bins: object) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
-    return int(n_bins)
+    return _validate.check_labels(name, _as_tensor(labels, name), num_classes, n=n).long()
 
 
 def _prepare(probs: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +212,8 @@ def bin_statistics(
     over rows; works on any device.
     """
     probs, labels = _prepare(probs, labels)
-    n_bins = _check_n_bins(n_bins)
-    scope = _check_scope(scope)
+    n_bins = _validate.check_num_classes("n_bins", n_bins)
+    scope = _validate.check_choice("scope", scope, SCOPES)
     return _bin_sums(probs, labels, n_bins, scope, with_counts=True)
 
 
@@ -240,8 +226,8 @@ def hist_ece(
     ``n = N*K`` for ``scope="output"``. Bins ``((m-1)/M, m/M]``, the first also takes 0.
     """
     probs, labels = _prepare(probs, labels)
-    n_bins = _check_n_bins(n_bins)
-    scope = _check_scope(scope)
+    n_bins = _validate.check_num_classes("n_bins", n_bins)
+    scope = _validate.check_choice("scope", scope, SCOPES)
     _, conf, hits = _bin_sums(probs, labels, n_bins, scope, with_counts=False)
     n_pairs = probs.shape[0] * (probs.shape[1] if scope == "output" else 1)
     # |B_m|/n * |acc - conf| = |sum_{B_m} (h - c)| / n.
@@ -306,7 +292,7 @@ def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "predictio
     bandwidth because all correct confidences are equal.
     """
     probs, labels = _prepare(probs, labels)
-    scope = _check_scope(scope)
+    scope = _validate.check_choice("scope", scope, SCOPES)
     device = probs.device
     x = _kde_grid(device)
     g = x.shape[0]
@@ -364,80 +350,6 @@ def kde_ece(probs: torch.Tensor, labels: torch.Tensor, scope: Scope = "predictio
         logger.warning("kde_ece(scope=%r): density integrates to 0 on [0, 1]; returning nan", scope)
         return math.nan
     return (torch.trapezoid(integrand[inside], xs) / den).item()
-
-
-# --------------------------------------------------------------------------------------------------
-# reliability diagram
-# --------------------------------------------------------------------------------------------------
-def reliability_diagram(
-    probs: torch.Tensor,
-    labels: torch.Tensor,
-    n_bins: int = 15,
-    scope: Scope = "prediction",
-    *,
-    title: str | None = None,
-):
-    """Reliability diagram as in paper A Fig. 1, returned as a matplotlib ``Figure`` (Agg canvas).
-
-    ``probs [N, K]``, ``labels [N]``. Top: per-bin accuracy (outcome frequency) bars against the bin
-    centres, the gap to the bin's mean confidence in red, the diagonal of perfect calibration and the
-    histogram ECE. Bottom: the fraction of pairs per bin (confidence histogram) with the mean accuracy
-    and mean confidence marked. No pyplot global state: save it with ``fig.savefig(path)``.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    count, conf, hits = bin_statistics(probs, labels, n_bins=n_bins, scope=scope)
-    count, conf, hits = count.cpu().numpy(), conf.cpu().numpy(), hits.cpu().numpy()
-    n = count.sum()
-    nonempty = count > 0
-    safe = np.where(nonempty, count, 1.0)
-    acc_bin = np.where(nonempty, hits / safe, 0.0)
-    conf_bin = np.where(nonempty, conf / safe, 0.0)
-    ece = float(np.abs(hits - conf).sum() / n)
-    width = 1.0 / n_bins
-    left = np.arange(n_bins) * width
-
-    fig = Figure(figsize=(4.5, 6.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.bar(left, acc_bin, width=width, align="edge", color="tab:blue", edgecolor="black", label="Outputs")
-    gap_bottom = np.minimum(acc_bin, conf_bin)
-    gap_height = np.abs(conf_bin - acc_bin)
-    ax.bar(
-        left[nonempty],
-        gap_height[nonempty],
-        bottom=gap_bottom[nonempty],
-        width=width,
-        align="edge",
-        color="tab:red",
-        alpha=0.3,
-        edgecolor="tab:red",
-        hatch="//",
-        label="Gap",
-    )
-    ax.plot([0, 1], [0, 1], "--", color="gray", label="Perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("Accuracy" if scope == "prediction" else "Outcome frequency")
-    ax.text(
-        0.04,
-        0.92,
-        f"ECE = {100 * ece:.2f}%",
-        transform=ax.transAxes,
-        fontsize=10,
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or f"Reliability ({scope} scope, {n_bins} bins)")
-
-    ax_hist.bar(left, count / n, width=width, align="edge", color="tab:blue", edgecolor="black")
-    ax_hist.axvline(hits.sum() / n, color="black", linestyle="--", label="Accuracy")
-    ax_hist.axvline(conf.sum() / n, color="tab:red", linestyle=":", label="Avg. confidence")
-    ax_hist.set_xlabel("Confidence")
-    ax_hist.set_ylabel("Fraction")
-    ax_hist.legend(loc="upper left", fontsize=8)
-    return fig
 
 
 METRICS = {"accuracy": accuracy, "nll": nll, "brier": brier}
