@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
-from simlab.data.cache import atomic_write_bytes, cached_raw
+from simlab._io import write_bytes_atomic
+from simlab.data.cache import cached_raw
+from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 from simlab.data.splits import RawImages, stratified_holdout
 from simlab.progress import Progress
 
@@ -90,7 +91,7 @@ class _FileSource:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         if memo is not None:
-            atomic_write_bytes(memo, h.hexdigest().encode())
+            write_bytes_atomic(memo, h.hexdigest().encode())
         return f"zip-sha256={h.hexdigest()}"
 
     def close(self) -> None:

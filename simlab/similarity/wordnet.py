@@ -36,15 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES
+from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CIFAR100_CLASSES",
-    "CIFAR100_SUPERCLASSES",
     "CIFAR100_WNIDS",
-    "CIFAR10_CLASSES",
     "CIFAR10_WNIDS",
     "find_wordnet",
     "load_wordnet",

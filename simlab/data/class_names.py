@@ -1,4 +1,5 @@
-"""Class names of the standard datasets, in label order (torch-free, so config checks stay fast)."""
+"""Class names of the standard datasets, in label order: the readers label images with them, the WordNet
+source (`simlab.similarity.wordnet`) and the sweep's word-vector check look them up. Torch-free."""
 
 from __future__ import annotations
 
