@@ -38,8 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES  # noqa: E402
 from simlab.config import default_cache_dir  # noqa: E402
-from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES  # noqa: E402
 from simlab.similarity.sources import SIMILARITIES  # noqa: E402
 from simlab.similarity.store import SimilarityStore  # noqa: E402
 

@@ -885,7 +885,7 @@ def _dataset_class_names(dataset: str, data_dir: str | None) -> list[str] | None
             names = {d.name for d in train.iterdir() if d.is_dir()} if train else set()
         if names:
             return sorted(names)
-    from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
+    from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 
     known = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
     return list(known[dataset]) if dataset in known else None

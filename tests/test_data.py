@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import stats
 
 import simlab.data.readers as readers
+from simlab.class_names import CIFAR100_CLASSES
 from simlab.data import (
     CIFAR10_CLASSES,
     DATASETS,
@@ -30,7 +31,6 @@ from simlab.data import (
     prepare_images,
     uniform_noise_images,
 )
-from simlab.data.class_names import CIFAR100_CLASSES
 
 CIFAR_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.zip"
 SMALL_SYNTH = dict(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES
 from simlab.similarity import wordnet as wn
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from simlab._validate import did_you_mean
+from simlab.class_names import CIFAR10_CLASSES
 from simlab.config import default_cache_dir
 from simlab.data.batches import epoch_batches, prepare_images, uniform_noise_images
 from simlab.data.cache import CACHE_VERSION
-from simlab.data.class_names import CIFAR10_CLASSES
 from simlab.data.generated import DIGITS_TEST_SEED, read_digits, read_synthetic
 from simlab.data.readers import read_cifar10, read_cifar100, read_imagefolder, read_tinyimagenet
 from simlab.data.splits import (

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 from simlab.data.cache import cached_raw
-from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 from simlab.data.files import FileSource, check_channels, check_image_size, decode_images, is_image
 from simlab.data.splits import RawImages
 

@@ -25,7 +25,8 @@ scale is irrelevant to the labels: eq. 17 is applied after a per-row z-normalisa
 
 ``energy=True`` (``l1``, ``l2``, ``ae``; beyond the papers, default off) subtracts each class's mean
 within-class distance, ``D[k, j] - (W_k + W_j) / 2`` (half the energy distance): eq. 15 alone ranks
-classes mostly by their own spread (see `_energy` and docs/similarity_results.md).
+classes mostly by their own spread (see `distance_sources.energy_corrected` and
+docs/similarity_results.md).
 
 Only ``data.train_x``/``data.train_y`` (the training split minus the validation split) are read, never
 validation or test images.

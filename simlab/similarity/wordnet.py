@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simlab.data.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 
 logger = logging.getLogger(__name__)
 
