@@ -111,7 +111,7 @@ def decode_images(
     source: FileSource, names: Sequence[str], *, channels: int, image_size: int | None
 ) -> torch.Tensor:
     """Decode ``names`` with PIL into one uint8 ``[N, C, H, W]`` tensor (all of one size, or resized)."""
-    from PIL import Image
+    from PIL import Image  # only the image-folder datasets decode
 
     mode = {1: "L", 3: "RGB"}[channels]
     out: np.ndarray | None = None

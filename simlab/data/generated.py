@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,13 @@ def read_digits(
     check_image_size(image_size)
     if data_dir is not None:
         logger.warning("digits ships with scikit-learn; data_dir=%r is not used", str(data_dir))
-    from importlib.metadata import version
-
     source = (
         f"digits|sklearn={version('scikit-learn')}|image_size={image_size}"
         f"|test_fraction={float(test_fraction)!r}"
     )
 
     def build() -> RawImages:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # seconds to import; only on a cache miss
 
         bunch = load_digits()
         x = (

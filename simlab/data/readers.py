@@ -107,7 +107,7 @@ def probe_image_folder(path: str | os.PathLike) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Datasets (each returns RawImages; simlab.data.DATASETS wraps them with the split)
 def _torchvision_cifar(which: str, root: Path, download: bool) -> RawImages:
-    from torchvision import datasets
+    from torchvision import datasets  # heavy; only the torchvision CIFAR layout needs it
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[which]
     try:
