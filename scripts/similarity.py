@@ -14,7 +14,7 @@ Examples (from the repository root)::
 ``--param k=v`` values are read as JSON when they parse (numbers, lists, dicts, null), else as strings.
 ``--classes cifar10|cifar100`` (or ``--classes-only`` with ``--dataset``) skips loading images, for the
 sources that only need class names (``we``, ``wordnet``, ``pairs``). Results go through the
-`simlab.store.SimilarityStore` under ``<cache-dir>/similarity``, so a second run loads them.
+`simlab.similarity.store.SimilarityStore` under ``<cache-dir>/similarity``, so a second run loads them.
 
 Prints, per class, its ``--top`` nearest classes (smallest distance, or largest score for score
 sources), the closest pairs overall with their rank, and for CIFAR-100 (or a dataset whose ``info``
@@ -38,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES  # noqa: E402
 from simlab.config import default_cache_dir  # noqa: E402
-from simlab.sources import SIMILARITIES  # noqa: E402
-from simlab.store import SimilarityStore  # noqa: E402
-from simlab.wordnet import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES  # noqa: E402
+from simlab.similarity.sources import SIMILARITIES  # noqa: E402
+from simlab.similarity.store import SimilarityStore  # noqa: E402
 
 logger = logging.getLogger("similarity")
 

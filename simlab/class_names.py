@@ -1,4 +1,6 @@
-"""Class names of the standard datasets, in label order (torch-free, so config checks stay fast)."""
+"""Class names of the standard datasets, in label order: the readers (`simlab.data`) label images with
+them, the WordNet source (`simlab.similarity.wordnet`) and the sweep's word-vector check look them up.
+A torch-free leaf outside both packages, so that check rejects a sweep before torch loads."""
 
 from __future__ import annotations
 

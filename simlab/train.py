@@ -393,7 +393,7 @@ class _Run:
         self.val_y = data.val_y.to("cpu", torch.long)
         self.test_y = data.test_y.to("cpu", torch.long)
         if self.source_matrix is None and needs_source_matrix(cfg):
-            from simlab.store import SimilarityStore
+            from simlab.similarity.store import SimilarityStore
 
             store = SimilarityStore(Path(cfg.resolved_cache_dir) / "similarity")
             self.source_matrix, meta = store.get(data, cfg.similarity, cfg.similarity_args)

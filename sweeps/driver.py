@@ -198,7 +198,7 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
     many were computed vs loaded from the store.
     """
     from simlab.data import load_split
-    from simlab.store import SimilarityStore
+    from simlab.similarity.store import SimilarityStore
 
     matrices: dict[str, Any] = {}
     stats = {"computed": 0, "loaded": 0}

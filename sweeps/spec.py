@@ -760,8 +760,8 @@ def check_registries(spec: SweepSpec) -> None:
         ("dataset", "simlab.data", "DATASETS"),
         ("model", "simlab.models", "MODELS"),
         ("loss", "simlab.losses", "LOSSES"),
-        ("similarity", "simlab.sources", "SIMILARITIES"),
-        ("confidence_source", "simlab.sources", "SIMILARITIES"),
+        ("similarity", "simlab.similarity.sources", "SIMILARITIES"),
+        ("confidence_source", "simlab.similarity.sources", "SIMILARITIES"),
     )
     for key, module, attr in checks:
         values = _values(spec, key)
@@ -783,7 +783,7 @@ def check_registries(spec: SweepSpec) -> None:
                 )
             kind = getattr(registry[value], "kind", None)
             if key in ("similarity", "confidence_source") and hasattr(registry[value], "defaults"):
-                from simlab.sources import resolve_params
+                from simlab.similarity.sources import resolve_params
 
                 try:
                     resolve_params(registry[value], spec.source_args.get(value, {}))
@@ -843,7 +843,7 @@ def check_word_vectors(spec: SweepSpec) -> None:
 
     if "we" not in _values(spec, "similarity"):
         return
-    from simlab.word_vectors import MissingWordsError, check_vocabulary
+    from simlab.similarity.word_vectors import MissingWordsError, check_vocabulary
 
     args = spec.source_args.get("we", {})
     datasets = _values(spec, "dataset") or (TrainConfig.dataset,)

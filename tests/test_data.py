@@ -285,13 +285,13 @@ def _expected(files, classes, split):
 class _DecodeCounter:
     def __init__(self, monkeypatch):
         self.calls = 0
-        real = readers._decode_images
+        real = readers.decode_images
 
         def counted(*args, **kwargs):
             self.calls += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(readers, "_decode_images", counted)
+        monkeypatch.setattr(readers, "decode_images", counted)
 
 
 def test_cifar10_zip_pixels_labels_and_cache_reuse(tmp_path, monkeypatch):
@@ -699,6 +699,6 @@ def test_real_cifar10_zip(shared_cache, monkeypatch):
             assert d.test_y[idx].item() == k
     # The CIFAR-10 training set's well-known channel means (0.4914, 0.4822, 0.4465), within JPEG error.
     assert np.allclose(d.mean, (0.4914, 0.4822, 0.4465), atol=0.01)
-    monkeypatch.setattr(readers, "_decode_images", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(readers, "decode_images", lambda *a, **k: pytest.fail("decoded again"))
     again = load_dataset("cifar10", data_dir=CIFAR_ZIP, cache_dir=shared_cache, val_fraction=0.1, seed=0)
     assert torch.equal(again.val_x, d.val_x)

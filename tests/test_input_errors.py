@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simlab.word_vectors import word_vector_distances
+from simlab.similarity.word_vectors import word_vector_distances
 
 
 # --- word vectors: a wrong header or a NaN names the file and the word --------------------------------

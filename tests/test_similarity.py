@@ -12,7 +12,7 @@ import scipy.stats
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import simlab.similarity as sim
+import simlab.similarity.exact_l2 as gram
 from simlab.similarity import class_distance_matrix, similarity_from_distances
 
 
@@ -119,7 +119,7 @@ def test_uint8_l2_exact_for_near_duplicate_bright_images(generator):
 
 
 @pytest.mark.parametrize(("m", "n", "dims"), [(3, 5, 13), (40, 17, 700), (9, 6, 2500), (3, 2, 40_000)])
-@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+@pytest.mark.parametrize("path", list(gram._GRAM_FNS))
 def test_exact_uint8_gram_paths_match_int64(generator, path, m, n, dims):
     # Worst-case rows (all -128, all 127) plus random ones; 2500 and 40,000 dims cross the float32
     # (1,024) and int32 (32,768) slice boundaries.
@@ -130,13 +130,13 @@ def test_exact_uint8_gram_paths_match_int64(generator, path, m, n, dims):
         b[1] = 127
     want = a.long() @ b.long().T  # exact integer reference
     try:
-        got = sim._GRAM_FNS[path](a, b)
+        got = gram._GRAM_FNS[path](a, b)
     except RuntimeError as err:  # e.g. bf16 x bf16 -> float32 has no CPU kernel
         pytest.skip(reason=f"{path} unavailable here: {err}")
     assert torch.equal(got.to(torch.float64), want.to(torch.float64))
 
 
-@pytest.mark.parametrize("path", list(sim._GRAM_FNS))
+@pytest.mark.parametrize("path", list(gram._GRAM_FNS))
 def test_uint8_l2_worst_case_every_gram_path_matches_cdist(generator, monkeypatch, path):
     # D = 3,072 pixels: |a|^2 up to 3072 * 255^2 ~ 2e8 and shifted Gram partial sums up to
     # 3072 * 128^2 ~ 5e7, both > 2^24, so nothing float32-wide over all features would be exact.
@@ -149,10 +149,10 @@ def test_uint8_l2_worst_case_every_gram_path_matches_cdist(generator, monkeypatc
     y = torch.arange(n) // 12
     y = y[torch.randperm(n, generator=generator)]  # unsorted input
     try:
-        sim._GRAM_FNS[path](x[:2].view(torch.int8), x[:2].view(torch.int8))
+        gram._GRAM_FNS[path](x[:2].view(torch.int8), x[:2].view(torch.int8))
     except RuntimeError as err:
         pytest.skip(reason=f"{path} unavailable here: {err}")
-    monkeypatch.setattr(sim, "_choose_gram_path", lambda *a, **k: path)
+    monkeypatch.setattr(gram, "_choose_gram_path", lambda *a, **k: path)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=10)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-14, atol=0)
 
@@ -161,37 +161,38 @@ def test_uint8_l2_probe_rejects_inexact_gram_path(monkeypatch, caplog):
     # A float32 product over all 3,072 features rounds (partial sums > 2^24): the run-time probe
     # must drop it, and the chosen path is logged at INFO.
     full_fp32 = lambda a, b: a.float() @ b.float().T  # noqa: E731
-    monkeypatch.setattr(sim, "_GRAM_FNS", {"fp32_full": full_fp32, "fp64": sim._GRAM_FNS["fp64"]})
-    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
-    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
-    with caplog.at_level("INFO", logger="simlab.similarity"):
-        chosen = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+    monkeypatch.setattr(gram, "_GRAM_FNS", {"fp32_full": full_fp32, "fp64": gram._GRAM_FNS["fp64"]})
+    monkeypatch.setattr(gram, "_GRAM_PATHS", {})
+    monkeypatch.setattr(gram, "_GRAM_EXACT", {})
+    with caplog.at_level("INFO", logger="simlab.similarity.exact_l2"):
+        chosen = gram._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
     assert chosen == "fp64"
     assert "fp32_full is not exact" in caplog.text
     assert "Gram path 'fp64'" in caplog.text
 
 
 def test_uint8_l2_timed_choice_is_an_exact_path_and_cached(monkeypatch, caplog):
-    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
-    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
-    with caplog.at_level("INFO", logger="simlab.similarity"):
-        chosen = sim._choose_gram_path(torch.device("cpu"), 96, time_it=True)
-    assert chosen in sim._GRAM_FNS
-    assert sim._GRAM_PATHS == {("cpu", 96): chosen}
+    monkeypatch.setattr(gram, "_GRAM_PATHS", {})
+    monkeypatch.setattr(gram, "_GRAM_EXACT", {})
+    with caplog.at_level("INFO", logger="simlab.similarity.exact_l2"):
+        chosen = gram._choose_gram_path(torch.device("cpu"), 96, time_it=True)
+    assert chosen in gram._GRAM_FNS
+    assert gram._GRAM_PATHS == {("cpu", 96): chosen}
     assert f"Gram path {chosen!r}" in caplog.text and "GMAC/s" in caplog.text
-    assert sim._choose_gram_path(torch.device("cpu"), 96, time_it=True) == chosen
+    assert gram._choose_gram_path(torch.device("cpu"), 96, time_it=True) == chosen
 
 
 _NO_VNNI_CHILD = """
 import json, logging, torch
-import simlab.similarity as sim
+import simlab.similarity.exact_l2 as gram
+from simlab.similarity import class_distance_matrix
 w = torch.cat([torch.full((4, 3072), -128, dtype=torch.int8), torch.full((4, 3072), 127, dtype=torch.int8)])
 int_mm_exact = torch.equal(torch._int_mm(w, w.T).long(), w.long() @ w.long().T)
-path = sim._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
+path = gram._choose_gram_path(torch.device("cpu"), 3072, time_it=False)
 x = torch.full((8, 3072), 255, dtype=torch.uint8)
 x[4:] = 0
 x[[1, 5], :7] = 17
-d = sim.class_distance_matrix(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, p=2)
+d = class_distance_matrix(x, torch.tensor([0, 0, 1, 1, 0, 1, 0, 1]), 2, p=2)
 print(json.dumps({"int_mm_exact": int_mm_exact, "path": path, "d": d.tolist()}))
 """
 
@@ -223,8 +224,8 @@ def test_uint8_l2_falls_back_when_int_mm_refuses(generator, monkeypatch):
         raise RuntimeError("_int_mm: not supported here")
 
     monkeypatch.setattr(torch, "_int_mm", refuse, raising=False)
-    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
-    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
+    monkeypatch.setattr(gram, "_GRAM_PATHS", {})
+    monkeypatch.setattr(gram, "_GRAM_EXACT", {})
     x, y = make_data(generator, 50, 3, (3, 4, 4), torch.uint8)
     got = class_distance_matrix(x, y, 3, p=2, chunk_size=16)
     torch.testing.assert_close(got, brute_distances(x, y, 3, 2.0), rtol=1e-13, atol=0)
@@ -312,8 +313,8 @@ def test_uint8_histogram_device_parity(device, generator):
 
 def test_uint8_l2_device_parity(device, generator, monkeypatch):
     # The exact Gram path chosen for the device (int8 _int_mm / bf16 / fp32 slices / fp64 on CUDA).
-    monkeypatch.setattr(sim, "_GRAM_PATHS", {})
-    monkeypatch.setattr(sim, "_GRAM_EXACT", {})
+    monkeypatch.setattr(gram, "_GRAM_PATHS", {})
+    monkeypatch.setattr(gram, "_GRAM_EXACT", {})
     x, y = make_data(generator, 70, 3, (3, 32, 32), torch.uint8)
     x[:5] = 255
     got = class_distance_matrix(x.to(device), y.to(device), 3, p=2, chunk_size=32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simlab.sources import SIMILARITIES, SimilaritySource, compute_similarity, resolve_params
+from simlab.similarity.sources import SIMILARITIES, SimilaritySource, compute_similarity, resolve_params
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR10_VECTORS = SHARED / "vectors" / "cifar10-words-300d.txt"
@@ -95,7 +95,7 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
 
 def _wordnet_available() -> bool:
-    from simlab.wordnet import find_wordnet
+    from simlab.similarity.wordnet import find_wordnet
 
     return find_wordnet() is not None
 
@@ -244,7 +244,7 @@ def test_pairs_custom_and_invalid():
 
 
 def test_ae_distances_are_brute_force_on_its_own_codes():
-    from simlab.autoencoder import autoencoder_distances, encode, train_autoencoder
+    from simlab.similarity.autoencoder import autoencoder_distances, encode, train_autoencoder
 
     data = tiny_data(per_class=(6, 5, 7), size=8)
     kw = {"latent_dim": 6, "epochs": 2, "lr": 1e-3, "batch_size": 4, "width": 4, "seed": 3, "device": "cpu"}
@@ -274,7 +274,7 @@ def test_ae_is_seeded_and_its_loss_decreases():
 
 
 def test_ae_train_samples_subset_and_bad_params():
-    from simlab.autoencoder import autoencoder_distances
+    from simlab.similarity.autoencoder import autoencoder_distances
 
     data = tiny_data(per_class=(6, 5, 7), size=8)
     info: dict = {}
@@ -298,7 +298,7 @@ def test_ae_train_samples_subset_and_bad_params():
 
 
 def test_ae_odd_image_size_reconstructs_to_the_same_shape():
-    from simlab.autoencoder import ConvAutoencoder
+    from simlab.similarity.autoencoder import ConvAutoencoder
 
     model = ConvAutoencoder(1, (7, 5), latent_dim=3, width=2)
     x = torch.rand(2, 1, 7, 5, generator=torch.Generator().manual_seed(0))
@@ -349,7 +349,7 @@ def test_predictions_reject_a_checkpoint_of_other_classes(tmp_path: Path):
 @pytest.mark.parametrize("name", ["l1", "l2"])
 def test_lp_recovers_the_synthetic_superclasses(name: str, tmp_path: Path):
     from simlab.data import load_dataset
-    from simlab.store import SimilarityStore
+    from simlab.similarity.store import SimilarityStore
 
     data = load_dataset(
         "synthetic", cache_dir=tmp_path, num_classes=6, num_superclasses=2, samples_per_class=12, image_size=8

@@ -15,9 +15,9 @@ import pytest
 import torch
 from test_sources import tiny_data
 
-from simlab import store as store_mod
-from simlab.sources import SIMILARITIES, SimilaritySource
-from simlab.store import SimilarityStore, canonical_json
+from simlab.similarity import store as store_mod
+from simlab.similarity.sources import SIMILARITIES, SimilaritySource
+from simlab.similarity.store import SimilarityStore, canonical_json
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_damaged_or_stale_entry_is_recomputed_with_warning(tmp_path: Path, count
         m = json.loads(js.read_text())
         m["sha256"] = hashlib.sha256(arr.tobytes()).hexdigest()
         js.write_text(json.dumps(m))
-    with caplog.at_level(logging.WARNING, logger="simlab.store"):
+    with caplog.at_level(logging.WARNING, logger="simlab.similarity.store"):
         matrix, meta2 = store.get(data, "fake")
     assert meta2["computed"] is True and len(counting) == 2
     np.testing.assert_array_equal(matrix, _expected(3))

@@ -284,7 +284,7 @@ COUNT_ENV = "SIMLAB_TEST_COMPUTE_LOG"
 
 def _count_similarity_computations() -> None:
     """Ray worker setup hook (and driver patch): log every similarity computation to a file."""
-    from simlab.sources import SimilaritySource
+    from simlab.similarity.sources import SimilaritySource
 
     if getattr(SimilaritySource.__call__, "_counted", False):
         return
@@ -334,7 +334,7 @@ def test_two_node_cluster_sweep_computes_each_matrix_once(tmp_path, monkeypatch)
         # Control: the counter is really installed in Ray's worker processes (else 0 would prove nothing).
         @ray.remote(num_cpus=0.1)
         def counter_installed() -> bool:
-            from simlab.sources import SimilaritySource
+            from simlab.similarity.sources import SimilaritySource
 
             return bool(getattr(SimilaritySource.__call__, "_counted", False))
 

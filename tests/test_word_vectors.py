@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from simlab.word_vectors import MissingWordsError, detect_format, load_vectors, word_vector_distances
+from simlab.similarity.word_vectors import (
+    MissingWordsError,
+    detect_format,
+    load_vectors,
+    word_vector_distances,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "vectors"
 CIFAR10_FILE = DATA / "cifar10-words-300d.txt"
@@ -141,7 +146,7 @@ def test_unrecognised_file_is_a_valueerror(tmp_path: Path):
 
 @pytest.mark.parametrize("fmt", ["word2vec_text", "glove", "word2vec_binary"])
 def test_check_vocabulary_agrees_with_the_full_load(tmp_path: Path, fmt: str):
-    from simlab.word_vectors import check_vocabulary, load_vocabulary
+    from simlab.similarity.word_vectors import check_vocabulary, load_vocabulary
 
     path = CIFAR10_FILE
     if fmt == "glove":

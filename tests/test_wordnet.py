@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simlab import wordnet as wn
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES
+from simlab.similarity import wordnet as wn
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -21,7 +22,7 @@ needs_db = pytest.mark.skipif(
 def test_cifar10_matches_nltk_wup_similarity():
     reader = wn.load_wordnet()
     synsets = [reader.synset_from_pos_and_offset("n", int(w[1:])) for w in wn.CIFAR10_WNIDS]
-    got = wn.wordnet_distances(list(wn.CIFAR10_CLASSES)).numpy()
+    got = wn.wordnet_distances(list(CIFAR10_CLASSES)).numpy()
     assert got.shape == (10, 10) and np.array_equal(got, got.T) and np.all(np.diag(got) == 0)
     for a in range(10):
         for b in range(10):
@@ -42,7 +43,7 @@ def test_cifar10_matches_nltk_wup_similarity():
 )
 def test_cifar100_pairs_match_nltk(x: str, y: str):
     reader = wn.load_wordnet()
-    names = list(wn.CIFAR100_CLASSES)
+    names = list(CIFAR100_CLASSES)
     got = wn.wordnet_distances(names).numpy()
     i, j = names.index(x), names.index(y)
     sx = reader.synset_from_pos_and_offset("n", int(wn.CIFAR100_WNIDS[i][1:]))
@@ -55,8 +56,8 @@ def test_cifar100_pairs_match_nltk(x: str, y: str):
 
 @needs_db
 def test_semantics_are_sensible_on_cifar10():
-    d = wn.wordnet_distances(list(wn.CIFAR10_CLASSES)).numpy()
-    names = list(wn.CIFAR10_CLASSES)
+    d = wn.wordnet_distances(list(CIFAR10_CLASSES)).numpy()
+    names = list(CIFAR10_CLASSES)
     cat, dog, ship, truck, car = (names.index(n) for n in ("cat", "dog", "ship", "truck", "automobile"))
     assert d[cat, dog] < d[cat, ship]
     assert d[car, truck] < d[car, dog]
@@ -104,7 +105,7 @@ def test_embedded_ids_equal_the_shared_lists_except_the_documented_fixes():
     c100 = (SHARED / "wordnet" / "cifar100-wnids.txt").read_text().split()
     assert tuple(c10) == wn.CIFAR10_WNIDS
     assert len(c100) == 100
-    for name, ours, theirs in zip(wn.CIFAR100_CLASSES, wn.CIFAR100_WNIDS, c100, strict=True):
+    for name, ours, theirs in zip(CIFAR100_CLASSES, wn.CIFAR100_WNIDS, c100, strict=True):
         if name in ("dolphin", "skunk"):
             assert ours != theirs
         else:
@@ -115,8 +116,8 @@ def test_embedded_ids_equal_the_shared_lists_except_the_documented_fixes():
 def test_cifar100_names_and_superclasses():
     # The CIFAR-100 GloVe file lists the classes in label order: an independent copy of the names.
     lines = (SHARED / "vectors" / "cifar100-glove-100d.txt").read_text().splitlines()[1:]
-    assert tuple(line.split(" ", 1)[0] for line in lines) == wn.CIFAR100_CLASSES
-    assert len(wn.CIFAR100_SUPERCLASSES) == 20
-    members = [c for group in wn.CIFAR100_SUPERCLASSES.values() for c in group]
-    assert all(len(g) == 5 for g in wn.CIFAR100_SUPERCLASSES.values())
-    assert sorted(members) == sorted(wn.CIFAR100_CLASSES)
+    assert tuple(line.split(" ", 1)[0] for line in lines) == CIFAR100_CLASSES
+    assert len(CIFAR100_SUPERCLASSES) == 20
+    members = [c for group in CIFAR100_SUPERCLASSES.values() for c in group]
+    assert all(len(g) == 5 for g in CIFAR100_SUPERCLASSES.values())
+    assert sorted(members) == sorted(CIFAR100_CLASSES)

@@ -7,7 +7,7 @@ classes), in one run:
 1. ``l2``: ``class_distance_matrix(x, y, 10, p=2)`` on the uint8 pixels — exactly what the ``l2``
    source calls — with the Gram-path cache cleared first, so the run-time choice (exactness probe +
    timing of the candidates) is included in its time. The chosen path is read back from
-   ``simlab.similarity._GRAM_PATHS`` and logged.
+   ``simlab.similarity.exact_l2._GRAM_PATHS`` and logged.
 2. Bare Gram products in the chosen path's dtype on the same shifted int8 data (inputs converted to
    that dtype once, outside the timing; one GEMM per block over all D features, nothing else):
    - ``full``: every ``chunk x chunk`` block of the ``N x N`` Gram matrix ``X X^T`` — the N^2 D
@@ -49,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchenv import git_commit, machine  # noqa: E402
 
-import simlab.similarity as sim  # noqa: E402
+import simlab.similarity.exact_l2 as gram  # noqa: E402
 from simlab.data import load_dataset  # noqa: E402
+from simlab.similarity import class_distance_matrix  # noqa: E402
 
 _VERBOSE_CHILD = """
 import torch
@@ -196,14 +197,14 @@ def main() -> int:
     x, y = x.to(dev), y.to(dev)
     n, dims = x.shape
 
-    sim._GRAM_PATHS.clear()  # the run-time choice is part of the l2 source's time
-    sim._GRAM_EXACT.clear()
+    gram._GRAM_PATHS.clear()  # the run-time choice is part of the l2 source's time
+    gram._GRAM_EXACT.clear()
     t0 = time.perf_counter()
-    dist = sim.class_distance_matrix(x, y, k, p=2.0, chunk_size=args.chunk)
+    dist = class_distance_matrix(x, y, k, p=2.0, chunk_size=args.chunk)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t_l2 = time.perf_counter() - t0
-    path = sim._GRAM_PATHS.get((str(dev), dims)) or sim._choose_gram_path(dev, dims, time_it=False)
+    path = gram._GRAM_PATHS.get((str(dev), dims)) or gram._choose_gram_path(dev, dims, time_it=False)
 
     order = torch.argsort(y, stable=True)
     s = torch.bitwise_xor(x[order], 128).view(torch.int8)  # what the l2 source multiplies
@@ -214,7 +215,7 @@ def main() -> int:
     # exactness spot check against float64 cdist on direct differences
     sub = torch.cat([(y == c).nonzero().flatten()[: args.check_per_class] for c in range(k)])
     xs, ys = x[sub], y[sub]
-    got = sim.class_distance_matrix(xs, ys, k, p=2.0, chunk_size=args.chunk).cpu()
+    got = class_distance_matrix(xs, ys, k, p=2.0, chunk_size=args.chunk).cpu()
     xf = xs.cpu().to(torch.float64)
     want = torch.empty(k, k, dtype=torch.float64)
     for a in range(k):

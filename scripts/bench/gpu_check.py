@@ -125,7 +125,7 @@ def part_distances(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from simlab.data import ImageData, load_dataset
-    from simlab.sources import SIMILARITIES
+    from simlab.similarity.sources import SIMILARITIES
 
     if args.data:
         cache = Path(args.out) / "cache"

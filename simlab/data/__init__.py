@@ -37,7 +37,6 @@ arrays, md5-verified by torchvision), digits and synthetic are cheap to build an
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import os
@@ -45,18 +44,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from simlab._validate import did_you_mean
+from simlab.class_names import CIFAR10_CLASSES
+from simlab.config import default_cache_dir
 from simlab.data.batches import epoch_batches, prepare_images, uniform_noise_images
 from simlab.data.cache import CACHE_VERSION
-from simlab.data.readers import (
-    CIFAR10_CLASSES,
-    DIGITS_TEST_SEED,
-    read_cifar10,
-    read_cifar100,
-    read_digits,
-    read_imagefolder,
-    read_synthetic,
-    read_tinyimagenet,
-)
+from simlab.data.generated import DIGITS_TEST_SEED, read_digits, read_synthetic
+from simlab.data.readers import read_cifar10, read_cifar100, read_imagefolder, read_tinyimagenet
 from simlab.data.splits import (
     SPLIT_VERSION,
     ImageData,
@@ -85,9 +79,10 @@ def load_dataset(
     for ``synthetic``); an unknown one is a ``ValueError`` listing the valid ones.
     """
     if not isinstance(name, str) or name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"dataset: unknown name {name!r}{hint}; valid names are: {', '.join(DATASETS)}")
+        raise ValueError(
+            f"dataset: unknown name {name!r}{did_you_mean(name, DATASETS)}; "
+            f"valid names are: {', '.join(DATASETS)}"
+        )
     return DATASETS[name](
         data_dir=data_dir,
         cache_dir=cache_dir,
@@ -135,8 +130,6 @@ def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., I
 
 def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is None:
-        from simlab.config import default_cache_dir
-
         cache_dir = default_cache_dir()
     return Path(cache_dir)
 

@@ -6,16 +6,14 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from simlab._io import atomic_write
 from simlab.data.splits import RawImages
 
 logger = logging.getLogger(__name__)
@@ -83,27 +81,6 @@ def _write_cache(path: Path, raw: RawImages) -> None:
     }
     atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
     logger.info("cached decoded dataset at %s", path)
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` via a temp file in the same folder, fsync, ``os.replace``: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    atomic_write(path, lambda f: f.write(payload))
 
 
 def _read_cache(path: Path) -> RawImages:

@@ -1,159 +1,28 @@
-"""Dataset sources: image-folder zips/folders, Tiny-ImageNet, torchvision CIFAR, digits, synthetic."""
+"""Dataset sources read from files: image-folder zips/folders, Tiny-ImageNet, torchvision CIFAR."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import zipfile
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
-from simlab.data.cache import atomic_write_bytes, cached_raw
-from simlab.data.splits import RawImages, stratified_holdout
-from simlab.progress import Progress
+from simlab.data.cache import cached_raw
+from simlab.data.files import FileSource, check_channels, check_image_size, decode_images, is_image
+from simlab.data.splits import RawImages
 
 logger = logging.getLogger(__name__)
-
-DIGITS_TEST_SEED = 0  # the digits test split is fixed, independent of the training seed
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources: a zip file or a folder, read by relative posix path
-class _FileSource:
-    """Read-only view of the files in a zip or a directory tree (listed and opened lazily)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.is_zip = path.is_file()
-        self._zip: zipfile.ZipFile | None = None
-        self._names: list[str] | None = None
-
-    def _open(self) -> zipfile.ZipFile:
-        if self._zip is None:
-            try:
-                self._zip = zipfile.ZipFile(self.path)
-            except zipfile.BadZipFile as err:
-                raise ValueError(f"data_dir: {str(self.path)!r} is not a readable zip file ({err})") from err
-        return self._zip
-
-    @property
-    def names(self) -> list[str]:
-        """Relative posix paths of every file."""
-        if self._names is None:
-            if self.is_zip:
-                self._names = [n for n in self._open().namelist() if not n.endswith("/")]
-            else:
-                names = []
-                for root, _dirs, files in os.walk(self.path):
-                    rel = Path(root).relative_to(self.path).as_posix()
-                    names.extend(f if rel == "." else f"{rel}/{f}" for f in files)
-                self._names = sorted(names)
-        return self._names
-
-    def read(self, name: str) -> bytes:
-        if self.is_zip:
-            return self._open().read(name)
-        return (self.path / name).read_bytes()
-
-    def identity(self, memo_dir: Path | None = None) -> str:
-        """The zip's sha256, or a hash of the folder's (path, size, mtime) listing.
-
-        A zip's sha256 is remembered in ``memo_dir`` under its (absolute path, size, mtime), so an
-        unchanged zip is hashed once; any change to the file changes the memo key.
-        """
-        h = hashlib.sha256()
-        if not self.is_zip:
-            for n in self.names:
-                st = (self.path / n).stat()
-                h.update(f"{n}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-            return f"folder-listing-sha256={h.hexdigest()}"
-        st = self.path.stat()
-        memo = None
-        if memo_dir is not None:
-            stamp = f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
-            memo = memo_dir / f"{hashlib.sha256(stamp).hexdigest()[:32]}.sha256"
-            if memo.is_file():
-                digest = memo.read_text().strip()
-                if len(digest) == 64:
-                    return f"zip-sha256={digest}"
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if memo is not None:
-            atomic_write_bytes(memo, h.hexdigest().encode())
-        return f"zip-sha256={h.hexdigest()}"
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _decode_images(
-    source: _FileSource, names: Sequence[str], *, channels: int, image_size: int | None
-) -> torch.Tensor:
-    """Decode ``names`` with PIL into one uint8 ``[N, C, H, W]`` tensor (all of one size, or resized)."""
-    from PIL import Image
-
-    mode = {1: "L", 3: "RGB"}[channels]
-    out: np.ndarray | None = None
-    progress = Progress(len(names), f"decoding {source.path}", logger=logger, unit="images")
-    for i, n in enumerate(names):
-        progress.update()
-        try:
-            with Image.open(io.BytesIO(source.read(n))) as im:
-                if im.mode != mode:
-                    im = im.convert(mode)
-                if image_size is not None and im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                a = np.asarray(im)
-        except (OSError, ValueError, SyntaxError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            # PIL's and zipfile's errors name no file
-            raise ValueError(f"data_dir: cannot decode image {n!r} in {str(source.path)!r}: {err}") from err
-        if out is None:
-            out = np.empty((len(names), *a.shape), dtype=np.uint8)
-        if a.shape != out.shape[1:]:
-            raise ValueError(
-                f"image {n!r} in {str(source.path)!r} has shape {a.shape}, expected {out.shape[1:]} "
-                "like the first image; pass image_size=... to resize"
-            )
-        out[i] = a
-    progress.close()
-    if out is None:
-        raise ValueError(f"no images to decode in {str(source.path)!r}")
-    if out.ndim == 3:  # grayscale (N, H, W)
-        out = out[..., None]
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _check_channels(channels: Any) -> None:
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-
-
-def _check_image_size(image_size: Any) -> None:
-    if image_size is not None and not (isinstance(image_size, int) and image_size > 0):
-        raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
 
 
 def _image_folder_raw(
     path: Path, cache_dir: Path, *, kind: str, channels: int = 3, image_size: int | None = None
 ) -> RawImages:
     """``{train,test}/<class>/<image>`` (under one prefix) in a zip or folder, decoded once, cached."""
-    source = _FileSource(path)
+    source = FileSource(path)
     try:
         source_id = source.identity(cache_dir / "datasets" / "sources")
         key_source = f"{kind}|{source_id}|channels={channels}|image_size={image_size}"
@@ -169,7 +38,7 @@ def _image_folder_raw(
             parts = {}
             for split in ("train", "test"):
                 entries = layout[split]
-                x = _decode_images(
+                x = decode_images(
                     source, [n for _, _, n in entries], channels=channels, image_size=image_size
                 )
                 y = torch.tensor([index[cls] for _, cls, _ in entries], dtype=torch.int64)
@@ -181,7 +50,7 @@ def _image_folder_raw(
         source.close()
 
 
-def _find_split_layout(source: _FileSource) -> dict[str, list[tuple[str, str, str]]]:
+def _find_split_layout(source: FileSource) -> dict[str, list[tuple[str, str, str]]]:
     """Group image paths ``<root>/<split>/<class>/<file>`` by split: ``{split: [(root, class, path)]}``.
 
     ``test`` falls back to ``val`` when there is no ``test`` folder. Exactly one ``root`` may hold them.
@@ -189,7 +58,7 @@ def _find_split_layout(source: _FileSource) -> dict[str, list[tuple[str, str, st
     found: dict[str, dict[str, list[tuple[str, str, str]]]] = {}
     for n in source.names:
         parts = n.split("/")
-        if len(parts) >= 3 and parts[-3] in ("train", "test", "val") and _is_image(n):
+        if len(parts) >= 3 and parts[-3] in ("train", "test", "val") and is_image(n):
             root = "/".join(parts[:-3])
             found.setdefault(root, {}).setdefault(parts[-3], []).append((root, parts[-2], n))
     roots = sorted(
@@ -217,7 +86,7 @@ def probe_image_folder(path: str | os.PathLike) -> dict[str, int]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data_dir: no such file or folder {str(path)!r}")
-    source = _FileSource(path)
+    source = FileSource(path)
     try:
         layout = _find_split_layout(source)
         counts: dict[str, int] = {}
@@ -229,7 +98,7 @@ def probe_image_folder(path: str | os.PathLike) -> dict[str, int]:
                 "classification needs at least 2"
             )
         for split in ("train", "test"):
-            _decode_images(source, [layout[split][0][2]], channels=3, image_size=None)
+            decode_images(source, [layout[split][0][2]], channels=3, image_size=None)
         return dict(sorted(counts.items()))
     finally:
         source.close()
@@ -238,7 +107,7 @@ def probe_image_folder(path: str | os.PathLike) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Datasets (each returns RawImages; simlab.data.DATASETS wraps them with the split)
 def _torchvision_cifar(which: str, root: Path, download: bool) -> RawImages:
-    from torchvision import datasets
+    from torchvision import datasets  # heavy; only the torchvision CIFAR layout needs it
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[which]
     try:
@@ -317,8 +186,8 @@ def read_imagefolder(
     *, data_dir: str | os.PathLike | None, cache_dir: Path, channels: int = 3, image_size: int | None = None
 ) -> RawImages:
     """Any ``train/<class>/*`` + ``test/<class>/*`` (or ``val/``) layout, as a folder or a zip."""
-    _check_channels(channels)
-    _check_image_size(image_size)
+    check_channels(channels)
+    check_image_size(image_size)
     if data_dir is None:
         raise ValueError(
             "data_dir: the 'imagefolder' dataset needs data_dir (a folder or zip with train/ and test/)"
@@ -330,7 +199,7 @@ def read_imagefolder(
 
 
 def _tinyimagenet_files(
-    source: _FileSource, path: Path
+    source: FileSource, path: Path
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
     """``(root prefix, train, test)`` with ``(wnid, file name)`` pairs, for either layout of
     `read_tinyimagenet`: the standard one if any ``train/<wnid>/images/<image>`` file exists, else
@@ -339,7 +208,7 @@ def _tinyimagenet_files(
     folders: dict[str, list[tuple[str, str]]] = {"train": [], "val": []}
     roots: dict[str, set[str]] = {"standard": set(), "folders": set()}
     for n in source.names:
-        if not _is_image(n):
+        if not is_image(n):
             continue
         parts = n.split("/")
         if len(parts) >= 4 and parts[-4] == "train" and parts[-2] == "images":
@@ -383,13 +252,13 @@ def read_tinyimagenet(
     <image>``, ``val/<wnid>/<image>``: ``../shared/data/tiny-imagenet-200-train200.zip``). Classes are
     the sorted wnids either way; ``words.txt`` gives their names (``info["words"]``).
     """
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if data_dir is None:
         raise ValueError("data_dir: 'tinyimagenet' needs data_dir (the tiny-imagenet-200 folder or zip)")
     path = Path(data_dir).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data_dir: no such file or folder {str(path)!r}")
-    source = _FileSource(path)
+    source = FileSource(path)
     try:
         prefix, train, test = _tinyimagenet_files(source, path)
         wnids = sorted({w for w, _ in train})
@@ -413,7 +282,7 @@ def read_tinyimagenet(
             logger.info("decoding Tiny-ImageNet from %s (once; cached under %s)", path, cache_dir)
             index = {w: k for k, w in enumerate(wnids)}
             xs = [
-                _decode_images(source, [n for _, n in s], channels=3, image_size=image_size)
+                decode_images(source, [n for _, n in s], channels=3, image_size=image_size)
                 for s in (train, test)
             ]
             ys = [torch.tensor([index[w] for w, _ in s], dtype=torch.int64) for s in (train, test)]
@@ -422,112 +291,3 @@ def read_tinyimagenet(
         return cached_raw(cache_dir, "tinyimagenet", key_source, build)
     finally:
         source.close()
-
-
-_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def read_digits(
-    *, data_dir: str | os.PathLike | None, cache_dir: Path, test_fraction: float = 0.2, image_size: int = 32
-) -> RawImages:
-    """scikit-learn's 8x8 digits upsampled to ``image_size`` (1 channel); a fixed stratified test split.
-
-    Decoded once into the dataset cache (keyed by the scikit-learn version): a later load, e.g. in a
-    fresh sweep trial process, neither imports scikit-learn (seconds) nor re-parses its CSV.
-    """
-    if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    _check_image_size(image_size)
-    if data_dir is not None:
-        logger.warning("digits ships with scikit-learn; data_dir=%r is not used", str(data_dir))
-    from importlib.metadata import version
-
-    source = (
-        f"digits|sklearn={version('scikit-learn')}|image_size={image_size}"
-        f"|test_fraction={float(test_fraction)!r}"
-    )
-
-    def build() -> RawImages:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x = (
-            torch.from_numpy(np.asarray(bunch.images, dtype=np.float32))[:, None] / 16.0
-        )  # (N, 1, 8, 8), 0..16 -> [0, 1]
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        x = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
-        y = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
-        keep, held = stratified_holdout(y, 10, float(test_fraction), DIGITS_TEST_SEED)
-        return RawImages(list(_DIGIT_NAMES), x[keep], y[keep], x[held], y[held], source=source)
-
-    return cached_raw(cache_dir, "digits", source, build)
-
-
-def read_synthetic(
-    *,
-    data_dir: str | os.PathLike | None,
-    cache_dir: Path,
-    num_classes: int = 10,
-    num_superclasses: int = 2,
-    samples_per_class: int = 60,
-    test_samples_per_class: int = 20,
-    image_size: int = 32,
-    channels: int = 3,
-    class_scale: float = 0.5,
-    noise: float = 0.5,
-    data_seed: int = 0,
-) -> RawImages:
-    """Seeded images with a two-level hierarchy: class k belongs to superclass ``k * G // K``.
-
-    Prototypes are smooth (a 4x4 Gaussian pattern upsampled bilinearly): superclass pattern with unit
-    scale plus a class offset scaled by ``class_scale`` (< 1 keeps classes of one superclass closer to
-    each other than to other superclasses); a sample adds i.i.d. Gaussian pixel noise of scale ``noise``.
-    Intensities map to uint8 as ``128 + 32 * value``, clipped.
-    """
-    for arg, value in (
-        ("num_classes", num_classes),
-        ("num_superclasses", num_superclasses),
-        ("samples_per_class", samples_per_class),
-        ("test_samples_per_class", test_samples_per_class),
-        ("image_size", image_size),
-    ):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-    if num_superclasses > num_classes:
-        raise ValueError(f"num_superclasses must be <= num_classes ({num_classes}), got {num_superclasses}")
-    _check_channels(channels)
-    for arg, value in (("class_scale", class_scale), ("noise", noise)):
-        if not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{arg} must be a number >= 0, got {value!r}")
-    if not (isinstance(data_seed, int) and data_seed >= 0):
-        raise ValueError(f"data_seed must be a non-negative integer, got {data_seed!r}")
-    if data_dir is not None:
-        logger.warning("synthetic data is generated; data_dir=%r is not used", str(data_dir))
-
-    g = torch.Generator().manual_seed(data_seed)
-    k, s, c = num_classes, num_superclasses, channels
-    superclass = [i * s // k for i in range(k)]
-
-    def smooth(n: int) -> torch.Tensor:  # (n, C, size, size) low-frequency patterns, unit variance at 4x4
-        low = torch.randn(n, c, 4, 4, generator=g)
-        return F.interpolate(low, size=(image_size, image_size), mode="bilinear", align_corners=False)
-
-    super_protos = smooth(s)
-    class_offsets = smooth(k)
-    protos = super_protos[torch.tensor(superclass)] + class_scale * class_offsets  # (K, C, H, W)
-
-    def sample(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.arange(k).repeat_interleave(per_class)
-        v = protos[y] + noise * torch.randn(len(y), c, image_size, image_size, generator=g)
-        return (128.0 + 32.0 * v).round().clamp(0, 255).to(torch.uint8), y
-
-    train_x, train_y = sample(samples_per_class)
-    test_x, test_y = sample(test_samples_per_class)
-    params = (
-        f"K={k},G={s},n={samples_per_class},n_test={test_samples_per_class},size={image_size},C={c},"
-        f"class_scale={float(class_scale)!r},noise={float(noise)!r},data_seed={data_seed}"
-    )
-    names = [f"s{superclass[i]}_c{i}" for i in range(k)]
-    return RawImages(
-        names, train_x, train_y, test_x, test_y, source=f"synthetic|{params}", info={"superclass": superclass}
-    )

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from simlab.data import load_dataset
-from simlab.store import SimilarityStore
+from simlab.similarity.store import SimilarityStore
 from tests.faults.helpers import PYTHON, REPO, child_env, record_faults
 
 pytestmark = pytest.mark.fault
@@ -108,7 +108,7 @@ CONCURRENT_GET = textwrap.dedent(
     import sys
     from pathlib import Path
     from simlab.data import load_dataset
-    from simlab.store import SimilarityStore
+    from simlab.similarity.store import SimilarityStore
     kw = {kw!r}
     data = load_dataset("synthetic", cache_dir=Path(sys.argv[1]) / "cache", val_fraction=0.25, seed=0, **kw)
     matrix, meta = SimilarityStore(sys.argv[2]).get(data, "l2", {{}})
@@ -146,7 +146,7 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from simlab.data import load_dataset
-    from simlab.store import SimilarityStore
+    from simlab.similarity.store import SimilarityStore
     kw = {kw!r}
     data = load_dataset("synthetic", cache_dir=Path(sys.argv[1]) / "cache", val_fraction=0.25, seed=0, **kw)
     store = SimilarityStore(sys.argv[2])

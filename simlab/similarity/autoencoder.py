@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simlab._validate import check_num_classes
 from simlab.progress import Progress
+from simlab.similarity.distances import class_distance_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +97,11 @@ def train_autoencoder(
 ) -> tuple[ConvAutoencoder, list[float]]:
     """Train a `ConvAutoencoder` on uint8 ``[N, C, H, W]`` images; returns ``(model, loss per epoch)``."""
     _check_images(images_uint8)
-    _check_int("latent_dim", latent_dim)
-    _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
-    _check_int("width", width)
-    _check_int("seed", seed, minimum=0)
+    check_num_classes("latent_dim", latent_dim)
+    check_num_classes("epochs", epochs)
+    check_num_classes("batch_size", batch_size)
+    check_num_classes("width", width)
+    check_num_classes("seed", seed, minimum=0)
     if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
     device = torch.device(device)
@@ -179,20 +181,18 @@ def autoencoder_distances(
     Returns:
         float64 ``[K, K]`` on the CPU.
     """
-    from simlab.similarity import class_distance_matrix
-
     _check_images(images_uint8)
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images_uint8.shape[0]:
         raise ValueError(
             f"labels: expected an integer tensor [{images_uint8.shape[0]}], "
             f"got {tuple(getattr(labels, 'shape', ()))}"
         )
-    _check_int("num_classes", num_classes)
+    check_num_classes("num_classes", num_classes)
     if train_samples is not None:
-        _check_int("train_samples", train_samples)
+        check_num_classes("train_samples", train_samples)
     if max_per_class is not None:
-        _check_int("max_per_class", max_per_class)
-    _check_int("seed", seed, minimum=0)
+        check_num_classes("max_per_class", max_per_class)
+    check_num_classes("seed", seed, minimum=0)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -237,8 +237,3 @@ def _check_images(x: Any) -> None:
             "images_uint8: expected a non-empty uint8 tensor [N, C, H, W], got "
             f"{type(x).__name__} {getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}"
         )
-
-
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")

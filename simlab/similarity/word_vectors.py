@@ -100,7 +100,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 def load_vectors(vectors: Any):
     """A gensim ``KeyedVectors`` from a ``KeyedVectors`` (returned as is) or a path (format detected)."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # lazy: importing gensim alone takes ~1.3 s here
 
     if isinstance(vectors, KeyedVectors):
         return vectors
@@ -155,7 +155,7 @@ def word_vector_distances(
     if info is not None:
         info["words"] = dict(zip(class_names, words_per_class, strict=True))
         info["dim"] = int(emb.shape[1])
-    import torch
+    import torch  # here, not at the top: the vocabulary check stays torch-free
 
     return torch.from_numpy(dist)
 

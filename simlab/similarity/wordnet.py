@@ -36,15 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES
+from simlab.class_names import CIFAR10_CLASSES, CIFAR100_CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CIFAR100_CLASSES",
-    "CIFAR100_SUPERCLASSES",
     "CIFAR100_WNIDS",
-    "CIFAR10_CLASSES",
     "CIFAR10_WNIDS",
     "find_wordnet",
     "load_wordnet",
@@ -165,7 +162,7 @@ def find_wordnet(root: str | os.PathLike[str] | None = None) -> Any | None:
     if root is not None:
         return None
     try:
-        import nltk.data
+        import nltk.data  # NLTK loads only when WordNet is used
 
         return nltk.data.find("corpora/wordnet")
     except LookupError:
@@ -190,7 +187,7 @@ def load_wordnet(root: str | os.PathLike[str] | None = None):
 
 @functools.lru_cache(maxsize=4)
 def _reader(location: Any):
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader  # NLTK loads only when WordNet is used
 
     class _Reader(WordNetCorpusReader):
         def open(self, fileid):  # noqa: A003 - NLTK's method name
@@ -207,7 +204,7 @@ def _reader(location: Any):
             return None
 
     if isinstance(location, str):
-        import nltk.data
+        import nltk.data  # NLTK loads only when WordNet is used
 
         # NLTK >= 3.9 only opens corpora under nltk.data.path (its path sandbox); the documented way to
         # authorise a system data folder such as /usr/share/wordnet is to add it there.

@@ -11,10 +11,10 @@ version) and then loaded by every trial of a sweep. Layout under ``root``::
 ``key`` = sha256 of the canonical JSON of those inputs (plus the contents' fingerprints of any files a
 source reads, e.g. a word-vector file or a checkpoint), so a changed input can never hit a stale entry.
 
-Writes are atomic (temp file in the same folder + ``os.replace``; the ``.npy`` before the ``.json``, so
-a ``.json`` only ever describes a complete array). On load the metadata is compared with what was
-asked for and the sha256 of the array bytes is verified; a corrupted, truncated or stale entry is
-logged as a warning and recomputed, never used.
+Writes are atomic (`simlab._io.atomic_path`: temp file in the same folder, fsync, ``os.replace``;
+the ``.npy`` before the ``.json``, so a ``.json`` only ever describes a complete array). On load the
+metadata is compared with what was asked for and the sha256 of the array bytes is verified; a
+corrupted, truncated or stale entry is logged as a warning and recomputed, never used.
 
 How to prove that a sweep computes each matrix once: ``meta["computed"]`` is True only in the call
 that computed it, ``store.stats`` counts hits/computations in this process, every computation logs one
@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,12 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from simlab.sources import SIMILARITIES, SimilaritySource, resolve_params
+from simlab._io import atomic_path
+from simlab.similarity.sources import SimilaritySource, resolve_params, source_named
 
 logger = logging.getLogger(__name__)
 
 # Bump when the store's layout or key derivation changes, or when a change outside the sources (e.g. in
-# simlab.similarity.class_distance_matrix) alters results; every old entry then misses.
+# simlab.similarity.distances.class_distance_matrix) alters results; every old entry then misses.
 CODE_VERSION = "1"
 
 try:  # POSIX advisory locks; on other platforms concurrent computations are merely duplicated work.
@@ -117,7 +117,7 @@ class SimilarityStore:
 
         Args:
             data: a `simlab.data.ImageData` (``identity``, ``class_names`` and what the source reads).
-            source: a `simlab.sources.SIMILARITIES` key.
+            source: a `simlab.similarity.sources.SIMILARITIES` key.
             params: the source's parameters (unknown names are a ValueError listing the valid ones).
 
         Returns:
@@ -158,11 +158,7 @@ class SimilarityStore:
     ) -> tuple[SimilaritySource, dict]:
         if not isinstance(source, str):
             raise TypeError(f"source: expected a str key of SIMILARITIES, got {type(source).__name__}")
-        if source not in SIMILARITIES:
-            raise ValueError(
-                f"source: unknown similarity {source!r}; valid sources are: {', '.join(SIMILARITIES)}"
-            )
-        src = SIMILARITIES[source]
+        src = source_named(source)
         resolved = resolve_params(src, params or {})
         canonical_json(resolved)  # fail early on params that cannot be keyed
         return src, resolved
@@ -240,16 +236,10 @@ class SimilarityStore:
         }
         npy, meta_path = self.paths(key)
         # The array first: a .json never points at a missing or partial array.
-        with _atomic_path(npy) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, matrix, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with _atomic_path(meta_path) as tmp:
-            with open(tmp, "w") as fh:
-                json.dump(meta, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, matrix, allow_pickle=False)
+        with atomic_path(meta_path) as tmp, open(tmp, "w") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True)
         self.stats.computed += 1
         self.stats.keys_computed.append(key)
         logger.info(
@@ -269,17 +259,3 @@ class SimilarityStore:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[str]:
-    """Yield a temp path in ``path``'s folder; on success ``os.replace`` it onto ``path``, else delete it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
