@@ -292,7 +292,7 @@ class TrainConfig:
         _choice("model", self.model, tuple(MODELS))
         _choice("loss", self.loss, tuple(LOSSES))
         if self.similarity is not None:
-            from simlab.sources import SIMILARITIES
+            from simlab.similarity.sources import SIMILARITIES
 
             _choice("similarity", self.similarity, tuple(SIMILARITIES))
 
