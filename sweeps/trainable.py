@@ -226,10 +226,10 @@ def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, 
 
 
 def _open_run(ctx: Mapping[str, Any], trial_id: str, trial_name: str, config: Mapping[str, Any]) -> str:
-    from sweeps.mlflow_tracking import get_or_create_run
     from sweeps.provenance import provenance_tags
     from sweeps.space import method_name
     from sweeps.spec import SweepSpec
+    from sweeps.tracking import get_or_create_run
 
     spec = SweepSpec.from_json(ctx["spec"])
     run_id = get_or_create_run(
@@ -292,7 +292,7 @@ def _failure_report(spec: Any, carry: _Carry, reason: str) -> dict[str, Any]:
 
 
 def _tracker(ctx: Mapping[str, Any], run_id: str, trial_id: str, role: str = "trial"):
-    from sweeps.mlflow_tracking import MlflowTracker
+    from sweeps.tracking import MlflowTracker
 
     # One spool folder per writer: the TorchTrainer mode has two (the trial driver and rank 0).
     return MlflowTracker(ctx["tracking_uri"], run_id, spool_dir=Path(ctx["spool_root"]) / trial_id / role)
