@@ -6,9 +6,9 @@
 
 Order matters: spooled calls are replayed first (a dead trial's last metric points reach its run), and
 only then are RUNNING runs of dead owners marked KILLED (RELIABILITY T7). The next sweep start does the
-second step itself (`sweeps.mlflow_tracking.mark_stale_runs`). With ``--sweep-dir`` (a Tune experiment
+second step itself (`sweeps.tracking.mark_stale_runs`). With ``--sweep-dir`` (a Tune experiment
 folder), trial runs whose trial is not in Tune's saved state are deleted recoverably
-(`sweeps.mlflow_tracking.delete_orphan_runs`): what a SIGKILL before Tune's next snapshot leaves.
+(`sweeps.tracking.delete_orphan_runs`): what a SIGKILL before Tune's next snapshot leaves.
 
 Exit codes: 0 done, 1 the tracking server could not be reached or refused a call, 2 bad arguments
 (including a sqlite store that does not exist: it is never created).
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeps import mlflow_tracking as mt
+from sweeps import tracking as mt
 from sweeps.preflight import check_store_exists
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def cleanup(
     # Never create a store: a typo in a sqlite path would otherwise "clean" a new, empty one. (An
     # unreachable server stays exit code 1, below.)
     check_store_exists(tracking_uri, probe_server=False)
-    client = mt._client(tracking_uri)
+    client = mt.mlflow_client(tracking_uri)
     report = CleanupReport()
 
     if spool_dir is not None:
@@ -107,7 +107,7 @@ def cleanup(
             try:
                 report.replayed[run_id] = mt.replay_spool(client, path.parent, run_id)
             except Exception as err:  # keep going: one bad spool must not block the others
-                if mt._is_transient(err):
+                if mt.is_transient(err):
                     raise
                 report.unreplayed[run_id] = f"{type(err).__name__}: {err}"
                 logger.error("spool %s: not replayed (%s); it stays on disk", path, err)

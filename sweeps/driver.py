@@ -369,7 +369,7 @@ def _run_sweep(
     import ray
     from ray import tune
 
-    from sweeps.mlflow_tracking import (
+    from sweeps.tracking import (
         MlflowTracker,
         configure_client_env,
         ensure_experiment,
@@ -780,7 +780,7 @@ def _trial_config(spec: SweepSpec, row: Mapping[str, Any]) -> Any:
 def _trial_runs(tracking_uri: str, experiment_id: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
-    from sweeps.mlflow_tracking import KEY_TAG, run_tag
+    from sweeps.tracking import KEY_TAG, run_tag
 
     runs = MlflowClient(tracking_uri).search_runs(
         [experiment_id], filter_string="tags.`simlab.role` = 'trial'", max_results=50000
@@ -881,7 +881,7 @@ def _close_trial_runs(tracking_uri: str, experiment_id: str, summary: SweepSumma
     """
     from mlflow.tracking import MlflowClient
 
-    from sweeps.mlflow_tracking import FAILURE_TAG, KEY_TAG, run_tag
+    from sweeps.tracking import FAILURE_TAG, KEY_TAG, run_tag
     from sweeps.trial_runs import STOPPED_TAG
 
     client = MlflowClient(tracking_uri)
@@ -916,7 +916,7 @@ def _retire_lost_runs(tracking_uri: str, experiment_id: str, live_keys: set[str]
     half-written run would be a second run of the sweep. `delete_orphan_runs` tags it
     ``simlab.orphaned``, closes it KILLED and deletes it recoverably (RELIABILITY T4).
     """
-    from sweeps.mlflow_tracking import delete_orphan_runs
+    from sweeps.tracking import delete_orphan_runs
 
     orphans = delete_orphan_runs(tracking_uri, experiment_id, live_keys=live_keys)
     if orphans:

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from simlab._io import write_text_atomic as write_atomic
+from simlab.stats import Summary
 from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
 from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
 from sweeps.results import (
@@ -18,7 +20,6 @@ from sweeps.results import (
     COLUMNS,
     OOD_COLUMNS,
     Method,
-    Summary,
     bootstrap_csv,
     bootstrap_markdown,
     bootstrap_rows,
@@ -34,7 +35,6 @@ from sweeps.results import (
     to_csv,
     to_markdown,
     warm_start_points,
-    write_atomic,
 )
 
 logger = logging.getLogger(__name__)

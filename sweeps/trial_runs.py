@@ -1,7 +1,7 @@
 """A trial's MLflow run: found or created, named and tagged, logged to readably, and ended by cause.
 
 The run is found or created by the tag ``mlflow.simlab.key = <trial id>``
-(`sweeps.mlflow_tracking.get_or_create_run`), a child of the sweep's parent run, so a restored or
+(`sweeps.tracking.get_or_create_run`), a child of the sweep's parent run, so a restored or
 retried trial reattaches to it. Its name says what the trial is (`trial_run_name`); its params are only
 those the trial's label method uses (`readable_params`, logged through `readable_tracker`). It ends
 FINISHED, FINISHED with `STOPPED_TAG` (the scheduler stopped it), FAILED with the reason, or KILLED with
@@ -105,7 +105,7 @@ def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, 
 
 def open_run(ctx: Mapping[str, Any], trial_id: str, config: Mapping[str, Any]) -> str:
     """The id of trial ``trial_id``'s run, found by its key or created (named, tagged) under the parent."""
-    from sweeps.mlflow_tracking import get_or_create_run  # imports mlflow
+    from sweeps.tracking import get_or_create_run  # imports mlflow
 
     spec = trial_spec(ctx)
     run_id = get_or_create_run(
@@ -142,7 +142,7 @@ def _clear_interrupted_tag(tracking_uri: str, run_id: str) -> None:
 def trial_tracker(ctx: Mapping[str, Any], run_id: str, trial_id: str, role: str = "trial") -> Any:
     """An `MlflowTracker` on run ``run_id`` spooling to its own folder: one per writer (``role``), as the
     TorchTrainer mode has two (the trial driver and rank 0)."""
-    from sweeps.mlflow_tracking import MlflowTracker  # imports mlflow
+    from sweeps.tracking import MlflowTracker  # imports mlflow
 
     return MlflowTracker(ctx["tracking_uri"], run_id, spool_dir=Path(ctx["spool_root"]) / trial_id / role)
 

@@ -1,4 +1,4 @@
-"""sweeps.mlflow_tracking against a real MLflow SQL store (sqlite, in-process client).
+"""sweeps.tracking against a real MLflow SQL store (sqlite, in-process client).
 
 Outages here are real: the tracker is pointed at a closed port on 127.0.0.1 (connection refused), and
 the spool it writes is then replayed into the sqlite store. The expected values are what the test
@@ -22,7 +22,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from simlab.tracking import Tracker
-from sweeps import mlflow_tracking as mt
+from sweeps import tracking as mt
+from sweeps.tracking import liveness
 
 
 def _closed_port() -> int:
@@ -302,7 +303,7 @@ def test_next_tracker_on_the_run_replays_the_previous_spool(
 _OWNER = textwrap.dedent(
     """
     import sys, time
-    from sweeps.mlflow_tracking import get_or_create_run
+    from sweeps.tracking import get_or_create_run
     print(get_or_create_run(sys.argv[1], sys.argv[2], key=sys.argv[3], run_name=sys.argv[3]), flush=True)
     time.sleep(600)
     """
@@ -358,8 +359,10 @@ def test_owner_tags_detect_pid_reuse() -> None:
     assert tags[mt.PID_TAG].isdigit()
     if mt.PID_START_TAG not in tags:
         pytest.skip(reason="no /proc on this platform: pid reuse cannot be detected")
-    assert mt._pid_alive(int(tags[mt.PID_TAG]), tags[mt.PID_START_TAG])
-    assert not mt._pid_alive(int(tags[mt.PID_TAG]), "0")  # same pid, another start time: a different process
+    assert liveness.pid_alive(int(tags[mt.PID_TAG]), tags[mt.PID_START_TAG])
+    assert not liveness.pid_alive(
+        int(tags[mt.PID_TAG]), "0"
+    )  # same pid, another start time: a different process
 
 
 def test_delete_orphan_runs_removes_only_trials_the_sweep_lost(store_uri: str, exp_id: str) -> None:
@@ -397,7 +400,7 @@ def test_heartbeat_thread_beats_between_writes_and_stops_at_close(
         assert time.monotonic() < deadline, "no heartbeat without writes"
         time.sleep(0.1)
     tracker.close()
-    assert not tracker._heartbeat_thread.is_alive()
+    assert not tracker.heartbeat.running
     last = client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG]
     time.sleep(0.6)
     assert client.get_run(run_id).data.tags[mt.HEARTBEAT_TAG] == last  # no beat after close

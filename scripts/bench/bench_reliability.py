@@ -92,7 +92,7 @@ def bench_tracker(rounds: int, calls: int) -> dict:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from sweeps import mlflow_tracking as mt
+    from sweeps import tracking as mt
     from tests.faults.helpers import MlflowServer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -72,7 +72,7 @@ def test_sigkill_whole_sweep_then_resume(tmp_path: Path) -> None:
     # A trial started after Tune's last snapshot is lost by the kill: its run is in the trash, tagged.
     from mlflow.entities import ViewType
 
-    from sweeps.mlflow_tracking import ORPHAN_TAG
+    from sweeps.tracking import ORPHAN_TAG
 
     deleted = client.search_runs([exp.experiment_id], run_view_type=ViewType.DELETED_ONLY)
     assert all(ORPHAN_TAG in r.data.tags and r.info.status != "RUNNING" for r in deleted)

@@ -24,7 +24,7 @@ OUTAGE_S = 30.0
 WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from sweeps.mlflow_tracking import MlflowTracker, ensure_experiment, get_or_create_run
+    from sweeps.tracking import MlflowTracker, ensure_experiment, get_or_create_run
     uri, spool, stop_file = sys.argv[1], sys.argv[2], sys.argv[3]
     run = get_or_create_run(uri, ensure_experiment(uri, "t6"), key="trial_0", run_name="trial_0")
     tracker = MlflowTracker(uri, run, spool_dir=spool, probe_interval=2.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps import mlflow_tracking as mt
+from sweeps import tracking as mt
 from sweeps.cleanup import main as cleanup_main
 from tests.faults.helpers import PYTHON, REPO, MlflowServer, child_env, record_faults
 
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from sweeps.mlflow_tracking import MlflowTracker, ensure_experiment, get_or_create_run
+    from sweeps.tracking import MlflowTracker, ensure_experiment, get_or_create_run
     uri, key, spool = sys.argv[1], sys.argv[2], sys.argv[3]
     exp = ensure_experiment(uri, "t7")
     run = get_or_create_run(uri, exp, key=key, run_name=key)

@@ -97,7 +97,7 @@ def test_nonfinite_loss_stops_at_that_step_with_the_reason(tmp_path: Path, poiso
 def test_nan_trial_in_a_sweep_fails_cleanly_and_the_sweep_goes_on(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from sweeps.mlflow_tracking import FAILURE_TAG
+    from sweeps.tracking import FAILURE_TAG
     from tests.faults.helpers import Sweep, optuna_study, tune_trials
 
     # lr 1e30 makes the first SGD step overflow the weights: the loss of step 2 is NaN.

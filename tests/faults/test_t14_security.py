@@ -154,7 +154,7 @@ def test_mlflow_basic_auth_refuses_anonymous_and_default_password(
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from sweeps import mlflow_tracking as mt
+    from sweeps import tracking as mt
 
     # The auth config cluster.yaml writes: no permission by default, admin password only from the env.
     ini = tmp_path / "basic_auth.ini"

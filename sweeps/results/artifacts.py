@@ -1,0 +1,174 @@
+"""What a report computes from the runs' saved test outputs (MLflow artifacts): bootstrap intervals
+over test samples (``test_probs.npz``), the reliability-diagram grid, and paper A Fig. 3's histogram
+of confidences on uniform-noise images (``ood_noise_confidences.npz``). numpy, torch and matplotlib
+are imported when called (the report's table path needs none of them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from simlab._io import atomic_path
+from simlab.calibration import BOOTSTRAP_METRICS
+from sweeps.results.rows import COLUMNS, Row, Run
+from sweeps.results.tables import fmt_pct, markdown_table
+
+logger = logging.getLogger(__name__)
+
+
+def _download(client: Any, run_id: str, name: str, tmp: str) -> str | None:
+    try:
+        return client.download_artifacts(run_id, name, tmp)
+    except Exception as err:  # MLflow raises several types for a missing artifact
+        logger.debug("no %s in run %s: %s", name, run_id, err)
+        return None
+
+
+def bootstrap_rows(
+    client: Any, rows: Sequence[Row], *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> list[tuple[Row, Run, dict]]:
+    """Per run of every (non post-hoc) row: `simlab.calibration.bootstrap_metrics` on its ``test_probs.npz``
+    (seeded per run by ``seed``; runs without the artifact are skipped with a warning)."""
+    import numpy as np
+    import torch
+
+    from simlab.calibration import bootstrap_metrics
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in rows:
+            if row.method.posthoc:
+                continue
+            for run in row.runs:
+                local = _download(client, run.run_id, "test_probs.npz", tmp)
+                if local is None:
+                    logger.warning("no test_probs.npz in run %s (%s)", run.run_id, row.method.display)
+                    continue
+                with np.load(local) as npz:
+                    probs, labels = torch.from_numpy(npz["probs"]), torch.from_numpy(npz["labels"])
+                os.unlink(local)
+                gen = torch.Generator().manual_seed(seed)
+                out.append(
+                    (
+                        row,
+                        run,
+                        bootstrap_metrics(
+                            probs, labels, n_resamples=n_resamples, confidence=confidence, generator=gen
+                        ),
+                    )
+                )
+    return out
+
+
+def bootstrap_markdown(results: Sequence[tuple[Row, Run, dict]], confidence: float = 0.95) -> str:
+    labels = dict(COLUMNS)
+    head = ["Setting", "Model", "Method", "Seed", *(f"{labels[m]} (%)" for m in BOOTSTRAP_METRICS)]
+    lines = [f"### Bootstrap over test samples ({confidence:.0%} percentile intervals, per run)", ""]
+    lines += markdown_table(
+        head,
+        (
+            [row.setting_text or "-", row.model, row.method.display, run.params.get("seed", "?")]
+            + [
+                f"{fmt_pct(b[m].estimate)} [{fmt_pct(b[m].low)}, {fmt_pct(b[m].high)}]"
+                for m in BOOTSTRAP_METRICS
+            ]
+            for row, run, b in results
+        ),
+    )
+    n = results[0][2][BOOTSTRAP_METRICS[0]].n_resamples if results else 0
+    lines += ["", f"{n} resamples of the test set per run: the uncertainty from the finite test set alone."]
+    return "\n".join(lines) + "\n"
+
+
+def bootstrap_csv(results: Sequence[tuple[Row, Run, dict]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["setting", "model", "method", "run_id", "seed", "metric", "estimate", "low", "high", "n_resamples"]
+    )
+    for row, run, b in results:
+        for metric in BOOTSTRAP_METRICS:
+            i = b[metric]
+            w.writerow(
+                [row.setting_text, row.model, str(row.method), run.run_id, run.params.get("seed", "")]
+                + [metric, repr(i.estimate), repr(i.low), repr(i.high), i.n_resamples]
+            )
+    return buf.getvalue()
+
+
+def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: int = 15) -> Path | None:
+    """One top-label reliability diagram per (non post-hoc) row from its first run's test probabilities."""
+    import numpy as np
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from simlab.calibration import reliability_diagram
+
+    panels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in rows:
+            if row.method.posthoc:
+                continue
+            local = next(
+                (p for p in (_download(client, r.run_id, "test_probs.npz", tmp) for r in row.runs) if p), None
+            )
+            if local is None:
+                logger.warning("no test_probs.npz in any run of %s / %s", row.model, row.method.display)
+                continue
+            with np.load(local) as npz:
+                probs, labels = torch.from_numpy(npz["probs"]), torch.from_numpy(npz["labels"])
+            title = f"{row.model} {row.method.display}" + (f"\n{row.setting_text}" if row.setting else "")
+            fig = reliability_diagram(probs, labels, n_bins=n_bins, scope="prediction", title=title)
+            fig.canvas.draw()
+            panels.append(np.asarray(fig.canvas.buffer_rgba()))
+            os.unlink(local)
+    if not panels:
+        return None
+    cols = min(5, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    grid = Figure(figsize=(3.2 * cols, 4.3 * nrows), layout="constrained")
+    FigureCanvasAgg(grid)
+    for i, img in enumerate(panels):
+        ax = grid.add_subplot(nrows, cols, i + 1)
+        ax.imshow(img)
+        ax.axis("off")
+    with atomic_path(path) as tmp:
+        grid.savefig(tmp, dpi=110, format="png")  # the temp name has no .png to infer it from
+    return path
+
+
+def ood_figure(client: Any, rows: Sequence[tuple[str, Row]], path: Path, *, bins: int = 20) -> Path | None:
+    """Paper A Fig. 3 (right): histograms of max-softmax confidence on uniform-noise images, each row's
+    ``ood_noise_confidences.npz`` artifacts pooled over its seeds."""
+    import numpy as np
+
+    from simlab.train import ood_confidence_figure
+
+    confidences: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, row in rows:
+            parts = []
+            for run in row.runs:
+                local = _download(client, run.run_id, "ood_noise_confidences.npz", tmp)
+                if local is None:
+                    continue
+                with np.load(local) as npz:
+                    parts.append(np.asarray(npz["confidences"], dtype=np.float64))
+                os.unlink(local)
+            if parts:
+                confidences[f"{name} (n={len(parts)})"] = np.concatenate(parts)
+    if not confidences:
+        return None
+    fig = ood_confidence_figure(confidences, bins=bins, title="Confidence on uniform-noise images")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")  # the temp name has no .png to infer it from
+    return path

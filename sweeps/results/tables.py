@@ -1,0 +1,159 @@
+"""Rendering: percent cells, p-values and markdown tables of rows and comparisons."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from simlab.stats import Summary, t_interval
+from sweeps.results.compare import Comparison
+from sweeps.results.method import Method
+from sweeps.results.rows import BEST_EPOCH_COLUMN, COLUMNS, OOD_COLUMNS, Row
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+def fmt_pct(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def format_cell(s: Summary, *, interval: bool = False, confidence: float = 0.95) -> str:
+    """``mean ± std (n)`` in percent; ``n = 1`` the value alone; ``[lo, hi]`` t interval on request."""
+    if s.n == 0:
+        return "-"
+    if s.n == 1:
+        return fmt_pct(s.mean)
+    text = f"{fmt_pct(s.mean)} ± {fmt_pct(s.std)} ({s.n})"
+    if interval:
+        lo, hi = t_interval(s, confidence)
+        text += f" [{fmt_pct(lo)}, {fmt_pct(hi)}]"
+    return text
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "-"
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def fmt_points(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{100 * value:+.2f}"
+
+
+def markdown_table(head: Sequence[str], lines: Iterable[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(c) + " |" for c in lines),
+    ]
+
+
+def to_markdown(
+    rows: Sequence[Row],
+    *,
+    title: str = "",
+    show_config: bool = False,
+    interval: bool = False,
+    comparisons: Sequence[Comparison] = (),
+    baseline: Method | None = None,
+    alpha: float = 0.05,
+) -> str:
+    settings = any(row.setting for row in rows)
+    best = any(r.cells.get(BEST_EPOCH_COLUMN[0], Summary(0, 0, 0)).n for r in rows)
+    # A metric no row has (e.g. KDE ECE of a sweep that did not compute it) is left out, not shown as "-".
+    cols = [
+        (m, label)
+        for m, label in (*COLUMNS, *([BEST_EPOCH_COLUMN] if best else []))
+        if any(r.cells.get(m, Summary(0, 0, 0)).n for r in rows)
+    ]
+    head = [
+        *(["Setting"] if settings else []),
+        "Model",
+        "Method",
+        *(["Config"] if show_config else []),
+        *(f"{label} (%)" for _, label in cols),
+    ]
+    lines = [f"## {title}", ""] if title else []
+    lines += markdown_table(
+        head,
+        (
+            [
+                *([row.setting_text] if settings else []),
+                row.model,
+                row.method.display,
+                *([row.config or "-"] if show_config else []),
+                *(
+                    format_cell(row.cells.get(m, Summary(math.nan, math.nan, 0)), interval=interval)
+                    for m, _ in cols
+                ),
+            ]
+            for row in rows
+        ),
+    )
+    lines += [
+        "",
+        "Test split, in %: mean ± sample std (number of seeds); a single seed shows its value alone"
+        + ("; [95 % Student-t interval of the mean over seeds]" if interval else "")
+        + ". Configuration per method chosen on the validation split; TS/ETS/Dir-ODIR are post-hoc on the "
+        "one-hot runs."
+        + (
+            " *Best epoch selected on the test set (paper B's protocol), not a held-out estimate."
+            if best
+            else ""
+        ),
+    ]
+    if comparisons:
+        lines += ["", f"### Against {baseline.display if baseline else 'the baseline'}", ""]
+        labels = dict((*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN))
+        lines += markdown_table(
+            [
+                *(["Setting"] if settings else []),
+                "Model",
+                "Method",
+                "Metric",
+                "Δ (points)",
+                "p (Welch)",
+                "p (Holm)",
+                f"Verdict at {alpha:g}",
+                "Detectable Δ (80 % power)",
+            ],
+            (
+                [
+                    *([c.row.setting_text] if settings else []),
+                    c.row.model,
+                    c.row.method.display,
+                    labels.get(c.metric, c.metric),
+                    fmt_points(c.diff),
+                    fmt_p(c.p),
+                    fmt_p(c.p_holm),
+                    c.verdict,
+                    fmt_pct(c.detectable),
+                ]
+                for c in comparisons
+            ),
+        )
+        lines += [
+            "",
+            "Δ = method - baseline (mean over seeds, in points). Welch's t-test over seeds; p (Holm) is "
+            "corrected over every comparison in this table. better / worse: Holm p < "
+            f"{alpha:g} in the metric's better / worse direction (lower ECE, higher accuracy); cannot tell: "
+            "not significant. Detectable Δ: the difference Welch's test would find with 80 % power given "
+            "these seeds' spread; a true difference smaller than it is likely to read 'cannot tell'. "
+            "See docs/statistics.md.",
+        ]
+    ood = [r for r in rows if not r.method.posthoc and r.cells.get(OOD_COLUMNS[0][0], Summary(0, 0, 0)).n]
+    if ood:
+        lines += ["", "### Confidence on uniform-noise images (paper A §6.4)", ""]
+        lines += markdown_table(
+            ["Model", "Method", *(f"{label} (%)" for _, label in OOD_COLUMNS)],
+            (
+                [
+                    r.model,
+                    r.method.display,
+                    *(format_cell(r.cells[m], interval=interval) for m, _ in OOD_COLUMNS),
+                ]
+                for r in ood
+            ),
+        )
+        lines += ["", "Max-softmax confidence in %, mean ± sample std over seeds of each run's mean/median."]
+    return "\n".join(lines) + "\n"
