@@ -92,7 +92,7 @@ def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
         "val_fraction": cfg.val_fraction,
         "subset_per_class": cfg.subset_per_class,
         "seed": cfg.seed,
-        "similarity": cfg.similarity,
+        "similarity": cfg.source,
         "similarity_args": cfg.similarity_args,
     }
     return json.dumps(parts, sort_keys=True, default=str)

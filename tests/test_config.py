@@ -6,14 +6,14 @@ from simlab.config import TrainConfig
 
 
 def test_defaults_validate():
-    TrainConfig().validate(check_registries=False)
+    TrainConfig().validate()
 
 
 def test_from_dict_round_trip():
     cfg = TrainConfig.from_dict(
         {"label": "similarity", "similarity": "l2", "beta": 2.0, "alpha": 0.1}, validate=False
     )
-    cfg.validate(check_registries=False)
+    cfg.validate()
     assert TrainConfig.from_dict(cfg.to_dict(), validate=False) == cfg
 
 
@@ -61,7 +61,7 @@ def test_not_a_mapping():
 def test_invalid_settings_name_the_field(changes, field):
     cfg = TrainConfig.from_dict(changes, validate=False)
     with pytest.raises(ValueError, match=field):
-        cfg.validate(check_registries=False)
+        cfg.validate()
 
 
 def test_cli_strings_are_coerced():

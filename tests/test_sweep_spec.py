@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from sweeps.overrides import apply_overrides, parse_value
 from sweeps.presets import PRESETS, get_preset
-from sweeps.spec import (
-    Dimension,
-    SpecError,
-    apply_overrides,
-    build_spec,
-    parse_objectives,
-    parse_value,
-)
+from sweeps.spec import Dimension, SpecError, parse_objectives
+from sweeps.validation import build_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "sweeps" / "calibration.py"
@@ -258,7 +253,12 @@ def test_paper_b_tables_preset_is_the_full_grid_on_three_seeds():
     assert (onehot.label, onehot.loss, onehot.trusted_size, onehot.relaxation) == ("onehot", "ce", 0, "none")
     lp = next(p for p in points if p.get("loss") == "log_projection" and p["trusted_size"] == 1000)
     cfg = TrainConfig.from_dict(train_config_dict(spec, lp))
-    assert (cfg.similarity, cfg.relaxation, cfg.confidence_own, cfg.trusted_own) == ("pairs", "l2", 0.6, 0.95)
+    assert (cfg.confidence_source, cfg.relaxation, cfg.confidence_own, cfg.trusted_own) == (
+        "pairs",
+        "l2",
+        0.6,
+        0.95,
+    )
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.scheduler) == (200, 256, 0.2, "plateau")  # paper B §4.1.1
     assert cfg.test_accuracy_every == 1  # the best-epoch protocol needs every epoch
     # --set narrows the grid.
@@ -315,7 +315,7 @@ def test_paper_a_ablation_presets():
 def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
     from sweeps.driver import seeds_points
     from sweeps.space import grid_points
-    from sweeps.spec import seeds_stage_spec
+    from sweeps.validation import seeds_stage_spec
 
     spec = spec_of("quickstart", seeds=3)
     chosen = [
