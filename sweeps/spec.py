@@ -259,6 +259,7 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
 
 # ---------------------------------------------------------------------------------------------
 def values_of(spec: SweepSpec, key: str) -> tuple[Any, ...]:
+    """The values `key` takes in the sweep: its searched choices / range ends, its fixed value, or ()."""
     if key in spec.space:
         return spec.space[key].values
     if key in spec.fixed:

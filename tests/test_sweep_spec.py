@@ -175,6 +175,36 @@ def test_narrowing_labels_drops_the_presets_settings_they_do_not_use():
     assert all(w.get("label", "onehot") == "onehot" for w in spec.warm_start)
 
 
+def test_the_sweep_reads_field_applicability_from_the_config():
+    """One rule: the config's field metadata says where a field applies; a preset's only_for narrows it."""
+    from simlab.config import FIELD_METHODS, METHODS
+
+    spec = spec_of("cifar10-noisy")  # only_for: loss and trusted_size for confidence labels only
+    for name in {*FIELD_METHODS, "loss", "trusted_size", "lr"}:
+        for method in METHODS:
+            expected = method in spec.only_for.get(name, FIELD_METHODS.get(name, METHODS))
+            assert spec.applies(name, method) == expected, (name, method)
+    # the --set pruning reads the same rule: label=mixup keeps mixup, drops the confidence settings
+    raw = apply_overrides(get_preset("cifar10-noisy"), ["label=onehot,mixup", "mixup=0.1..0.4"])
+    assert raw["space"]["mixup"] == {"uniform": [0.1, 0.4]}
+    assert not {"confidence_source", "relaxation", "confidence_own", "loss", "trusted_size"} & {
+        *raw["fixed"],
+        *raw["space"],
+    }
+
+
+def test_confidence_source_under_a_similarity_only_sweep_names_the_field():
+    with pytest.raises(SpecError) as err:
+        spec_of("quickstart", "confidence_source=pairs")
+    assert err.value.field == "confidence_source" and "only applies to label 'confidence'" in str(err.value)
+    with pytest.raises(SpecError) as err:  # a confidence source searched as a distance source
+        spec_of("quickstart", "similarity=l1,pairs")
+    assert err.value.field == "similarity" and "gives confidence scores" in str(err.value)
+    with pytest.raises(SpecError) as err:  # confidence labels without a source
+        spec_of("cifar10-noisy", "label=confidence", "confidence_source=None")
+    assert err.value.field == "confidence_source"
+
+
 def test_narrowing_a_choice_keeps_only_warm_start_points_that_fit():
     spec = spec_of("cifar10-calibration", "similarity=l2,we", "label=onehot,similarity")
     assert list(spec.warm_start) == [
