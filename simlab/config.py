@@ -40,6 +40,16 @@ TRUSTED_SET_LABELS: tuple[str, ...] = ("trusted_only", "onehot_trusted")
 # Confidence labels (paper B) come from one of these score sources (see simlab.sources): the
 # `confidence_source` field. Distance sources (paper A) are the `similarity` field.
 CONFIDENCE_SOURCES: tuple[str, ...] = ("pairs", "predictions")
+RELAXATIONS: tuple[str, ...] = ("none", "l2")
+# Which distances paper A eq. 17's z-score is taken over (SPEC §1): the whole row, diagonal included
+# (the paper's §5.4), or the off-diagonal entries only (SPEC's first version).
+SIMILARITY_NORMALISE: tuple[str, ...] = ("row", "off_diagonal")
+NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
+SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# Training precision (simlab.precision resolves it per device): auto = bf16 autocast + channels_last on
+# CUDA, and on a CPU where a start-up probe shows it faster; fp32 otherwise.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 # The methods a sweep compares: every label method, plus the baselines defined by other fields. Paper A
 # §6.1's mixup baseline is one-hot labels trained with mixup: the `mixup` field (a Beta(a, a)
@@ -64,18 +74,6 @@ def applies_to(*methods: str, exclusive: bool = False) -> dict[str, Any]:
     labels, mixup as an augmentation under any label).
     """
     return {"applies_to": methods, "exclusive": exclusive}
-
-
-RELAXATIONS: tuple[str, ...] = ("none", "l2")
-# Which distances paper A eq. 17's z-score is taken over (SPEC §1): the whole row, diagonal included
-# (the paper's §5.4), or the off-diagonal entries only (SPEC's first version).
-SIMILARITY_NORMALISE: tuple[str, ...] = ("row", "off_diagonal")
-NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric")
-SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-# Training precision (simlab.precision resolves it per device): auto = bf16 autocast + channels_last on
-# CUDA, and on a CPU where a start-up probe shows it faster; fp32 otherwise.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 # Largest count/size a field may hold: counts end up as torch/numpy int32-indexable sizes, and nothing
