@@ -108,46 +108,30 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             raise SpecError(key, f"unknown key{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}")
     if "label" in user_keys:
         _prune_for_labels(out, user_keys)
-    _prune_warm_start(out)
-    _prune_points(out)
+    # The preset's warm-start and grid points that still fit the (overridden) space. So
+    # ``--set noise_rate=0.4,0.8`` narrows a table preset's grid; a grid with no point left is an error.
+    out["warm_start"] = _fitting_points(out.get("warm_start", []), out["space"])
+    if out.get("points"):
+        out["points"] = _fitting_points(out["points"], out["space"])
+        if not out["points"]:
+            raise SpecError("points", "no point of the preset's grid fits the --set overrides")
     return out
 
 
-def _prune_points(out: dict[str, Any]) -> None:
-    """A grid's explicit points after overrides: a key that is no longer searched (now fixed) is
-    dropped from every point, a point naming a removed choice is dropped, duplicates are merged. So
-    ``--set noise_rate=0.4,0.8`` narrows a table preset's grid. None left is an error."""
-    if not out.get("points"):
-        return
+def _fitting_points(points: Sequence[dict[str, Any]], space: dict[str, Any]) -> list[dict[str, Any]]:
+    """`points` after overrides: keys no longer searched (now fixed) are dropped from each point, a
+    point naming a removed choice is dropped, empty points and duplicates are dropped."""
     kept = []
-    for point in out["points"]:
-        point = {k: v for k, v in point.items() if k in out["space"]}
+    for point in points:
+        point = {k: v for k, v in point.items() if k in space}
         fits = all(
-            v in out["space"][k]["choice"]
+            v in space[k]["choice"]
             for k, v in point.items()
-            if isinstance(out["space"][k], dict) and "choice" in out["space"][k]
+            if isinstance(space[k], dict) and "choice" in space[k]
         )
         if point and fits and point not in kept:
             kept.append(point)
-    if not kept:
-        raise SpecError("points", "no point of the preset's grid fits the --set overrides")
-    out["points"] = kept
-
-
-def _prune_warm_start(out: dict[str, Any]) -> None:
-    """Keep the preset's warm-start points that still fit the (overridden) space: a point naming a
-    choice the user removed is dropped, keys that are no longer searched are dropped from a point."""
-    kept = []
-    for warm in out.get("warm_start", []):
-        point = {k: v for k, v in warm.items() if k in out["space"]}
-        fits = all(
-            v in out["space"][k]["choice"]
-            for k, v in point.items()
-            if isinstance(out["space"][k], dict) and "choice" in out["space"][k]
-        )
-        if point and fits and point not in kept:
-            kept.append(point)
-    out["warm_start"] = kept
+    return kept
 
 
 def _prune_for_labels(out: dict[str, Any], user_keys: set[str]) -> None:

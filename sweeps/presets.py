@@ -1,5 +1,7 @@
 """Named sweeps: plain data, resolved by `sweeps.validation.build_spec` (each field overridable by `--set`).
 
+Over 400 lines: plain data, one entry per preset (no logic but `get_preset`).
+
 - ``quickstart``: a real sweep on this laptop-class CPU in minutes (digits, small CNN, one-hot /
   uniform / class-similarity labels with pixel L1/L2 distances, in-process trials).
 - ``cifar10-calibration``, ``cifar100-calibration``: paper A Table 1 (α = 0.1, β in [0.5, 6], sources
