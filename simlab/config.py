@@ -3,17 +3,25 @@
 Ray Tune, Optuna and the command line all hand us plain dicts; `TrainConfig.from_dict` is the one
 place they become a config, and it rejects unknown keys (naming the valid ones) and validates every
 field before any expensive work starts.
+
+A leaf module: it imports nothing of simlab but the torch-free `simlab._validate`. Registry keys
+(dataset, model, loss, similarity source) are checked where the registries are used: `simlab.train.fit`
+and the sweep's `sweeps.registry_checks.check_registries`.
+
+Which label methods use a field is metadata on the field (`applies_to`): `TrainConfig.validate`, the
+sweep spec (what is sampled / applied per label) and the `--set` pruning all read `FIELD_METHODS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from simlab._validate import check_choice, did_you_mean
 
 LabelMethod = Literal["onehot", "uniform", "similarity", "confidence", "trusted_only", "onehot_trusted"]
 # The names of `simlab.targets.LABEL_REGISTRY` (torch-free here, for fast config checks; a test keeps
@@ -29,7 +37,8 @@ LABEL_METHODS: tuple[str, ...] = (
     "onehot_trusted",
 )
 TRUSTED_SET_LABELS: tuple[str, ...] = ("trusted_only", "onehot_trusted")
-# Confidence labels (paper B) come from one of these score sources (see simlab.sources).
+# Confidence labels (paper B) come from one of these score sources (see simlab.similarity.sources): the
+# `confidence_source` field. Distance sources (paper A) are the `similarity` field.
 CONFIDENCE_SOURCES: tuple[str, ...] = ("pairs", "predictions")
 RELAXATIONS: tuple[str, ...] = ("none", "l2")
 # Which distances paper A eq. 17's z-score is taken over (SPEC §1): the whole row, diagonal included
@@ -41,6 +50,30 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # Training precision (simlab.precision resolves it per device): auto = bf16 autocast + channels_last on
 # CUDA, and on a CPU where a start-up probe shows it faster; fp32 otherwise.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+# The methods a sweep compares: every label method, plus the baselines defined by other fields. Paper A
+# §6.1's mixup baseline is one-hot labels trained with mixup: the `mixup` field (a Beta(a, a)
+# coefficient) is its one parameter, DEFAULT_MIXUP when a sweep does not set it (Zhang et al. 2018 use
+# a = 0.2 on CIFAR; paper A does not state its value). A config has no "mixup" label: `method_values`
+# gives the config values of a method, and such a run logs label=onehot, mixup=<a>.
+DEFAULT_MIXUP = 0.2
+BASELINES: dict[str, dict[str, Any]] = {"mixup": {"label": "onehot", "mixup": DEFAULT_MIXUP}}
+METHODS: tuple[str, ...] = (*LABEL_METHODS, *BASELINES)
+
+
+def method_values(method: str) -> dict[str, Any]:
+    """The config values that make `method` (a label method or a `BASELINES` name)."""
+    return dict(BASELINES.get(method, {"label": method}))
+
+
+def applies_to(*methods: str, exclusive: bool = False) -> dict[str, Any]:
+    """Field metadata: the `METHODS` that use the field (a sweep samples / applies it only there).
+
+    ``exclusive``: a config with another label must leave the field at its default (`validate` says
+    "<field> only applies to label=..."); other fields are merely unused there (e.g. alpha with one-hot
+    labels, mixup as an augmentation under any label).
+    """
+    return {"applies_to": methods, "exclusive": exclusive}
 
 
 # Largest count/size a field may hold: counts end up as torch/numpy int32-indexable sizes, and nothing
@@ -135,19 +168,33 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the model
     # --- labels (paper A eq. 17-18, paper B eq. 1-3) ---------------------------------------------
     label: LabelMethod = "onehot"
-    similarity: str | None = None  # simlab.sources.SIMILARITIES key (similarity/confidence labels)
-    similarity_args: dict[str, Any] = field(default_factory=dict)  # parameters of that source
-    alpha: float = 0.1  # smoothing mass on the other classes (paper A eq. 18; uniform LS too)
-    beta: float | None = None  # softmax sharpness over z-scored distances (paper A eq. 17)
-    similarity_normalise: Literal["row", "off_diagonal"] = "row"  # z-score over the row / off-diagonal
-    confidence_own: float = 0.6  # hand-made pair labels for noisy samples (paper B §4.1)
-    confidence_other: float = 0.4
-    trusted_own: float = 0.95  # ... and for the trusted set
-    trusted_other: float = 0.05
+    # a simlab.similarity.sources.SIMILARITIES distance source (paper A eq. 17), for similarity labels
+    similarity: str | None = field(default=None, metadata=applies_to("similarity", exclusive=True))
+    # a CONFIDENCE_SOURCES score source (paper B eq. 1-3, §4.1 pairs), for confidence labels
+    confidence_source: str | None = field(default=None, metadata=applies_to("confidence", exclusive=True))
+    similarity_args: dict[str, Any] = field(default_factory=dict)  # parameters of that source (either)
+    # smoothing mass on the other classes (paper A eq. 18; uniform LS too)
+    alpha: float = field(default=0.1, metadata=applies_to("uniform", "similarity"))
+    # softmax sharpness over z-scored distances (paper A eq. 17)
+    beta: float | None = field(default=None, metadata=applies_to("similarity", exclusive=True))
+    # z-score over the row / off-diagonal
+    similarity_normalise: Literal["row", "off_diagonal"] = field(
+        default="row", metadata=applies_to("similarity", exclusive=True)
+    )
+    # hand-made pair labels for noisy samples (paper B §4.1) ...
+    confidence_own: float = field(default=0.6, metadata=applies_to("confidence"))
+    confidence_other: float = field(default=0.4, metadata=applies_to("confidence"))
+    # ... and for the trusted set
+    trusted_own: float = field(default=0.95, metadata=applies_to("confidence"))
+    trusted_other: float = field(default=0.05, metadata=applies_to("confidence"))
     # --- loss -------------------------------------------------------------------------------
     loss: str = "ce"  # a simlab.losses.LOSSES key
-    relaxation: Literal["none", "l2"] = "none"  # paper B eq. 9, applied to non-trusted samples only
-    mixup: float = 0.0  # Beta(mixup, mixup) mixing coefficient when > 0 (mixup baseline)
+    # paper B eq. 9, applied to non-trusted samples only
+    relaxation: Literal["none", "l2"] = field(
+        default="none", metadata=applies_to("confidence", exclusive=True)
+    )
+    # Beta(mixup, mixup) mixing coefficient when > 0: the mixup baseline's parameter (any label may use it)
+    mixup: float = field(default=0.0, metadata=applies_to("mixup"))
     # --- label noise (paper B §4.1) ---------------------------------------------------------------
     noise_kind: Literal["none", "symmetric", "asymmetric"] = "none"
     noise_rate: float = 0.0  # probability that a non-trusted training label flips
@@ -188,19 +235,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, validate: bool = True) -> TrainConfig:
-        """Build from a plain dict (Ray/Optuna/CLI), rejecting unknown keys."""
+        """Build from a plain dict (Ray/Optuna/CLI), rejecting unknown keys.
+
+        Configs written before `confidence_source` existed named the confidence source in `similarity`
+        (``label=confidence, similarity=pairs``): that spelling is still read, as `confidence_source`.
+        """
         if not isinstance(values, Mapping):
             raise TypeError(f"config: expected a mapping, got {type(values).__name__}")
         names = set(cls.field_names())
         unknown = sorted(k for k in values if k not in names)
         if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), sorted(names), n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(
-                f"config: unknown key(s) {', '.join(hints)}; valid keys are: {', '.join(sorted(names))}"
-            )
+            hints = ", ".join(f"{k!r}{did_you_mean(k, names)}" for k in unknown)
+            raise ValueError(f"config: unknown key(s) {hints}; valid keys are: {', '.join(sorted(names))}")
+        values = dict(values)
+        legacy = values.get("label") == "confidence" and values.get("similarity") in CONFIDENCE_SOURCES
+        if legacy and values.get("confidence_source") is None:
+            values["confidence_source"] = values.pop("similarity")
         cfg = cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
         if validate:
             cfg.validate()
@@ -216,16 +266,23 @@ class TrainConfig:
     def resolved_cache_dir(self) -> str:
         return self.cache_dir or default_cache_dir()
 
+    @property
+    def source(self) -> str | None:
+        """The score source the label method reads: `similarity` or `confidence_source` (None: none)."""
+        return self.confidence_source if self.label == "confidence" else self.similarity
+
     # ------------------------------------------------------------------------------------------
-    def validate(self, *, check_registries: bool = True) -> None:
-        """Raise ValueError naming the field for any out-of-range or incompatible setting."""
-        _choice("label", self.label, LABEL_METHODS)
-        _choice("relaxation", self.relaxation, RELAXATIONS)
-        _choice("similarity_normalise", self.similarity_normalise, SIMILARITY_NORMALISE)
-        _choice("noise_kind", self.noise_kind, NOISE_KINDS)
-        _choice("scheduler", self.scheduler, SCHEDULERS)
-        _choice("device", self.device, DEVICES)
-        _choice("precision", self.precision, PRECISIONS)
+    def validate(self) -> None:
+        """Raise ValueError naming the field for any out-of-range or incompatible setting.
+
+        Registry keys (dataset, model, loss, similarity) are not checked here (see the module doc)."""
+        check_choice("label", self.label, LABEL_METHODS)
+        check_choice("relaxation", self.relaxation, RELAXATIONS)
+        check_choice("similarity_normalise", self.similarity_normalise, SIMILARITY_NORMALISE)
+        check_choice("noise_kind", self.noise_kind, NOISE_KINDS)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
         if self.precision == "bf16" and not self.amp:
             raise ValueError("precision='bf16' needs amp=True (amp=False turns autocast off); or use 'fp32'")
         for name, bound in NUMERIC_BOUNDS.items():
@@ -243,35 +300,31 @@ class TrainConfig:
         if not isinstance(self.similarity_args, dict):
             raise ValueError(f"similarity_args must be a dict, got {type(self.similarity_args).__name__}")
 
-        # Options that only make sense together.
-        if self.beta is not None:
-            if self.label != "similarity":
-                raise ValueError(f"beta only applies to label='similarity', got label={self.label!r}")
+        # Options that only make sense together: a field another label method owns keeps its default.
+        for f in dataclasses.fields(self):
+            labels = f.metadata.get("applies_to", ())
+            if (
+                f.metadata.get("exclusive")
+                and self.label not in labels
+                and getattr(self, f.name) != f.default
+            ):
+                used_by = " or ".join(map(repr, labels))
+                raise ValueError(f"{f.name} only applies to label={used_by}, got label={self.label!r}")
         if self.label == "similarity":
             if self.similarity is None:
                 raise ValueError("similarity must name a source (e.g. 'l2', 'we') when label='similarity'")
             if self.similarity in CONFIDENCE_SOURCES:
                 raise ValueError(
-                    f"similarity={self.similarity!r} gives confidence scores; use label='confidence' with it"
+                    f"similarity {self.similarity!r} gives confidence scores; use label='confidence' with "
+                    f"confidence_source={self.similarity!r}"
                 )
             if self.beta is None:
                 raise ValueError("beta is required when label='similarity' (paper A eq. 17)")
-        elif self.label == "confidence":
-            if self.similarity not in CONFIDENCE_SOURCES:
-                raise ValueError(
-                    f"similarity must be one of {', '.join(CONFIDENCE_SOURCES)} when label='confidence', "
-                    f"got {self.similarity!r}"
-                )
-        elif self.similarity is not None:
+        if self.label == "confidence" and self.confidence_source not in CONFIDENCE_SOURCES:
             raise ValueError(
-                f"similarity only applies to label='similarity' or 'confidence', got label={self.label!r}"
+                f"confidence_source must be one of {', '.join(CONFIDENCE_SOURCES)} when label='confidence', "
+                f"got {self.confidence_source!r}"
             )
-        if self.similarity_normalise != "row" and self.label != "similarity":
-            raise ValueError(
-                f"similarity_normalise only applies to label='similarity', got label={self.label!r}"
-            )
-        if self.relaxation != "none" and self.label != "confidence":
-            raise ValueError(f"relaxation only applies to label='confidence', got label={self.label!r}")
         if self.label in TRUSTED_SET_LABELS and self.trusted_size == 0:
             raise ValueError(
                 f"trusted_size must be > 0 for label={self.label!r} (a trusted-set control), got 0"
@@ -279,30 +332,14 @@ class TrainConfig:
         if self.noise_kind == "none" and self.noise_rate != 0:
             raise ValueError(f"noise_rate={self.noise_rate} needs noise_kind 'symmetric' or 'asymmetric'")
 
-        if check_registries:
-            self._check_registries()
 
-    def _check_registries(self) -> None:
-        # Imported here: the registries pull in torch/torchvision, which config itself does not need.
-        from simlab.data import DATASETS
-        from simlab.losses import LOSSES
-        from simlab.models import MODELS
-
-        _choice("dataset", self.dataset, tuple(DATASETS))
-        _choice("model", self.model, tuple(MODELS))
-        _choice("loss", self.loss, tuple(LOSSES))
-        if self.similarity is not None:
-            from simlab.similarity.sources import SIMILARITIES
-
-            _choice("similarity", self.similarity, tuple(SIMILARITIES))
+# The METHODS each field applies to (fields without `applies_to` metadata apply to every method).
+FIELD_METHODS: dict[str, tuple[str, ...]] = {
+    f.name: f.metadata["applies_to"] for f in dataclasses.fields(TrainConfig) if "applies_to" in f.metadata
+}
 
 
 # ---------------------------------------------------------------------------------------------
-def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{name}: unknown value {value!r}; valid values are: {', '.join(valid)}")
-
-
 _FIELD_TYPES: dict[str, Any] = {}
 
 

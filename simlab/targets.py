@@ -1,7 +1,7 @@
 """Per-class training targets: which label matrix a `TrainConfig` trains with.
 
 `label_matrices` turns the config's label method (and, for similarity/confidence labels, the source
-matrix from `simlab.sources`) into two ``[K, K]`` matrices whose row k is the target of a sample
+matrix from `simlab.similarity.sources`) into two ``[K, K]`` matrices whose row k is the target of a sample
 labelled k: one for ordinary (possibly noisy) samples, one for the trusted set of paper B §4.1.
 """
 
@@ -32,7 +32,7 @@ def needs_source_matrix(cfg: TrainConfig) -> bool:
 
     The hand-made pair labels of paper B §4.1 are built from the class names alone.
     """
-    return cfg.label == "similarity" or (cfg.label == "confidence" and cfg.similarity != "pairs")
+    return cfg.label == "similarity" or (cfg.label == "confidence" and cfg.confidence_source != "pairs")
 
 
 def prediction_tau(scores: torch.Tensor) -> torch.Tensor:
@@ -83,14 +83,14 @@ def confidence_pairs(
         if tuple(m.shape) != (k, k):
             raise ValueError(f"source_matrix: expected shape ({k}, {k}) pair matrix, got {tuple(m.shape)}")
         return [(a, b) for a in range(k) for b in range(a + 1, k) if float(m[a, b]) == 1.0]
-    name_pairs = cfg.similarity_args.get("pairs") if cfg.similarity == "pairs" else None
+    name_pairs = cfg.similarity_args.get("pairs") if cfg.confidence_source == "pairs" else None
     return class_pairs(list(class_names), None if name_pairs is None else [tuple(p) for p in name_pairs])
 
 
 def _confidence(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
     from simlab.labels import confidence_labels, pair_confidence_labels
 
-    if cfg.similarity == "pairs":
+    if cfg.confidence_source == "pairs":
         # paper B §4.1: 0.6/0.4 for (possibly noisy) samples, 0.95/0.05 for the trusted set.
         pairs = confidence_pairs(cfg, names, source)
         labels = pair_confidence_labels(len(names), pairs, cfg.confidence_own, cfg.confidence_other)
@@ -154,7 +154,7 @@ def label_matrices(
     source: torch.Tensor | None = None
     if needs_source_matrix(cfg) and source_matrix is None:
         raise ValueError(
-            f"source_matrix: label={cfg.label!r} with similarity={cfg.similarity!r} needs a [K, K] "
+            f"source_matrix: label={cfg.label!r} with source {cfg.source!r} needs a [K, K] "
             "source matrix, got None"
         )
     if needs_source_matrix(cfg) or (cfg.label == "confidence" and source_matrix is not None):

@@ -38,8 +38,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from simlab._validate import check_choice
 from simlab.checkpoint import checkpoint_paths, load_latest, save_checkpoint
 from simlab.config import TrainConfig
+from simlab.metric_names import METRIC_NAMES
 from simlab.precision import ResolvedPrecision, resolve_precision
 from simlab.progress import format_seconds
 from simlab.targets import LABEL_REGISTRY, confidence_pairs, label_matrices, needs_source_matrix
@@ -63,17 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-# SPEC §6 metric names, computed on the test split (no prefix), validation (``val_``) and, for the
-# recalibrated test predictions, with the recalibrator's key as prefix (``ts_``, ``ets_``, ``dir_``).
-METRIC_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "nll",
-    "brier",
-    "ece_hist_prediction",
-    "ece_hist_output",
-    "ece_kde_prediction",
-    "ece_kde_output",
-)
 # Config keys that may differ between a checkpoint and the run resuming it: where the data is and how
 # the run executes, not what is trained.
 _RESUME_FREE_KEYS = frozenset({"data_dir", "cache_dir", "device", "compile"})
@@ -157,6 +148,7 @@ def fit(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a simlab.config.TrainConfig, got {type(cfg).__name__}")
     cfg.validate()
+    _check_registry_keys(cfg)
     if cfg.nesterov and cfg.momentum <= 0:
         raise ValueError(f"nesterov: needs momentum > 0, got momentum={cfg.momentum}")
     if data is not None:
@@ -396,9 +388,9 @@ class _Run:
             from simlab.similarity.store import SimilarityStore
 
             store = SimilarityStore(Path(cfg.resolved_cache_dir) / "similarity")
-            self.source_matrix, meta = store.get(data, cfg.similarity, cfg.similarity_args)
+            self.source_matrix, meta = store.get(data, cfg.source, cfg.similarity_args)
             log.info(
-                "similarity %s from %s (computed=%s)", cfg.similarity, meta.get("path"), meta.get("computed")
+                "similarity %s from %s (computed=%s)", cfg.source, meta.get("path"), meta.get("computed")
             )
 
     def _build_targets(self) -> None:
@@ -825,7 +817,9 @@ def training_targets(
     if cfg.noise_kind != "none":
         pairs = None
         if cfg.noise_kind == "asymmetric":
-            pairs = confidence_pairs(cfg, class_names, source_matrix if cfg.similarity == "pairs" else None)
+            pairs = confidence_pairs(
+                cfg, class_names, source_matrix if cfg.confidence_source == "pairs" else None
+            )
         noisy = make_noisy_labels(
             y, k, cfg.noise_rate, cfg.noise_kind, pairs=pairs, trusted=trusted, generator=gen
         )
@@ -1097,6 +1091,20 @@ def _num_outputs(model: nn.Module, local: torch.Tensor | None) -> int:
     if not last:
         raise ValueError("model: cannot tell the number of classes of a model without a final nn.Linear")
     return int(last[-1].out_features)
+
+
+def _check_registry_keys(cfg: TrainConfig) -> None:
+    """The config's registry keys, before any expensive work (`TrainConfig.validate` is torch-free)."""
+    from simlab.data import DATASETS
+    from simlab.losses import LOSSES
+    from simlab.models import MODELS
+    from simlab.similarity.sources import SIMILARITIES
+
+    check_choice("dataset", cfg.dataset, tuple(DATASETS))
+    check_choice("model", cfg.model, tuple(MODELS))
+    check_choice("loss", cfg.loss, tuple(LOSSES))
+    if cfg.similarity is not None:
+        check_choice("similarity", cfg.similarity, tuple(SIMILARITIES))
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,9 +21,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `sweeps` and `simlab` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sweeps.overrides import apply_overrides  # noqa: E402
 from sweeps.preflight import PreflightError, run_preflight  # noqa: E402
 from sweeps.presets import PRESETS, get_preset  # noqa: E402
-from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives  # noqa: E402
+from sweeps.spec import SpecError, SweepSpec, parse_objectives  # noqa: E402
+from sweeps.validation import build_spec  # noqa: E402
 
 EXIT_BAD_SPEC = 2
 EXAMPLES = """examples:
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = resolve_spec(args)
         # Word vectors and registry keys (models, losses, datasets, sources) need torch-importing library
         # modules: checked after the cheap checks, still before Ray starts.
-        from sweeps.spec import check_registries, check_word_vectors
+        from sweeps.registry_checks import check_registries, check_word_vectors
 
         check_word_vectors(spec)  # class words vs the vector file's vocabulary (no image decoded)
         check_registries(spec)

@@ -209,11 +209,11 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
             datasets[data_key] = load_split(cfg)
         store = SimilarityStore(Path(cfg.resolved_cache_dir) / "similarity")
         t0 = time.perf_counter()
-        matrix, meta = store.get(datasets[data_key], cfg.similarity, cfg.similarity_args)
+        matrix, meta = store.get(datasets[data_key], cfg.source, cfg.similarity_args)
         stats["computed" if meta.get("computed") else "loaded"] += 1
         logger.info(
             "similarity %s %s: %s in %.1f s",
-            cfg.similarity,
+            cfg.source,
             cfg.similarity_args or "",
             "computed" if meta.get("computed") else "loaded",
             time.perf_counter() - t0,
@@ -690,7 +690,7 @@ def run_staged_sweep(
             resume, errored = False, {}  # the seeds stage starts now
         else:
             logger.info("search stage already finished (%s): continuing the seeds stage", state_path)
-        from sweeps.spec import seeds_stage_spec
+        from sweeps.validation import seeds_stage_spec
 
         return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume, **errored)
     finally:

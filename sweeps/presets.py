@@ -1,4 +1,6 @@
-"""Named sweeps: plain data, resolved by `sweeps.spec.build_spec` (every field overridable by `--set`).
+"""Named sweeps: plain data, resolved by `sweeps.validation.build_spec` (each field overridable by `--set`).
+
+Over 400 lines: plain data, one entry per preset (no logic but `get_preset`).
 
 - ``quickstart``: a real sweep on this laptop-class CPU in minutes (digits, small CNN, one-hot /
   uniform / class-similarity labels with pixel L1/L2 distances, in-process trials).
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+
+from simlab._validate import did_you_mean
+from sweeps.spec import SpecError
 
 DATA = "../shared/data"  # the project's read-only shared data, relative to the repo root
 
@@ -591,13 +596,9 @@ PRESETS.update(
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset `name`; an unknown name lists the valid ones."""
     if name not in PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        from sweeps.spec import SpecError
-
-        raise SpecError("preset", f"unknown preset {name!r}{hint}; valid: {', '.join(PRESETS)}")
+        raise SpecError(
+            "preset", f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid: {', '.join(PRESETS)}"
+        )
     return copy.deepcopy(PRESETS[name])
 
 

@@ -1,11 +1,12 @@
 """The Optuna define-by-run search space of a sweep, and the one mapping from a trial's parameters to
 a `TrainConfig` dict.
 
-Conditional dimensions (`sweeps.spec.CONDITIONAL` plus a preset's `only_for`): β is sampled only for
-similarity labels (paper A eq. 17), relaxation and the confidence source only for confidence labels
-(paper B eq. 1-3, 9), α only where labels are smoothed (paper A eq. 18), the mixup coefficient only for
-the mixup baseline. A parameter that a trial's label does not use is never suggested, so Optuna's
-sampler history holds only parameters that influenced the trial.
+Conditional dimensions (the config's field metadata `simlab.config.FIELD_METHODS`, narrowed by a
+preset's `only_for`: `SweepSpec.applies`): β is sampled only for similarity labels (paper A eq. 17),
+relaxation and the confidence source only for confidence labels (paper B eq. 1-3, 9), α only where
+labels are smoothed (paper A eq. 18), the mixup coefficient only for the mixup baseline. A parameter
+that a trial's label does not use is never suggested, so Optuna's sampler history holds only
+parameters that influenced the trial.
 
 No torch / Ray / Optuna imports at module level: the CLI validates a spec through this module in
 well under a second.
@@ -18,16 +19,11 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from simlab.config import TrainConfig
+from simlab.config import TrainConfig, method_values
+from sweeps.spec import Dimension, SpecError, SweepSpec
 
 if TYPE_CHECKING:
     import optuna
-
-    from sweeps.spec import Dimension, SweepSpec
-
-# Beta(a, a) coefficient of the mixup baseline when a sweep does not set `mixup` (Zhang et al. 2018
-# use a = 0.2 on CIFAR; paper A §6.1 does not state its value).
-DEFAULT_MIXUP = 0.2
 
 
 def define_by_run(trial: optuna.trial.BaseTrial, spec: SweepSpec) -> dict[str, Any] | None:
@@ -62,24 +58,17 @@ def _suggest(trial: Any, name: str, dim: Dimension) -> Any:
 def train_config_dict(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
     """Fixed values + a trial's searched `params` -> the dict `TrainConfig.from_dict` takes.
 
-    Parameters a trial's label does not use are dropped (they keep TrainConfig's defaults); the sweep's
-    pseudo-labels are mapped (``mixup`` -> one-hot labels with mixup > 0, ``confidence_source`` ->
-    `similarity`), and per-source / per-model arguments are attached.
+    Parameters a trial's label does not use are dropped (they keep TrainConfig's defaults); the label
+    is a method (`simlab.config.METHODS`: ``mixup`` is one-hot labels with mixup > 0, see
+    `simlab.config.method_values`), and per-source / per-model arguments are attached.
     """
     merged = {**spec.fixed, **params}
     label = merged.get("label", TrainConfig.label)
-    values: dict[str, Any] = {}
+    values = method_values(label)
     for key, value in merged.items():
         if key != "label" and spec.applies(key, label):
             values[key] = value
-    if label == "mixup":
-        values["label"] = "onehot"
-        values.setdefault("mixup", DEFAULT_MIXUP)
-    else:
-        values["label"] = label
-    if "confidence_source" in values:
-        values["similarity"] = values.pop("confidence_source")
-    source = values.get("similarity")
+    source = values.get("similarity", values.get("confidence_source"))
     if source is not None and spec.source_args.get(source):
         values["similarity_args"] = {**spec.source_args[source], **values.get("similarity_args", {})}
     model = values.get("model", TrainConfig.model)
@@ -125,8 +114,6 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     (`SweepSpec.applies`), the first dimension varying slowest. ``spec.points``, when given, replace
     the product. A range dimension that some label uses is a `SpecError` naming it: a grid needs
     choices."""
-    from sweeps.spec import SpecError
-
     if spec.points:
         return [dict(p) for p in spec.points]
     out: list[dict[str, Any]] = []

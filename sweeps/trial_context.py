@@ -27,7 +27,8 @@ DATA_FIELDS: tuple[str, ...] = (
     "subset_per_class",
     "seed",
 )
-# ... and the source a similarity matrix is computed from, with its arguments.
+# ... and the source a similarity matrix is computed from (`TrainConfig.source`: the distance source of
+# similarity labels or the score source of confidence labels, keyed "similarity"), with its arguments.
 SOURCE_FIELDS: tuple[str, ...] = ("similarity", "similarity_args")
 
 
@@ -69,6 +70,7 @@ def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
     if not needs_source_matrix(cfg):
         return None
     parts = {name: getattr(cfg, name) for name in (*DATA_FIELDS, *SOURCE_FIELDS)}
+    parts["similarity"] = cfg.source
     return json.dumps(parts, sort_keys=True, default=str)
 
 

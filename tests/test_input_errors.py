@@ -49,8 +49,11 @@ def test_nan_in_a_used_vector_names_file_and_word(tmp_path: Path):
     ],
 )
 def test_model_args_rejected_in_the_spec(args, needle):
+    from sweeps.overrides import apply_overrides
     from sweeps.presets import get_preset
-    from sweeps.spec import SpecError, apply_overrides, build_spec, check_registries
+    from sweeps.registry_checks import check_registries
+    from sweeps.spec import SpecError
+    from sweeps.validation import build_spec
 
     sets = [f"model_args.small_cnn.{k}={v}" for k, v in args.items()]
     spec = build_spec(apply_overrides(get_preset("quickstart"), sets), preset="quickstart", name="q")
@@ -225,8 +228,11 @@ def test_read_only_tools_never_create_a_sqlite_store(tmp_path, capsys):
 def test_similarity_source_numbers_checked_in_the_spec(sets, needle):
     """issue 15 item 3: a source argument that would fail inside the matrix computation (after Ray
     started) is refused in the spec."""
+    from sweeps.overrides import apply_overrides
     from sweeps.presets import get_preset
-    from sweeps.spec import SpecError, apply_overrides, build_spec, check_registries
+    from sweeps.registry_checks import check_registries
+    from sweeps.spec import SpecError
+    from sweeps.validation import build_spec
 
     overrides = ["label=similarity", "similarity=ae", "beta=1", *sets]
     spec = build_spec(apply_overrides(get_preset("quickstart"), overrides), preset="quickstart", name="q")

@@ -22,8 +22,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.driver import SweepSummary, format_summary, mlflow_ui_command, resume_command
+from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
-from sweeps.spec import apply_overrides, build_spec
+from sweeps.validation import build_spec
 
 BARE_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
 METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
-from sweeps.spec import apply_overrides, build_spec
 from sweeps.trial_runs import readable_params, readable_tracker, trial_run_name
+from sweeps.validation import build_spec
 
 
 def _spec(*overrides: str):

@@ -21,20 +21,14 @@ import pytest
 ray = pytest.importorskip("ray")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from simlab.train import METRIC_NAMES  # noqa: E402
 from sweeps.driver import pareto_front, run_sweep  # noqa: E402
+from sweeps.overrides import apply_overrides  # noqa: E402
 from sweeps.presets import get_preset  # noqa: E402
-from sweeps.spec import Objective, SweepSpec, apply_overrides, build_spec  # noqa: E402
+from sweeps.spec import Objective, SweepSpec  # noqa: E402
+from sweeps.validation import build_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = (
-    "accuracy",
-    "nll",
-    "brier",
-    "ece_hist_prediction",
-    "ece_hist_output",
-    "ece_kde_prediction",
-    "ece_kde_output",
-)  # SPEC §6
 # Post-hoc recalibration (Dir-ODIR's cross-validation dominates a 1-epoch trial) is off in the fast
 # test and on in the TorchTrainer test, which checks the ts_/ets_/dir_ keys.
 TINY_BASE = ("epochs=1", "subset_per_class=15", "batch_size=32", "recalibrate=false")
@@ -99,7 +93,7 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
     rows = {r["trial_id"]: r for r in summary.rows}
     for run in (r for r in runs if r.data.tags.get("simlab.role") == "trial"):
         metrics, params = run.data.metrics, run.data.params
-        expected = {*BASE, *(f"val_{m}" for m in BASE)}
+        expected = {*METRIC_NAMES, *(f"val_{m}" for m in METRIC_NAMES)}
         assert expected <= set(metrics), expected - set(metrics)
         for key in ("method", "label", "model", "dataset", "epochs", "lr", "seed", "loss"):
             assert key in params
@@ -250,9 +244,10 @@ def test_torch_trainer_trial(ray_local, tmp_path):
     client, runs = runs_of(spec)
     (child,) = [r for r in runs if r.data.tags.get("simlab.role") == "trial"]
     assert child.info.status == "FINISHED" and child.data.tags["mlflow.simlab.key"] == row["trial_id"]
-    assert {*BASE, *(f"{p}{m}" for m in BASE for p in ("val_", "ts_", "ets_", "dir_"))} <= set(
-        child.data.metrics
-    )
+    assert {
+        *METRIC_NAMES,
+        *(f"{p}{m}" for m in METRIC_NAMES for p in ("val_", "ts_", "ets_", "dir_")),
+    } <= set(child.data.metrics)
     assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
 
 

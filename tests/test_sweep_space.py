@@ -9,11 +9,12 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
-from simlab.config import TrainConfig
+from simlab.config import DEFAULT_MIXUP, TrainConfig
 from sweeps.driver import make_searcher
+from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
-from sweeps.space import DEFAULT_MIXUP, define_by_run, method_name, train_config_dict
-from sweeps.spec import apply_overrides, build_spec
+from sweeps.space import define_by_run, method_name, train_config_dict
+from sweeps.validation import build_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -30,7 +31,7 @@ def test_fixed_trial_onehot_never_asks_for_beta():
     define_by_run(trial, spec)
     assert trial.params == {"label": "onehot", "lr": 0.1}
     cfg = TrainConfig.from_dict(train_config_dict(spec, trial.params), validate=False)
-    cfg.validate(check_registries=False)
+    cfg.validate()
     assert cfg.label == "onehot" and cfg.beta is None and cfg.similarity is None
 
 
@@ -69,7 +70,7 @@ def test_real_study_samples_conditional_dimensions_only_where_they_apply(preset)
             assert ("trusted_size" in params) == (label == "confidence")
         values = train_config_dict(spec, params)
         cfg = TrainConfig.from_dict(values, validate=False)
-        cfg.validate(check_registries=False)  # every sampled point is a valid config
+        cfg.validate()  # every sampled point is a valid config
         if label == "mixup":
             assert cfg.label == "onehot" and cfg.mixup == DEFAULT_MIXUP
         else:
@@ -90,7 +91,7 @@ def test_per_source_and_per_model_arguments_attached():
     assert "similarity_args" not in values and "model_args" not in values
 
 
-def test_confidence_source_maps_to_similarity():
+def test_confidence_source_is_the_config_field():
     spec = spec_of("cifar10-noisy")
     values = train_config_dict(
         spec,
@@ -102,7 +103,9 @@ def test_confidence_source_maps_to_similarity():
             "trusted_size": 1000,
         },
     )
-    assert values["similarity"] == "pairs" and "confidence_source" not in values
+    assert values["confidence_source"] == "pairs" and "similarity" not in values
+    cfg = TrainConfig.from_dict(values, validate=False)
+    assert (cfg.confidence_source, cfg.similarity, cfg.source) == ("pairs", None, "pairs")
     assert values["relaxation"] == "l2"
     onehot = train_config_dict(spec, {"label": "onehot", "noise_kind": "symmetric", "noise_rate": 0.2})
     assert "relaxation" not in onehot and "similarity" not in onehot and "trusted_size" not in onehot

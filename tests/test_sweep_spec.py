@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from sweeps.overrides import apply_overrides, parse_value
 from sweeps.presets import PRESETS, get_preset
-from sweeps.spec import (
-    Dimension,
-    SpecError,
-    apply_overrides,
-    build_spec,
-    parse_objectives,
-    parse_value,
-)
+from sweeps.spec import Dimension, SpecError, parse_objectives
+from sweeps.validation import build_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "sweeps" / "calibration.py"
@@ -180,6 +175,36 @@ def test_narrowing_labels_drops_the_presets_settings_they_do_not_use():
     assert all(w.get("label", "onehot") == "onehot" for w in spec.warm_start)
 
 
+def test_the_sweep_reads_field_applicability_from_the_config():
+    """One rule: the config's field metadata says where a field applies; a preset's only_for narrows it."""
+    from simlab.config import FIELD_METHODS, METHODS
+
+    spec = spec_of("cifar10-noisy")  # only_for: loss and trusted_size for confidence labels only
+    for name in {*FIELD_METHODS, "loss", "trusted_size", "lr"}:
+        for method in METHODS:
+            expected = method in spec.only_for.get(name, FIELD_METHODS.get(name, METHODS))
+            assert spec.applies(name, method) == expected, (name, method)
+    # the --set pruning reads the same rule: label=mixup keeps mixup, drops the confidence settings
+    raw = apply_overrides(get_preset("cifar10-noisy"), ["label=onehot,mixup", "mixup=0.1..0.4"])
+    assert raw["space"]["mixup"] == {"uniform": [0.1, 0.4]}
+    assert not {"confidence_source", "relaxation", "confidence_own", "loss", "trusted_size"} & {
+        *raw["fixed"],
+        *raw["space"],
+    }
+
+
+def test_confidence_source_under_a_similarity_only_sweep_names_the_field():
+    with pytest.raises(SpecError) as err:
+        spec_of("quickstart", "confidence_source=pairs")
+    assert err.value.field == "confidence_source" and "only applies to label 'confidence'" in str(err.value)
+    with pytest.raises(SpecError) as err:  # a confidence source searched as a distance source
+        spec_of("quickstart", "similarity=l1,pairs")
+    assert err.value.field == "similarity" and "gives confidence scores" in str(err.value)
+    with pytest.raises(SpecError) as err:  # confidence labels without a source
+        spec_of("cifar10-noisy", "label=confidence", "confidence_source=None")
+    assert err.value.field == "confidence_source"
+
+
 def test_narrowing_a_choice_keeps_only_warm_start_points_that_fit():
     spec = spec_of("cifar10-calibration", "similarity=l2,we", "label=onehot,similarity")
     assert list(spec.warm_start) == [
@@ -258,7 +283,12 @@ def test_paper_b_tables_preset_is_the_full_grid_on_three_seeds():
     assert (onehot.label, onehot.loss, onehot.trusted_size, onehot.relaxation) == ("onehot", "ce", 0, "none")
     lp = next(p for p in points if p.get("loss") == "log_projection" and p["trusted_size"] == 1000)
     cfg = TrainConfig.from_dict(train_config_dict(spec, lp))
-    assert (cfg.similarity, cfg.relaxation, cfg.confidence_own, cfg.trusted_own) == ("pairs", "l2", 0.6, 0.95)
+    assert (cfg.confidence_source, cfg.relaxation, cfg.confidence_own, cfg.trusted_own) == (
+        "pairs",
+        "l2",
+        0.6,
+        0.95,
+    )
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.scheduler) == (200, 256, 0.2, "plateau")  # paper B §4.1.1
     assert cfg.test_accuracy_every == 1  # the best-epoch protocol needs every epoch
     # --set narrows the grid.
@@ -315,7 +345,7 @@ def test_paper_a_ablation_presets():
 def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
     from sweeps.driver import seeds_points
     from sweeps.space import grid_points
-    from sweeps.spec import seeds_stage_spec
+    from sweeps.validation import seeds_stage_spec
 
     spec = spec_of("quickstart", seeds=3)
     chosen = [

@@ -635,7 +635,7 @@ def test_onehot_trusted_targets_are_clean_on_trusted_and_noisy_elsewhere():
     cfg = TrainConfig.from_dict(
         dict(label="onehot_trusted", noise_kind="symmetric", noise_rate=0.6, trusted_size=50), validate=False
     )
-    cfg.validate(check_registries=False)
+    cfg.validate()
     t = training_targets(cfg, y, names)
     assert t.train_indices is None  # trains on every sample
     assert int(t.trusted.sum()) == 50 and torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
@@ -648,7 +648,7 @@ def test_onehot_trusted_targets_are_clean_on_trusted_and_noisy_elsewhere():
     # Without a trusted set, the controls are rejected naming the field.
     for label in ("onehot_trusted", "trusted_only"):
         with pytest.raises(ValueError, match="trusted_size must be > 0"):
-            TrainConfig.from_dict(dict(label=label), validate=False).validate(check_registries=False)
+            TrainConfig.from_dict(dict(label=label), validate=False).validate()
 
 
 def test_resume_with_eval_every_keeps_the_plateau_schedule(digits, cache_dir, tmp_path):

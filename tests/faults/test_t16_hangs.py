@@ -68,8 +68,9 @@ def test_non_retryable_error_is_not_retried_even_with_infinite_retries(
     from ray import cloudpickle
 
     from sweeps.driver import run_sweep
+    from sweeps.overrides import apply_overrides
     from sweeps.presets import get_preset
-    from sweeps.spec import apply_overrides, build_spec
+    from sweeps.validation import build_spec
     from tests.faults.helpers import TINY_SWEEP, tune_trials
 
     calls = tmp_path / "calls.log"
