@@ -73,6 +73,17 @@ class TrialContext:
 
 
 # ---------------------------------------------------------------------------------------------
+# The TrainConfig fields the data split (and so a pixel-distance matrix) depends on.
+DATA_FIELDS: tuple[str, ...] = (
+    "dataset",
+    "data_dir",
+    "cache_dir",
+    "val_fraction",
+    "subset_per_class",
+    "seed",
+)
+
+
 def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
     """The key of the similarity matrix a trial config needs (None: it needs none).
 
@@ -85,16 +96,7 @@ def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
     cfg = cfg_values if isinstance(cfg_values, TrainConfig) else TrainConfig.from_dict(dict(cfg_values))
     if not needs_source_matrix(cfg):
         return None
-    parts = {
-        "dataset": cfg.dataset,
-        "data_dir": cfg.data_dir,
-        "cache_dir": cfg.cache_dir,
-        "val_fraction": cfg.val_fraction,
-        "subset_per_class": cfg.subset_per_class,
-        "seed": cfg.seed,
-        "similarity": cfg.similarity,
-        "similarity_args": cfg.similarity_args,
-    }
+    parts = {name: getattr(cfg, name) for name in (*DATA_FIELDS, "similarity", "similarity_args")}
     return json.dumps(parts, sort_keys=True, default=str)
 
 

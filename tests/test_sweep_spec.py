@@ -313,7 +313,7 @@ def test_paper_a_ablation_presets():
 
 
 def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
-    from sweeps.driver import seeds_points
+    from sweeps.stages import seeds_points
     from sweeps.space import grid_points
     from sweeps.spec import seeds_stage_spec
 

@@ -141,7 +141,8 @@ def main() -> int:
     from simlab.config import TrainConfig
     from simlab.data import load_split
     from simlab.train import fit
-    from sweeps.driver import compute_matrices, run_sweep
+    from sweeps.driver import run_sweep
+    from sweeps.tune_setup import compute_matrices
     from sweeps.presets import get_preset
     from sweeps.space import train_config_dict
     from sweeps.spec import apply_overrides, build_spec
