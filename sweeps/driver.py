@@ -88,6 +88,12 @@ def _start_ray() -> bool:
     return True
 
 
+def _stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 def _submitted_spec(spec: SweepSpec, sweep_dir: str) -> SweepSpec:
     """The sweep as submitted (its saved ``sweep_spec.json``), else ``spec``: a restored Tuner (searcher,
     trials) is the sweep as submitted, so its trials must see that spec too."""
@@ -220,9 +226,7 @@ def _run_sweep(
         raise
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            _stop_ray()
     summary.wall_s = time.perf_counter() - t0
     return summary
 
@@ -270,6 +274,4 @@ def run_staged_sweep(
         return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume, **errored)
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            _stop_ray()

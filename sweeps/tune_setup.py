@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simlab.config import TrainConfig
 from sweeps.feasibility import StartTimeout, check_resources, trial_bundles
 from sweeps.search import make_search_alg
 from sweeps.space import corner_configs, train_config_dict
@@ -42,8 +43,6 @@ def _values(spec: SweepSpec, key: str) -> tuple[Any, ...]:
 # ---------------------------------------------------------------------------------------------
 def needed_matrix_configs(spec: SweepSpec) -> list[Any]:
     """One TrainConfig per distinct similarity matrix the sweep's trials can ask for."""
-    from simlab.config import TrainConfig
-
     for name in DATA_FIELDS:
         if name in spec.space and spec.space[name].kind != "choice":
             raise SpecError(
@@ -77,7 +76,7 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
     Returns ``(matrices, stats)``: key (`sweeps.trainable.matrix_key`) -> float64 ``[K, K]``, and how
     many were computed vs loaded from the store.
     """
-    from simlab.data import load_split
+    from simlab.data import load_split  # torch: imported once a sweep runs
     from simlab.store import SimilarityStore
 
     matrices: dict[str, Any] = {}
@@ -122,7 +121,7 @@ def make_scheduler(spec: SweepSpec) -> Any:
 
 
 def make_trainable(spec: SweepSpec, ctx: dict[str, Any], matrices: dict[str, Any]) -> Any:
-    from ray import tune
+    from ray import tune  # Ray (here and below) once a sweep runs
 
     fn = inprocess_trainable if spec.in_process else torch_trainer_trainable
     trainable = tune.with_parameters(fn, ctx=ctx, matrices=matrices)
