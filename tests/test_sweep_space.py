@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from simlab.config import TrainConfig
-from sweeps.search import make_searcher
 from sweeps.presets import get_preset
+from sweeps.search import make_searcher
 from sweeps.space import DEFAULT_MIXUP, define_by_run, method_name, train_config_dict
 from sweeps.spec import apply_overrides, build_spec
 

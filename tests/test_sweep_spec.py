@@ -313,9 +313,9 @@ def test_paper_a_ablation_presets():
 
 
 def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
-    from sweeps.stages import seeds_points
     from sweeps.space import grid_points
     from sweeps.spec import seeds_stage_spec
+    from sweeps.stages import seeds_points
 
     spec = spec_of("quickstart", seeds=3)
     chosen = [

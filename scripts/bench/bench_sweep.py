@@ -142,11 +142,11 @@ def main() -> int:
     from simlab.data import load_split
     from simlab.train import fit
     from sweeps.driver import run_sweep
-    from sweeps.tune_setup import compute_matrices
     from sweeps.presets import get_preset
     from sweeps.space import train_config_dict
     from sweeps.spec import apply_overrides, build_spec
     from sweeps.trainable import PROFILE_CPROFILE_ENV, PROFILE_ENV
+    from sweeps.tune_setup import compute_matrices
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     overrides = TRIALS[args.trial]
