@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         return 0
 
-    from sweeps.driver import format_summary, resume_hint, run_staged_sweep
+    from sweeps.driver import run_staged_sweep
+    from sweeps.summary import format_summary, resume_hint
 
     try:
         errored = {"resume_errored": True} if args.resume_errored else {}

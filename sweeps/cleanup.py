@@ -17,7 +17,6 @@ Exit codes: 0 done, 1 the tracking server could not be reached or refused a call
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from sweeps import tracking as mt
 from sweeps.preflight import check_store_exists
+from sweeps.storage import tune_trial_ids
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +36,6 @@ class CleanupReport:
     unreplayed: dict[str, str] = field(default_factory=dict)  # run id -> why its spool stays
     stale: dict[str, list[str]] = field(default_factory=dict)  # experiment id -> runs marked
     orphans: list[str] = field(default_factory=list)  # trial runs deleted: not in the sweep's Tune state
-
-
-def tune_trial_ids(sweep_dir: str | Path) -> set[str]:
-    """The trial ids in a Tune experiment folder's newest saved state (what `Tuner.restore` resumes).
-
-    Reads Tune's ``experiment_state-<timestamp>.json`` (JSON, no unpickling). A folder without one is a
-    ValueError naming it.
-    """
-    folder = Path(sweep_dir)
-    states = sorted(folder.glob("experiment_state-*.json"))  # Tune's own choice: the newest timestamp
-    if not states:
-        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {str(folder)!r}")
-    data = json.loads(states[-1].read_text())
-    ids = {json.loads(meta)["trial_id"] for meta, _ in data["trial_data"]}
-    # A two-stage sweep (--seeds) keeps its seeds stage's Tune experiment in <sweep_dir>/seeds.
-    seeds = folder / "seeds"
-    if seeds.is_dir() and any(seeds.glob("experiment_state-*.json")):
-        ids |= tune_trial_ids(seeds)
-    return ids
 
 
 def cleanup(

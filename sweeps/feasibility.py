@@ -23,13 +23,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sweeps.search import local_head_fixed
 from sweeps.spec import SpecError, SweepSpec
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_ENV = "SIMLAB_START_TIMEOUT_S"
 DEFAULT_START_TIMEOUT_S = 1200.0
-DRIVER_CPU = 0.01  # the TorchTrainer mode's trial function (sweeps.driver._make_trainable)
+DRIVER_CPU = 0.01  # the TorchTrainer mode's trial function (sweeps.tune_setup.make_trainable)
 
 
 def trial_bundles(spec: SweepSpec) -> list[dict[str, float]]:
@@ -92,25 +93,6 @@ def cluster_nodes() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
-def cluster_is_fixed() -> bool:
-    """True when this process started the Ray head itself without an autoscaler (``ray.init`` local).
-
-    A cluster joined through an address may autoscale (or gain nodes): treated as not fixed.
-    """
-    try:
-        import ray._private.worker as ray_worker
-
-        node = getattr(ray_worker, "_global_node", None)
-        params = getattr(node, "_ray_params", None)
-        return bool(
-            node is not None
-            and getattr(node, "head", False)
-            and not getattr(params, "autoscaling_config", None)
-        )
-    except Exception:  # noqa: BLE001 - a Ray without these internals: assume it may scale
-        return False
-
-
 def start_timeout_s() -> float:
     raw = os.environ.get(START_TIMEOUT_ENV, "")
     if not raw:
@@ -133,7 +115,7 @@ def check_resources(
     that may grow, returns the seconds to wait for the first trial to start (the request does not fit
     now: the autoscaler has to add a node), else None.
     """
-    fixed = cluster_is_fixed() if fixed is None else fixed
+    fixed = local_head_fixed() if fixed is None else fixed
     nodes = cluster_nodes() if nodes is None else nodes
     found = infeasible_reason(trial_bundles(spec), nodes)
     if found is None:
@@ -162,7 +144,8 @@ class StartTimeout:
         self._deadline: float | None = None
         self._started = False
 
-    def _callback(self) -> Any:  # a ray.tune.Callback (built lazily: no Ray import at module import)
+    def callback(self) -> Any:
+        """A `ray.tune.Callback` driving `step` (built lazily: no Ray import at module import)."""
         from ray.tune import Callback
 
         outer = self

@@ -26,8 +26,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sweeps.driver import SPEC_FILE
+from sweeps.search import EXPERIMENT_STATE_GLOB
 from sweeps.spec import SpecError, SweepSpec
+from sweeps.storage import SPEC_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ PROBE_TIMEOUT_S = 5.0
 # Room left under PATH_MAX for what Tune and MLflow write inside the sweep folder (trial folders,
 # checkpoints, artifacts): their own names are up to a few hundred bytes.
 PATH_HEADROOM = 512
-# Files Tune writes in a sweep folder it can restore; the driver writes SPEC_FILE first.
-TUNE_STATE_GLOB = "experiment_state-*.json"
 
 
 class PreflightError(SpecError):
@@ -110,14 +109,15 @@ def check_storage(spec: SweepSpec) -> None:
 
 
 def existing_sweeps(storage_dir: str | os.PathLike) -> list[str]:
-    """Names of the sweeps under a local storage root (folders holding a sweep spec or Tune state)."""
+    """Names of the sweeps under a local storage root (folders holding a sweep spec or Tune state: the
+    driver writes the spec first)."""
     root = Path(storage_dir)
     if not root.is_dir():
         return []
     return sorted(
         d.name
         for d in root.iterdir()
-        if d.is_dir() and ((d / SPEC_FILE).is_file() or any(d.glob(TUNE_STATE_GLOB)))
+        if d.is_dir() and ((d / SPEC_FILE).is_file() or any(d.glob(EXPERIMENT_STATE_GLOB)))
     )
 
 

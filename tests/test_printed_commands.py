@@ -1,6 +1,6 @@
 """Every command the sweep prints runs exactly as printed, from a shell without the venv activated.
 
-The commands come from `sweeps.driver.format_summary` on a real sqlite MLflow store holding one
+The commands come from `sweeps.summary.format_summary` on a real sqlite MLflow store holding one
 finished trial run (no Ray: the summary is what `run_sweep` fills). Each is run through
 ``env -i PATH=/usr/bin:/bin bash -c "<printed>"``: no VIRTUAL_ENV, no PYTHONPATH, the venv's bin not on
 PATH. The `mlflow ui` one is started on a free 127.0.0.1 port, must answer, and is stopped.
@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.driver import SweepSummary, format_summary, mlflow_ui_command, resume_command
+from sweeps.commands import mlflow_ui_command, resume_command
 from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
+from sweeps.summary import SweepSummary, format_summary
 from sweeps.validation import build_spec
 
 BARE_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}

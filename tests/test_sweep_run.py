@@ -22,10 +22,11 @@ ray = pytest.importorskip("ray")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from simlab.train import METRIC_NAMES  # noqa: E402
-from sweeps.driver import pareto_front, run_sweep  # noqa: E402
+from sweeps.driver import run_sweep  # noqa: E402
 from sweeps.overrides import apply_overrides  # noqa: E402
 from sweeps.presets import get_preset  # noqa: E402
 from sweeps.spec import Objective, SweepSpec  # noqa: E402
+from sweeps.summary import pareto_front  # noqa: E402
 from sweeps.validation import build_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,10 +218,9 @@ def test_kill_then_resume_without_duplicates(tmp_path):
     assert sum(r.info.status == "FINISHED" for r in children) == 3
     assert len([r for r in runs if r.data.tags.get("simlab.role") == "sweep"]) == 1
     # The Optuna study saved with the sweep (Tune's searcher state): every trial told, none RUNNING.
-    import pickle
+    from sweeps.search import saved_optuna_study
 
-    (state,) = sorted((tmp_path / "sweeps" / "kr").glob("searcher-state-*.pkl"))[-1:]
-    study = pickle.loads(state.read_bytes())["_ot_study"]
+    study, _ = saved_optuna_study(tmp_path / "sweeps" / "kr")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and states.count("COMPLETE") == 3, states
 
@@ -511,7 +511,7 @@ def test_mlflow_ui_in_a_headless_browser_shows_the_trials(tiny_sweep, tmp_path):
     import shutil
     import urllib.request
 
-    from sweeps.driver import format_summary
+    from sweeps.summary import format_summary
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from simlab.config import DEFAULT_MIXUP, TrainConfig
-from sweeps.driver import make_searcher
 from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
+from sweeps.search import make_searcher
 from sweeps.space import define_by_run, method_name, train_config_dict
 from sweeps.validation import build_spec
 
@@ -174,7 +174,7 @@ def test_grid_points_are_every_combination_of_the_dimensions_each_label_uses():
 
 
 def test_choose_configurations_is_the_best_finished_trial_per_method_and_group():
-    from sweeps.driver import choose_configurations
+    from sweeps.stages import choose_configurations
 
     spec = spec_of("quickstart", "model=small_cnn,resnet18", seeds_group_by=["model"])
     rows = []

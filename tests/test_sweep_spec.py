@@ -343,8 +343,8 @@ def test_paper_a_ablation_presets():
 
 
 def test_seeds_stage_spec_runs_exactly_the_points_on_every_seed():
-    from sweeps.driver import seeds_points
     from sweeps.space import grid_points
+    from sweeps.stages import seeds_points
     from sweeps.validation import seeds_stage_spec
 
     spec = spec_of("quickstart", seeds=3)

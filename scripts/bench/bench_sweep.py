@@ -141,11 +141,12 @@ def main() -> int:
     from simlab.config import TrainConfig
     from simlab.data import load_split
     from simlab.train import fit
-    from sweeps.driver import compute_matrices, run_sweep
+    from sweeps.driver import run_sweep
     from sweeps.overrides import apply_overrides
     from sweeps.presets import get_preset
     from sweeps.space import train_config_dict
     from sweeps.trial_phases import PROFILE_CPROFILE_ENV, PROFILE_ENV
+    from sweeps.tune_setup import compute_matrices
     from sweeps.validation import build_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))

@@ -77,7 +77,8 @@ def test_sigkill_whole_sweep_then_resume(tmp_path: Path) -> None:
     deleted = client.search_runs([exp.experiment_id], run_view_type=ViewType.DELETED_ONLY)
     assert all(ORPHAN_TAG in r.data.tags and r.info.status != "RUNNING" for r in deleted)
     # The clean-up command agrees: nothing stale, no orphan left (it reads Tune's saved state too).
-    from sweeps.cleanup import cleanup, tune_trial_ids
+    from sweeps.cleanup import cleanup
+    from sweeps.storage import tune_trial_ids
 
     assert tune_trial_ids(sweep.sweep_dir) == set(ids)
     report = cleanup(sweep.uri, sweep_dir=sweep.sweep_dir)

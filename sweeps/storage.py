@@ -1,0 +1,135 @@
+"""The sweep folder: its file names and the driver's reads and writes there, local or on object storage.
+
+A sweep lives in ``<storage>/<name>`` (`SweepSpec.sweep_dir`): the search stage's Tune experiment is the
+folder itself, a two-stage sweep's seeds stage is ``seeds/`` inside it, and the driver keeps beside
+Tune's own files the spec as submitted (`SPEC_FILE`), the stage progress (`STAGES_FILE`) and
+``summary.md``. Everything goes through pyarrow.fs, as Ray reaches the storage: the same code for a
+local folder and s3:// (gs://, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from simlab._io import write_text_atomic
+from sweeps.search import EXPERIMENT_STATE_GLOB, trial_ids_in_state
+from sweeps.spec import SweepSpec
+
+SPEC_FILE = "sweep_spec.json"
+STAGES_FILE = "stages.json"  # a two-stage sweep's progress: the chosen configurations, the seeds points
+SEEDS_SUBDIR = "seeds"  # the seeds stage's Tune experiment inside the sweep folder
+
+
+def stage_dir(spec: SweepSpec) -> str:
+    """The Tune experiment folder of the spec's stage."""
+    return spec.sweep_dir if spec.stage == "search" else f"{spec.sweep_dir.rstrip('/')}/{SEEDS_SUBDIR}"
+
+
+def _storage_fs(sweep_dir: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    if "://" not in sweep_dir:
+        return pafs.LocalFileSystem(), os.path.abspath(sweep_dir)
+    return pafs.FileSystem.from_uri(sweep_dir)
+
+
+def read_storage_text(sweep_dir: str, name: str) -> str | None:
+    """``<sweep_dir>/<name>`` as text, None when absent."""
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    path = f"{root.rstrip('/')}/{name}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def write_storage_text(sweep_dir: str, name: str, text: str) -> None:
+    """Write ``<sweep_dir>/<name>``: atomically (temp + os.replace) locally; one PUT on object stores,
+    which is atomic there (a reader sees the old object or the new one)."""
+    if "://" not in sweep_dir:
+        write_text_atomic(Path(sweep_dir) / name, text)
+        return
+    fs, root = _storage_fs(sweep_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root.rstrip('/')}/{name}") as fh:
+        fh.write(text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+def tune_trial_ids(sweep_dir: str | Path) -> set[str]:
+    """The trial ids in a local Tune experiment folder's newest saved state (what `Tuner.restore`
+    resumes), with its seeds stage's (``seeds/``) when it has one.
+
+    Reads Tune's ``experiment_state-<timestamp>.json`` (JSON, no unpickling). A folder without one is a
+    ValueError naming it.
+    """
+    folder = Path(sweep_dir)
+    states = sorted(folder.glob(EXPERIMENT_STATE_GLOB))  # Tune's own choice: the newest timestamp
+    if not states:
+        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {str(folder)!r}")
+    ids = trial_ids_in_state(states[-1].read_text())
+    seeds = folder / SEEDS_SUBDIR
+    if seeds.is_dir() and any(seeds.glob(EXPERIMENT_STATE_GLOB)):
+        ids |= tune_trial_ids(seeds)
+    return ids
+
+
+def storage_trial_ids(sweep_dir: str) -> set[str]:
+    """The trial ids in the newest Tune experiment state under ``sweep_dir`` (local or remote); the
+    remote twin of `tune_trial_ids` (which alone adds the seeds stage's)."""
+    if "://" not in sweep_dir:
+        return tune_trial_ids(sweep_dir)
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    states = sorted(
+        i.path for i in infos if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
+    )
+    if not states:
+        raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {sweep_dir!r}")
+    with fs.open_input_stream(states[-1]) as fh:
+        return trial_ids_in_state(fh.read().decode("utf-8"))
+
+
+def all_stage_trial_ids(spec: SweepSpec) -> set[str]:
+    """Trial ids of every stage's Tune experiment (search at the top, seeds in ``seeds/``)."""
+    ids = storage_trial_ids(spec.sweep_dir)  # local: `tune_trial_ids` already adds seeds/
+    if "://" in spec.storage:
+        try:
+            ids |= storage_trial_ids(f"{spec.sweep_dir.rstrip('/')}/{SEEDS_SUBDIR}")
+        except (ValueError, OSError):  # no seeds stage (yet)
+            pass
+    return ids
+
+
+def other_stage_trial_ids(spec: SweepSpec) -> set[str]:
+    """Trial ids of the other stage's Tune experiment (their MLflow runs are not orphans of this one)."""
+    if spec.stage == "search" or "://" in spec.storage:
+        return set()
+    try:
+        return tune_trial_ids(spec.sweep_dir)
+    except ValueError:
+        return set()
+
+
+def spool_root(spec: SweepSpec) -> str:
+    """Where MLflow calls wait during an outage: the sweep folder, or each node's local disk when the
+    storage is remote."""
+    if "://" in spec.storage:
+        return os.path.join(os.path.expanduser("~"), ".cache", "simlab", "spool", spec.name)
+    return os.path.join(spec.sweep_dir, "spool")
+
+
+def artifact_location(spec: SweepSpec, sweep_dir: str, tracking_uri: str) -> str | None:
+    """MLflow artifacts under the sweep folder, local or remote, when the client writes them itself
+    (sqlite / file stores); a tracking server keeps its own artifact root."""
+    if "://" not in spec.storage:
+        return os.path.join(sweep_dir, "mlartifacts")
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return f"{sweep_dir.rstrip('/')}/mlartifacts"
+    return None
