@@ -108,14 +108,14 @@ def check_word_vectors(spec: SweepSpec) -> None:
     datasets are checked when the matrix is computed: their names need the data, and reading
     torchvision's pickled CIFAR-100 meta here would unpickle a file) and the vector file's vocabulary
     (first token per line), so a missing word is reported before any image is decoded;
-    `simlab.word_vectors.check_vocabulary` applies the same rules (and ``mapping``) as the distance
+    `simlab.similarity.word_vectors.check_vocabulary` applies the same rules (and ``mapping``) as the distance
     computation.
     """
     import logging
 
     if "we" not in values_of(spec, "similarity"):
         return
-    from simlab.word_vectors import MissingWordsError, check_vocabulary
+    from simlab.similarity.word_vectors import MissingWordsError, check_vocabulary
 
     args = spec.source_args.get("we", {})
     datasets = values_of(spec, "dataset") or (TrainConfig.dataset,)

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 from sweeps import search  # noqa: E402
 from sweeps.presets import get_preset  # noqa: E402
-from sweeps.spec import build_spec  # noqa: E402
+from sweeps.validation import build_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

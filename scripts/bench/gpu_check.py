@@ -9,7 +9,7 @@ still run; the whole run stays within ``--budget`` seconds, 8 minutes by default
 - ``train``: ResNet-18 CIFAR training img/s at batch 128 in fp32, bf16 autocast + channels_last, and
   the same under ``torch.compile`` (the step `simlab.train.fit` takes: `prepare_images` augmentation
   on the GPU, soft cross-entropy on float32 logits, SGD with momentum).
-- ``distances``: the ``l1`` and ``l2`` class-distance sources (`simlab.sources.SIMILARITIES`) on a
+- ``distances``: the ``l1`` and ``l2`` class-distance sources (`simlab.similarity.sources.SIMILARITIES`) on a
   CIFAR-10-sized training set, 50,000 x 3x32x32 uint8, 10 classes, on the GPU: the real images with
   ``--data <cifar10 zip>``, else synthetic uniform uint8 of that exact shape (labelled as such).
 - ``sweep``: a 4-trial quickstart sweep at ``--gpus-per-trial 0.25``; the 4 trials' MLflow start/end
