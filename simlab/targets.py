@@ -16,9 +16,17 @@ import numpy as np
 import torch
 
 from simlab.config import TrainConfig
+from simlab.labels import (
+    class_pairs,
+    confidence_labels,
+    pair_confidence_labels,
+    smooth_labels,
+    uniform_smooth_labels,
+)
 from simlab.losses import relax
 from simlab.noise import make_noisy_labels, trusted_mask
 from simlab.seeds import derive_seed
+from simlab.similarity import similarity_from_distances
 
 __all__ = [
     "LABEL_BUILDERS",
@@ -55,16 +63,11 @@ def _onehot(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None)
 
 
 def _uniform(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import uniform_smooth_labels
-
     labels = uniform_smooth_labels(len(names), cfg.alpha)
     return labels, labels.clone()
 
 
 def _similarity(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import smooth_labels
-    from simlab.similarity import similarity_from_distances
-
     # paper A eq. 17 (similarity from z-scored distances), then eq. 18 (smoothing with it).
     labels = smooth_labels(
         similarity_from_distances(source, cfg.beta, normalise=cfg.similarity_normalise), cfg.alpha
@@ -81,8 +84,6 @@ def confidence_pairs(
     names in ``cfg.similarity_args["pairs"]``, else `simlab.labels.class_pairs` defaults (the CIFAR-10
     pairs truck-automobile, bird-airplane, deer-horse, cat-dog, frog-ship).
     """
-    from simlab.labels import class_pairs
-
     if source_matrix is not None:
         m = torch.as_tensor(source_matrix)
         k = len(class_names)
@@ -94,8 +95,6 @@ def confidence_pairs(
 
 
 def _confidence(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import confidence_labels, pair_confidence_labels
-
     if cfg.similarity == "pairs":
         # paper B §4.1: 0.6/0.4 for (possibly noisy) samples, 0.95/0.05 for the trusted set.
         pairs = confidence_pairs(cfg, names, source)
@@ -210,7 +209,7 @@ def training_targets(
 
     Paper B §4.1: a trusted mask of ``cfg.trusted_size`` class-balanced samples, then noise on the
     others (``cfg.noise_kind``/``cfg.noise_rate``; asymmetric noise flips within the pairs of
-    `simlab.targets.confidence_pairs`). A non-trusted sample gets ``labels[noisy_label]`` ("when the
+    `confidence_pairs`). A non-trusted sample gets ``labels[noisy_label]`` ("when the
     wrong class is selected, the confidence label of the wrong class is used"), a trusted one
     ``trusted_labels[true_label]``; then ``relax(rows, cfg.relaxation, trusted)`` (eq. 9-10: trusted rows
     are never relaxed). The noise and the mask come from generators seeded by ``cfg.seed`` alone, so

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "World",
@@ -74,8 +75,6 @@ def wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     ``model`` itself."""
     if not world.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
