@@ -2,8 +2,8 @@
 epoch (`build_state`), including what a resumed run restores from its checkpoint, and written back to a
 checkpoint after each epoch (`save_state`).
 
-After `build_state` no field is reassigned: training mutates the model, optimizer and scheduler in
-place, and `history` grows by one dict per epoch.
+After `build_state` no field is reassigned (the dataclass is frozen): training mutates the model,
+optimizer and scheduler in place, and `history` grows by one dict per epoch.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["RunState", "build_state", "save_state"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class RunState:
     """What one `fit` call trains and evaluates. Images stay uint8 on the training device (batches are
     converted there, no host round trips); labels and label matrices are on the CPU."""
