@@ -6,32 +6,48 @@ folder, is fsync'ed, and only then replaces the target with ``os.replace``; the 
 is kept as ``<path>.prev``. A reader therefore sees either the old or the new complete file, and when
 the newest one is damaged anyway (a truncated copy, a full disk on another machine) `load_latest`
 falls back to the previous complete one.
+
+A *training* checkpoint (what `simlab.train.fit` writes every epoch and resumes from) is one such dict
+with the keys of `training_checkpoint`; `check_training_checkpoint` is the check a resume makes before
+trusting one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from simlab._io import atomic_path
+
 __all__ = [
     "CHECKPOINT_NAME",
+    "CHECKPOINT_VERSION",
     "CheckpointError",
+    "check_training_checkpoint",
     "checkpoint_paths",
     "load_checkpoint",
     "load_latest",
     "save_checkpoint",
+    "training_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PREV_SUFFIX = ".prev"
+# The version of the training-checkpoint schema (the keys of `training_checkpoint`).
+CHECKPOINT_VERSION = 1
+# Config keys that may differ between a checkpoint and the run resuming it: where the data is and how
+# the run executes, not what is trained.
+RESUME_FREE_KEYS = frozenset({"data_dir", "cache_dir", "device", "compile"})
+# Keys a training checkpoint must hold to be resumed from ("rng", "precision" and "class_names" are
+# written too but read leniently).
+_RESUME_KEYS = frozenset({"version", "epoch", "model", "optimizer", "scheduler", "config", "history"})
 
 
 class CheckpointError(RuntimeError):
@@ -55,24 +71,12 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
         raise TypeError(f"state: expected a mapping, got {type(state).__name__}")
     path = _as_path(path)
     _check_weights_only(state, "state")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
         if path.exists():
-            # Keep the last complete checkpoint until the new one is in place: a crash between the two
-            # replaces leaves only .prev, which load_latest falls back to.
+            # Keep the last complete checkpoint until the new one is in place: a crash between this
+            # rename and atomic_path's leaves only .prev, which load_latest falls back to.
             os.replace(path, path.with_name(path.name + PREV_SUFFIX))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     _fsync_dir(path.parent)
     return path
 
@@ -121,6 +125,67 @@ def load_latest(
     if errors:
         raise errors[0]
     return None
+
+
+def training_checkpoint(
+    *,
+    epoch: int,
+    model: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    config: Mapping[str, Any],
+    precision: str,
+    history: Sequence[Mapping[str, float]],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """The training-checkpoint dict (version `CHECKPOINT_VERSION`) of a run after ``epoch`` epochs.
+
+    ``model``/``optimizer``/``scheduler``: state dicts (``{}`` without a scheduler); ``rng``: the seed, the
+    world size and the end-of-epoch generator states (for audit: each epoch re-derives its generators,
+    so resuming needs only ``epoch``); ``config``: ``TrainConfig.to_dict()``; ``precision``: the resolved
+    label (``fp32``, ``bf16+channels_last``, ...); ``history``: one metrics dict per epoch so far.
+    """
+    return {
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "rng": rng,
+        "config": config,
+        "precision": precision,
+        "history": [dict(h) for h in history],
+        "class_names": list(class_names),
+    }
+
+
+def check_training_checkpoint(
+    state: Mapping[str, Any], path: Path, *, config: Mapping[str, Any], class_names: Sequence[str]
+) -> None:
+    """Raise ``ValueError`` (naming ``checkpoint_dir`` and ``path``) unless ``state`` is a training
+    checkpoint of this version, written by the same ``config`` (except `RESUME_FREE_KEYS`) on the same
+    ``class_names``: resuming anything else would silently train a different run."""
+    missing = sorted(_RESUME_KEYS - set(state))
+    if missing or state["version"] != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint_dir: {path} is not a version-{CHECKPOINT_VERSION} training checkpoint "
+            f"(version {state.get('version')!r}, missing keys {missing})"
+        )
+    saved = state.get("config", {})
+    differ = sorted(
+        k for k in set(saved) | set(config) if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k)
+    )
+    if differ:
+        raise ValueError(
+            f"checkpoint_dir: {path} was written by a different config "
+            f"(keys {', '.join(differ)} differ); use a fresh checkpoint_dir"
+        )
+    if list(state.get("class_names", [])) != list(class_names):
+        raise ValueError(
+            f"checkpoint_dir: {path} was trained on classes {state.get('class_names')}, "
+            f"the data has {list(class_names)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

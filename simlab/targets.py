@@ -1,8 +1,9 @@
-"""Per-class training targets: which label matrix a `TrainConfig` trains with.
+"""Training targets: which label matrix a `TrainConfig` trains with, and the target row of every sample.
 
 `label_matrices` turns the config's label method (and, for similarity/confidence labels, the source
 matrix from `simlab.similarity.sources`) into two ``[K, K]`` matrices whose row k is the target of a sample
 labelled k: one for ordinary (possibly noisy) samples, one for the trusted set of paper B §4.1.
+`training_targets` applies them per sample: the trusted set, the label noise and the relaxation.
 """
 
 from __future__ import annotations
@@ -15,15 +16,28 @@ import numpy as np
 import torch
 
 from simlab.config import TrainConfig
+from simlab.labels import (
+    class_pairs,
+    confidence_labels,
+    pair_confidence_labels,
+    smooth_labels,
+    uniform_smooth_labels,
+)
+from simlab.losses import relax
+from simlab.noise import make_noisy_labels, trusted_mask
+from simlab.seeds import derive_seed
+from simlab.similarity import similarity_from_distances
 
 __all__ = [
     "LABEL_BUILDERS",
     "LABEL_REGISTRY",
     "LabelMethod",
+    "TrainingTargets",
     "confidence_pairs",
     "label_matrices",
     "needs_source_matrix",
     "prediction_tau",
+    "training_targets",
 ]
 
 
@@ -49,16 +63,11 @@ def _onehot(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None)
 
 
 def _uniform(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import uniform_smooth_labels
-
     labels = uniform_smooth_labels(len(names), cfg.alpha)
     return labels, labels.clone()
 
 
 def _similarity(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import smooth_labels
-    from simlab.similarity import similarity_from_distances
-
     # paper A eq. 17 (similarity from z-scored distances), then eq. 18 (smoothing with it).
     labels = smooth_labels(
         similarity_from_distances(source, cfg.beta, normalise=cfg.similarity_normalise), cfg.alpha
@@ -75,8 +84,6 @@ def confidence_pairs(
     names in ``cfg.similarity_args["pairs"]``, else `simlab.labels.class_pairs` defaults (the CIFAR-10
     pairs truck-automobile, bird-airplane, deer-horse, cat-dog, frog-ship).
     """
-    from simlab.labels import class_pairs
-
     if source_matrix is not None:
         m = torch.as_tensor(source_matrix)
         k = len(class_names)
@@ -88,8 +95,6 @@ def confidence_pairs(
 
 
 def _confidence(cfg: TrainConfig, names: Sequence[str], source: torch.Tensor | None):
-    from simlab.labels import confidence_labels, pair_confidence_labels
-
     if cfg.confidence_source == "pairs":
         # paper B §4.1: 0.6/0.4 for (possibly noisy) samples, 0.95/0.05 for the trusted set.
         pairs = confidence_pairs(cfg, names, source)
@@ -106,7 +111,7 @@ class LabelMethod:
     """A label method: how its ``[K, K]`` label matrices are built and which samples it trains on.
 
     ``build(cfg, class_names, source) -> (labels, trusted_labels)``; ``train_on="trusted"`` trains on
-    the trusted set alone (`simlab.train.training_targets` then returns its indices).
+    the trusted set alone (`training_targets` then returns its indices).
     """
 
     build: Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -178,3 +183,73 @@ def label_matrices(
         raise ValueError(f"label: unknown value {cfg.label!r}; valid values are: {', '.join(LABEL_BUILDERS)}")
     labels, trusted = builder(cfg, list(class_names), source)
     return labels.to(torch.float64), trusted.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class TrainingTargets:
+    """Per-sample training targets of paper B §4.1 (all on the CPU)."""
+
+    rows: torch.Tensor  # float64 [N, K]: the (relaxed) target row of every training sample
+    noisy_labels: torch.Tensor  # int64 [N]: labels after noise injection (trusted samples never flip)
+    trusted: torch.Tensor  # bool [N]: the class-balanced trusted set M
+    label_matrix: torch.Tensor  # float64 [K, K]: row k = target of a non-trusted sample labelled k
+    trusted_label_matrix: torch.Tensor  # float64 [K, K]: row k = target of a trusted sample of class k
+    # int64 [M]: the samples trained on when the label method trains on a subset (LabelMethod.train_on
+    # "trusted": the trusted set, ascending); None = all N.
+    train_indices: torch.Tensor | None = None
+
+
+def training_targets(
+    cfg: TrainConfig,
+    train_labels: torch.Tensor,
+    class_names: Sequence[str],
+    source_matrix: np.ndarray | torch.Tensor | None = None,
+) -> TrainingTargets:
+    """The target row of every training sample under ``cfg``'s labels, noise and trusted set.
+
+    Paper B §4.1: a trusted mask of ``cfg.trusted_size`` class-balanced samples, then noise on the
+    others (``cfg.noise_kind``/``cfg.noise_rate``; asymmetric noise flips within the pairs of
+    `confidence_pairs`). A non-trusted sample gets ``labels[noisy_label]`` ("when the
+    wrong class is selected, the confidence label of the wrong class is used"), a trusted one
+    ``trusted_labels[true_label]``; then ``relax(rows, cfg.relaxation, trusted)`` (eq. 9-10: trusted rows
+    are never relaxed). The noise and the mask come from generators seeded by ``cfg.seed`` alone, so
+    every DDP rank and every resumed run sees the same noisy labels.
+
+    ``train_labels`` int ``[N]`` (clean); returns `TrainingTargets`.
+    """
+    if (
+        not isinstance(train_labels, torch.Tensor)
+        or train_labels.dim() != 1
+        or train_labels.is_floating_point()
+    ):
+        got = (
+            f"{train_labels.dtype} tensor of shape {tuple(train_labels.shape)}"
+            if isinstance(train_labels, torch.Tensor)
+            else type(train_labels).__name__
+        )
+        raise ValueError(f"train_labels: expected an integer [N] tensor, got {got}")
+    labels, trusted_labels = label_matrices(cfg, class_names, source_matrix)
+    k = len(class_names)
+    y = train_labels.to("cpu", torch.long)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "noise"))
+    if cfg.trusted_size > 0:
+        trusted = trusted_mask(y, k, cfg.trusted_size, generator=gen)
+    else:
+        trusted = torch.zeros_like(y, dtype=torch.bool)
+    if cfg.noise_kind != "none":
+        pairs = None
+        if cfg.noise_kind == "asymmetric":
+            pairs = confidence_pairs(
+                cfg, class_names, source_matrix if cfg.confidence_source == "pairs" else None
+            )
+        noisy = make_noisy_labels(
+            y, k, cfg.noise_rate, cfg.noise_kind, pairs=pairs, trusted=trusted, generator=gen
+        )
+    else:
+        noisy = y.clone()
+    rows = torch.where(trusted[:, None], trusted_labels[y], labels[noisy])
+    rows = relax(rows, cfg.relaxation, trusted)  # paper B eq. 9-10
+    indices = None
+    if LABEL_REGISTRY[cfg.label].train_on == "trusted":
+        indices = torch.nonzero(trusted).squeeze(1)
+    return TrainingTargets(rows, noisy, trusted, labels, trusted_labels, indices)

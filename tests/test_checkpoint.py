@@ -1,4 +1,4 @@
-"""simlab.checkpoint: atomic saves, .prev fallback, weights_only loading."""
+"""simlab.checkpoint: atomic saves, .prev fallback, weights_only loading, the training-checkpoint schema."""
 
 import os
 
@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from simlab.checkpoint import (
+    CHECKPOINT_VERSION,
     CheckpointError,
+    check_training_checkpoint,
     checkpoint_paths,
     load_checkpoint,
     load_latest,
     save_checkpoint,
+    training_checkpoint,
 )
 
 
@@ -128,3 +131,54 @@ def test_failed_write_leaves_old_checkpoint_and_no_temp(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the training-checkpoint schema
+def _training(**config) -> dict:
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return training_checkpoint(
+        epoch=3,
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        scheduler={},
+        rng={"seed": 0, "world_size": 1, "states": {"torch": torch.get_rng_state()}},
+        config={"lr": 0.1, "data_dir": "/a", **config},
+        precision="fp32",
+        history=[{"epoch": 1.0}, {"epoch": 2.0}, {"epoch": 3.0}],
+        class_names=("a", "b"),
+    )
+
+
+def test_training_checkpoint_loads_weights_only_and_passes_its_own_check(tmp_path):
+    path = save_checkpoint(_training(), tmp_path / "checkpoint.pt")
+    state = load_checkpoint(path)
+    assert state["version"] == CHECKPOINT_VERSION and state["epoch"] == 3
+    assert set(state) == {
+        "version", "epoch", "model", "optimizer", "scheduler", "rng", "config", "precision", "history",
+        "class_names",
+    }  # fmt: skip
+    assert state["class_names"] == ["a", "b"] and state["history"][-1] == {"epoch": 3.0}
+    # data_dir, cache_dir, device and compile may change between the run and its resume.
+    check_training_checkpoint(state, path, config={"lr": 0.1, "data_dir": "/b"}, class_names=["a", "b"])
+
+
+def test_training_checkpoint_check_rejects_another_run(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    state = _training()
+    with pytest.raises(
+        ValueError, match=r"checkpoint_dir: .* was written by a different config \(keys lr differ\)"
+    ):
+        check_training_checkpoint(state, path, config={"lr": 0.2, "data_dir": "/a"}, class_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"keys lr, seed differ"):
+        check_training_checkpoint(state, path, config={"lr": 0.2, "seed": 1}, class_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"trained on classes \['a', 'b'\], the data has \['a', 'c'\]"):
+        check_training_checkpoint(state, path, config={"lr": 0.1}, class_names=["a", "c"])
+    with pytest.raises(
+        ValueError, match=r"not a version-1 training checkpoint \(version 2, missing keys \[\]\)"
+    ):
+        check_training_checkpoint({**state, "version": 2}, path, config={"lr": 0.1}, class_names=["a", "b"])
+    partial = {k: v for k, v in state.items() if k not in ("optimizer", "history")}
+    with pytest.raises(ValueError, match=r"missing keys \['history', 'optimizer'\]"):
+        check_training_checkpoint(partial, path, config={"lr": 0.1}, class_names=["a", "b"])

@@ -1,13 +1,15 @@
-"""simlab.targets.label_matrices against the formulas of SPEC §1-2 written out directly."""
+"""simlab.targets: label_matrices against the formulas of SPEC §1-2 written out directly, and
+training_targets (noise, trusted set, relaxation of paper B §4.1) against per-sample constructions."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from simlab.config import TrainConfig
-from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix
+from simlab.targets import confidence_pairs, label_matrices, needs_source_matrix, training_targets
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -165,3 +167,87 @@ def test_label_registry_names_match_the_config_names():
     assert tuple(LABEL_REGISTRY) == LABEL_METHODS == tuple(LABEL_BUILDERS)
     assert set(TRUSTED_SET_LABELS) <= set(LABEL_REGISTRY)
     assert {n for n, m in LABEL_REGISTRY.items() if m.train_on == "trusted"} == {"trusted_only"}
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sample targets: noise and trusted set (paper B §4.1)
+def test_training_targets_noise_trusted_and_relaxation():
+    names = [f"c{i}" for i in range(6)]
+    y = torch.arange(6).repeat_interleave(50)
+    cfg = TrainConfig.from_dict(
+        dict(
+            label="confidence",
+            similarity="pairs",
+            relaxation="l2",
+            noise_kind="asymmetric",
+            noise_rate=0.4,
+            trusted_size=60,
+            loss="log_projection",
+        ),
+        validate=False,
+    )
+    t = training_targets(cfg, y, names)
+    # Trusted set: 10 per class, never flipped.
+    assert int(t.trusted.sum()) == 60
+    assert torch.bincount(y[t.trusted], minlength=6).tolist() == [10] * 6
+    assert torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
+    # Asymmetric noise flips only to the partner: pairs (0,1), (2,3), (4,5) for these names.
+    flipped = t.noisy_labels != y
+    assert torch.equal(t.noisy_labels[flipped], y[flipped] ^ 1)
+    assert 0.25 < flipped[~t.trusted].double().mean().item() < 0.55
+    # Rows: trusted -> 0.95/0.05 row of the true class, unrelaxed (eq. 10); others -> the 0.6/0.4 row of the
+    # noisy label, scaled by its L2 norm (eq. 9).
+    pair_row = {}
+    for own, other, key in ((0.95, 0.05, "trusted"), (0.6, 0.4, "noisy")):
+        m = torch.zeros(6, 6, dtype=torch.float64)
+        for a, b in ((0, 1), (2, 3), (4, 5)):
+            m[a, a] = m[b, b] = own
+            m[a, b] = m[b, a] = other
+        pair_row[key] = m
+    for i in range(len(y)):
+        if t.trusted[i]:
+            expected = pair_row["trusted"][y[i]]
+        else:
+            row = pair_row["noisy"][t.noisy_labels[i]]
+            expected = math.sqrt(0.6**2 + 0.4**2) * row
+        torch.testing.assert_close(t.rows[i].double(), expected, atol=1e-6, rtol=0)
+
+
+def test_training_targets_symmetric_and_no_noise():
+    y = torch.arange(5).repeat_interleave(40)
+    names = list("abcde")
+    clean = training_targets(
+        TrainConfig.from_dict({"label": "uniform", "alpha": 0.2}, validate=False), y, names
+    )
+    assert torch.equal(clean.noisy_labels, y) and not clean.trusted.any()
+    expected = 0.8 * F.one_hot(y, 5).double() + 0.2 / 5
+    torch.testing.assert_close(clean.rows.double(), expected, atol=1e-6, rtol=0)
+    cfg = TrainConfig.from_dict({"noise_kind": "symmetric", "noise_rate": 0.5}, validate=False)
+    noisy = training_targets(cfg, y, names)
+    flipped = noisy.noisy_labels != y
+    assert 0.35 < flipped.double().mean().item() < 0.65
+    torch.testing.assert_close(noisy.rows, F.one_hot(noisy.noisy_labels, 5).double())
+    assert torch.equal(training_targets(cfg, y, names).noisy_labels, noisy.noisy_labels)  # seeded
+
+
+def test_onehot_trusted_targets_are_clean_on_trusted_and_noisy_elsewhere():
+    """Independent construction: one_hot(clean label) on the trusted mask, one_hot(noisy label) elsewhere."""
+    names = [f"c{i}" for i in range(5)]
+    y = torch.arange(5).repeat_interleave(40)
+    cfg = TrainConfig.from_dict(
+        dict(label="onehot_trusted", noise_kind="symmetric", noise_rate=0.6, trusted_size=50), validate=False
+    )
+    cfg.validate()
+    t = training_targets(cfg, y, names)
+    assert t.train_indices is None  # trains on every sample
+    assert int(t.trusted.sum()) == 50 and torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
+    flipped = t.noisy_labels != y
+    assert 0.4 < flipped[~t.trusted].double().mean().item() < 0.8  # the noise really is there
+    expected = torch.empty(len(y), 5, dtype=torch.float64)
+    for i in range(len(y)):
+        expected[i] = F.one_hot(y[i] if t.trusted[i] else t.noisy_labels[i], 5).double()
+    assert torch.equal(t.rows, expected)
+    # Without a trusted set, the controls are rejected naming the field.
+    for label in ("onehot_trusted", "trusted_only"):
+        with pytest.raises(ValueError, match="trusted_size must be > 0"):
+            TrainConfig.from_dict(dict(label=label), validate=False).validate()

@@ -15,17 +15,18 @@ from simlab.checkpoint import checkpoint_paths, load_checkpoint
 from simlab.config import TrainConfig
 from simlab.data import load_dataset, uniform_noise_images
 from simlab.models import build_model
+from simlab.seeds import derive_seed
 from simlab.train import (
     METRIC_NAMES,
     EpochReport,
     NonFiniteLossError,
-    _make_scheduler,
-    _seed,
     evaluate_ood,
     fit,
     ood_confidence_figure,
     training_targets,
 )
+from simlab.train.epoch import mixup
+from simlab.train.schedule import make_scheduler
 
 # 8 images per class (80 training images), a 8-channel small CNN: about a second per epoch on 2 cores.
 TINY = dict(
@@ -305,9 +306,9 @@ def test_non_finite_loss_raises_naming_epoch_step_value(digits, cache_dir):
 
 def test_non_finite_loss_from_poisoned_weights(digits, cache_dir, monkeypatch):
     # A NaN weight (a poisoned input to the very first step) must stop training at step 1.
-    import simlab.models
+    import simlab.train.state
 
-    real = simlab.models.build_model
+    real = simlab.train.state.build_model
 
     def poisoned(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -315,70 +316,9 @@ def test_non_finite_loss_from_poisoned_weights(digits, cache_dir, monkeypatch):
             model.fc.bias[0] = float("nan")
         return model
 
-    monkeypatch.setattr(simlab.models, "build_model", poisoned)
+    monkeypatch.setattr(simlab.train.state, "build_model", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/5: nan"):
         fit(_cfg(cache_dir), data=digits)
-
-
-# ---------------------------------------------------------------------------------------------
-# noise and trusted targets (paper B §4.1)
-def test_training_targets_noise_trusted_and_relaxation():
-    names = [f"c{i}" for i in range(6)]
-    y = torch.arange(6).repeat_interleave(50)
-    cfg = TrainConfig.from_dict(
-        dict(
-            label="confidence",
-            similarity="pairs",
-            relaxation="l2",
-            noise_kind="asymmetric",
-            noise_rate=0.4,
-            trusted_size=60,
-            loss="log_projection",
-        ),
-        validate=False,
-    )
-    t = training_targets(cfg, y, names)
-    # Trusted set: 10 per class, never flipped.
-    assert int(t.trusted.sum()) == 60
-    assert torch.bincount(y[t.trusted], minlength=6).tolist() == [10] * 6
-    assert torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
-    # Asymmetric noise flips only to the partner: pairs (0,1), (2,3), (4,5) for these names.
-    flipped = t.noisy_labels != y
-    assert torch.equal(t.noisy_labels[flipped], y[flipped] ^ 1)
-    assert 0.25 < flipped[~t.trusted].double().mean().item() < 0.55
-    # Rows: trusted -> 0.95/0.05 row of the true class, unrelaxed (eq. 10); others -> the 0.6/0.4 row of the
-    # noisy label, scaled by its L2 norm (eq. 9).
-    pair_row = {}
-    for own, other, key in ((0.95, 0.05, "trusted"), (0.6, 0.4, "noisy")):
-        m = torch.zeros(6, 6, dtype=torch.float64)
-        for a, b in ((0, 1), (2, 3), (4, 5)):
-            m[a, a] = m[b, b] = own
-            m[a, b] = m[b, a] = other
-        pair_row[key] = m
-    for i in range(len(y)):
-        if t.trusted[i]:
-            expected = pair_row["trusted"][y[i]]
-        else:
-            row = pair_row["noisy"][t.noisy_labels[i]]
-            expected = math.sqrt(0.6**2 + 0.4**2) * row
-        torch.testing.assert_close(t.rows[i].double(), expected, atol=1e-6, rtol=0)
-
-
-def test_training_targets_symmetric_and_no_noise():
-    y = torch.arange(5).repeat_interleave(40)
-    names = list("abcde")
-    clean = training_targets(
-        TrainConfig.from_dict({"label": "uniform", "alpha": 0.2}, validate=False), y, names
-    )
-    assert torch.equal(clean.noisy_labels, y) and not clean.trusted.any()
-    expected = 0.8 * F.one_hot(y, 5).double() + 0.2 / 5
-    torch.testing.assert_close(clean.rows.double(), expected, atol=1e-6, rtol=0)
-    cfg = TrainConfig.from_dict({"noise_kind": "symmetric", "noise_rate": 0.5}, validate=False)
-    noisy = training_targets(cfg, y, names)
-    flipped = noisy.noisy_labels != y
-    assert 0.35 < flipped.double().mean().item() < 0.65
-    torch.testing.assert_close(noisy.rows, F.one_hot(noisy.noisy_labels, 5).double())
-    assert torch.equal(training_targets(cfg, y, names).noisy_labels, noisy.noisy_labels)  # seeded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +328,7 @@ def test_cosine_schedule_with_warmup_matches_closed_form():
     steps = 5
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=cfg.lr)
-    sched = _make_scheduler(cfg, opt, steps)
+    sched = make_scheduler(cfg, opt, steps)
     seen = []
     for _ in range(cfg.epochs * steps):
         seen.append(opt.param_groups[0]["lr"])  # the lr used by this step
@@ -435,7 +375,7 @@ def test_fit_scores_uniform_noise_with_the_final_weights(digits, cache_dir, tmp_
     )
     model.load_state_dict(state["model"])
     model.eval()
-    gen = torch.Generator().manual_seed(_seed(0, "ood-noise"))
+    gen = torch.Generator().manual_seed(derive_seed(0, "ood-noise"))
     noise = torch.randint(0, 256, (64, *digits.test_x.shape[1:]), generator=gen, dtype=torch.uint8)
     mean = torch.tensor(digits.mean, dtype=torch.float64).view(1, -1, 1, 1)
     std = torch.tensor(digits.std, dtype=torch.float64).view(1, -1, 1, 1)
@@ -495,13 +435,11 @@ def test_fit_with_default_recalibrators(digits, cache_dir):
 def test_mixup_mixes_images_and_targets_with_one_beta_lambda():
     from scipy import stats
 
-    from simlab.train import _mixup
-
     b = 6
     x = torch.eye(b).view(b, 1, b, 1)  # image i is the indicator of i: the mix reveals lam and the partner
     targets = torch.eye(b)
     gen = torch.Generator().manual_seed(0)
-    mixed_x, mixed_t = _mixup(x, targets, 0.4, gen)
+    mixed_x, mixed_t = mixup(x, targets, 0.4, gen)
     torch.testing.assert_close(mixed_x.view(b, b), mixed_t)  # same lam and same partner for both
     torch.testing.assert_close(mixed_t.sum(1), torch.ones(b))
     # Row i is lam e_i + (1 - lam) e_perm(i): the diagonal is 1 (perm(i) = i) or one common lam.
@@ -512,7 +450,7 @@ def test_mixup_mixes_images_and_targets_with_one_beta_lambda():
     # the identity or the swap (drawn independently of lam); a swap shows lam as t[0, 0].
     lams = []
     for _ in range(400):
-        _, t = _mixup(torch.zeros(2, 1, 1, 1), torch.eye(2), 0.4, gen)
+        _, t = mixup(torch.zeros(2, 1, 1, 1), torch.eye(2), 0.4, gen)
         if not torch.equal(t, torch.eye(2)):
             lams.append(t[0, 0].item())
     assert len(lams) > 100
@@ -626,29 +564,6 @@ def test_trusted_only_trains_on_exactly_the_trusted_samples(digits, cache_dir):
     ref = fit(_cfg(cache_dir), data=subset, recalibrators=CHEAP_RECALIBRATORS)
     assert torch.equal(got.test_probs, ref.test_probs)
     assert got.metrics["accuracy"] == ref.metrics["accuracy"]
-
-
-def test_onehot_trusted_targets_are_clean_on_trusted_and_noisy_elsewhere():
-    """Independent construction: one_hot(clean label) on the trusted mask, one_hot(noisy label) elsewhere."""
-    names = [f"c{i}" for i in range(5)]
-    y = torch.arange(5).repeat_interleave(40)
-    cfg = TrainConfig.from_dict(
-        dict(label="onehot_trusted", noise_kind="symmetric", noise_rate=0.6, trusted_size=50), validate=False
-    )
-    cfg.validate()
-    t = training_targets(cfg, y, names)
-    assert t.train_indices is None  # trains on every sample
-    assert int(t.trusted.sum()) == 50 and torch.equal(t.noisy_labels[t.trusted], y[t.trusted])
-    flipped = t.noisy_labels != y
-    assert 0.4 < flipped[~t.trusted].double().mean().item() < 0.8  # the noise really is there
-    expected = torch.empty(len(y), 5, dtype=torch.float64)
-    for i in range(len(y)):
-        expected[i] = F.one_hot(y[i] if t.trusted[i] else t.noisy_labels[i], 5).double()
-    assert torch.equal(t.rows, expected)
-    # Without a trusted set, the controls are rejected naming the field.
-    for label in ("onehot_trusted", "trusted_only"):
-        with pytest.raises(ValueError, match="trusted_size must be > 0"):
-            TrainConfig.from_dict(dict(label=label), validate=False).validate()
 
 
 def test_resume_with_eval_every_keeps_the_plateau_schedule(digits, cache_dir, tmp_path):
