@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from simlab._io import atomic_path
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -56,9 +57,10 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path = _as_path(path)
     _check_weights_only(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    # fsync=False: the file is fsync'ed here, before the old checkpoint moves to .prev (atomic_path would
+    # fsync after the block, i.e. after that move).
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(dict(state), fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -66,13 +68,6 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
             # Keep the last complete checkpoint until the new one is in place: a crash between the two
             # replaces leaves only .prev, which load_latest falls back to.
             os.replace(path, path.with_name(path.name + PREV_SUFFIX))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     _fsync_dir(path.parent)
     return path
 

@@ -35,6 +35,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from simlab._io import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 STOPS_DIR = "simlab_stops"
@@ -56,13 +58,8 @@ def _fs(path: str) -> tuple[Any, str]:
 
 
 def _write(path: str, text: str) -> None:
-    if "://" not in path:  # local: temp file + os.replace (never a partial file)
-        p = os.path.abspath(path)
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        tmp = f"{p}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
+    if "://" not in path:  # local: atomic (never a partial file)
+        write_text_atomic(os.path.abspath(path), text)
         return
     fs, p = _fs(path)
     fs.create_dir(os.path.dirname(p), recursive=True)
