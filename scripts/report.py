@@ -15,10 +15,6 @@ the statistics `simlab.stats`; how to read a verdict: docs/statistics.md.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.report import main
 

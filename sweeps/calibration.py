@@ -16,14 +16,10 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` and `simlab` importable from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sweeps.preflight import PreflightError, run_preflight  # noqa: E402
-from sweeps.presets import PRESETS, get_preset  # noqa: E402
-from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives  # noqa: E402
+from sweeps.preflight import PreflightError, run_preflight
+from sweeps.presets import PRESETS, get_preset
+from sweeps.spec import SpecError, SweepSpec, apply_overrides, build_spec, parse_objectives
 
 EXIT_BAD_SPEC = 2
 EXAMPLES = """examples:
