@@ -11,7 +11,8 @@ comes from here.
 - `TinyData` / `tiny_data`: a few seeded uint8 images per class with the `simlab.data.ImageData`
   fields a similarity source reads.
 - `RecordingTracker`: a `simlab.tracking.Tracker` that keeps every call.
-- `log_run`: one finished trial run logged by hand into an MLflow store, as a sweep would.
+- `sweep_store` / `log_run`: an MLflow store with a sweep run, and its finished trial runs logged by
+  hand, as a sweep would.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ class RecordingTracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.append(dict(tags))
+
+
+def sweep_store(folder: Path, experiment: str) -> tuple[str, Any, str, str]:
+    """A sqlite MLflow store in ``folder`` with ``experiment`` and one sweep (parent) run, as a sweep
+    leaves it: ``(tracking uri, MlflowClient, experiment id, parent run id)``; add trials with `log_run`."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment(experiment, artifact_location=str(folder / "artifacts"))
+    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    return uri, client, exp_id, parent
 
 
 def log_run(client, exp_id, parent, method, params, metrics, probs=None, tmp=None, status="FINISHED") -> str:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import scipy.stats
-from mlflow.tracking import MlflowClient
 
 from sweeps import claims as cl
 from sweeps import report as cli
-from tests.support import log_run
+from tests.support import log_run, sweep_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ACC = {  # (noise setting, method tag, loss) -> accuracies over 3 seeds
@@ -29,10 +28,7 @@ ACC = {  # (noise setting, method tag, loss) -> accuracies over 3 seeds
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("claims")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("b", artifact_location=str(tmp / "art"))
-    parent = client.create_run(exp, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp, parent = sweep_store(tmp, "b")
     for (kind, method, loss), values in ACC.items():
         for seed, acc in enumerate(values):
             params = {"label": method.split(":")[0], "loss": loss, "model": "m", "seed": str(seed)}

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from sweeps import report as cli
 from sweeps import results as report
 from sweeps.results import Method
-from tests.support import log_run
+from tests.support import log_run, sweep_store
 
 METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")
 
@@ -28,10 +28,7 @@ METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_predic
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp_id = client.create_experiment("exp", artifact_location=str(tmp / "artifacts"))
-    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp_id, parent = sweep_store(tmp, "exp")
     rng = np.random.default_rng(0)
     truth: dict = {}
     probs = rng.dirichlet(np.ones(4), size=50)
@@ -142,10 +139,7 @@ def noisy_store(tmp_path_factory):
     """Paper B style: CE one-hot vs LP / P confidence runs in two noise settings, 3 seeds each; plus
     paper A rows with uniform-noise confidences (one similarity row clearly best on validation)."""
     tmp = tmp_path_factory.mktemp("report-noisy")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp_id = client.create_experiment("noisy", artifact_location=str(tmp / "artifacts"))
-    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp_id, parent = sweep_store(tmp, "noisy")
     rng = np.random.default_rng(1)
     truth: dict = {}
     for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
