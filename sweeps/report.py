@@ -1,6 +1,6 @@
 """The report CLI (``scripts/report.py``): a sweep's table with statistics from its MLflow experiment
 or a report CSV, its comparisons with a baseline, per-run bootstrap intervals, and claims tables.
-The library parts are `sweeps.results` and `sweeps.claims`."""
+The library parts are `sweeps.results`, `sweeps.claims` and `sweeps.claims_tables`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from simlab._io import write_text_atomic
-from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
+from sweeps.claims import evaluate_claims, load_claims, load_source_rows
+from sweeps.claims_tables import claims_csv, claims_markdown
 from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
 from sweeps.results import (
     BEST_EPOCH_COLUMN,
