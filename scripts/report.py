@@ -9,16 +9,12 @@
 Rows are methods per model (and per setting with ``--group-by``); cells ``mean ± std (n)`` over seeds;
 every method is compared with ``--baseline`` (Welch over seeds, Holm over the table, verdict and the
 detectable difference). The CLI is `sweeps.report`, the library `sweeps.results` and `sweeps.claims`,
-the statistics `simlab.stats`; how to read a verdict: docs/statistics.md.
+the statistics `simlab.stats`; how to read a verdict: docs/statistics.md. Installed as ``simlab-report``.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps.report import main
 

@@ -71,8 +71,14 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
         raise TypeError(f"state: expected a mapping, got {type(state).__name__}")
     path = _as_path(path)
     _check_weights_only(state, "state")
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # fsync=False: the file is fsync'ed here, before the old checkpoint moves to .prev (atomic_path would
+    # fsync after the block, i.e. after that move).
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(dict(state), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         if path.exists():
             # Keep the last complete checkpoint until the new one is in place: a crash between this
             # rename and atomic_path's leaves only .prev, which load_latest falls back to.

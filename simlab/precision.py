@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from simlab._io import write_text_atomic
 from simlab.config import PRECISIONS
 
 __all__ = [
@@ -243,19 +243,11 @@ def _read_probes(path: Path) -> dict[str, Any]:
 
 
 def _write_probe(path: Path, key: str, result: BF16Probe) -> None:
-    """Merge ``key`` into the file atomically (temp file + os.replace); a failure only costs a re-probe."""
+    """Merge ``key`` into the file atomically (`simlab._io`); a failure only costs a re-probe."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {**_read_probes(path), key: dataclasses.asdict(result)}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError as err:
         log.warning("could not store the bf16 probe in %s (%s)", path, err)
 

@@ -16,16 +16,12 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` and `simlab` importable from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sweeps.overrides import apply_overrides  # noqa: E402
-from sweeps.preflight import PreflightError, run_preflight  # noqa: E402
-from sweeps.presets import PRESETS, get_preset  # noqa: E402
-from sweeps.spec import SpecError, SweepSpec, parse_objectives  # noqa: E402
-from sweeps.validation import build_spec  # noqa: E402
+from sweeps.overrides import apply_overrides
+from sweeps.preflight import PreflightError, run_preflight
+from sweeps.presets import PRESETS, get_preset
+from sweeps.spec import SpecError, SweepSpec, parse_objectives
+from sweeps.validation import build_spec
 
 EXIT_BAD_SPEC = 2
 EXAMPLES = """examples:

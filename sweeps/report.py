@@ -1,6 +1,6 @@
 """The report CLI (``scripts/report.py``): a sweep's table with statistics from its MLflow experiment
 or a report CSV, its comparisons with a baseline, per-run bootstrap intervals, and claims tables.
-The library parts are `sweeps.results` and `sweeps.claims`."""
+The library parts are `sweeps.results`, `sweeps.claims` and `sweeps.claims_tables`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from simlab._io import write_text_atomic as write_atomic
+from simlab._io import write_text_atomic
 from simlab.stats import Summary
-from sweeps.claims import claims_csv, claims_markdown, evaluate_claims, load_claims, load_source_rows
+from sweeps.claims import evaluate_claims, load_claims, load_source_rows
+from sweeps.claims_tables import claims_csv, claims_markdown
 from sweeps.preflight import PreflightError, check_store_exists, check_writable_folder
 from sweeps.results import (
     BEST_EPOCH_COLUMN,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.refresh:
         try:
             doc = Path(args.refresh)
-            write_atomic(doc, refresh_generated(doc.read_text(), base=Path.cwd()))
+            write_text_atomic(doc, refresh_generated(doc.read_text(), base=Path.cwd()))
         except (OSError, ValueError) as err:
             return fail(str(err))
         print(f"refreshed: {args.refresh}")
@@ -211,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(str(err))
         md = claims_markdown(claims, results, origins=origins)
         stem = Path(args.claims).stem
-        write_atomic(out / f"claims_{stem}.md", md)
-        write_atomic(out / f"claims_{stem}.csv", claims_csv(results))
+        write_text_atomic(out / f"claims_{stem}.md", md)
+        write_text_atomic(out / f"claims_{stem}.csv", claims_csv(results))
         print(md)
         return 0
 
@@ -277,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         boot = bootstrap_rows(client, rows, n_resamples=args.bootstrap, seed=args.bootstrap_seed)
         if boot:
             md += "\n" + bootstrap_markdown(boot)
-            write_atomic(out / "bootstrap.csv", bootstrap_csv(boot))
-    write_atomic(out / "report.md", md)
-    write_atomic(out / "report.csv", to_csv(rows))
+            write_text_atomic(out / "bootstrap.csv", bootstrap_csv(boot))
+    write_text_atomic(out / "report.md", md)
+    write_text_atomic(out / "report.csv", to_csv(rows))
     if comparisons:
-        write_atomic(out / "comparisons.csv", comparisons_csv(comparisons))
+        write_text_atomic(out / "comparisons.csv", comparisons_csv(comparisons))
     print(md)
     if client is not None and not args.no_diagrams:
         grid = reliability_grid(client, rows, out / "reliability.png")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         if client is None:
             return fail("--emit-warm-start needs the MLflow store (the chosen params are not in the CSV)")
         points = warm_start_points(rows, _split(args.show_params), seeds)
-        write_atomic(Path(args.emit_warm_start), json.dumps(points, indent=1) + "\n")
+        write_text_atomic(Path(args.emit_warm_start), json.dumps(points, indent=1) + "\n")
         print(f"warm-start points ({len(points)}): {args.emit_warm_start}")
     print(f"written: {out / 'report.md'}, {out / 'report.csv'}")
     return 0

@@ -58,7 +58,7 @@ def _fs(path: str) -> tuple[Any, str]:
 
 
 def _write(path: str, text: str) -> None:
-    if "://" not in path:  # local: never a partial file
+    if "://" not in path:  # local: atomic (never a partial file)
         write_text_atomic(os.path.abspath(path), text)
         return
     fs, p = _fs(path)

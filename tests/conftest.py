@@ -15,6 +15,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``),
+    restored after it. Small tensors: intra-op threads only add synchronisation, and on a shared,
+    oversubscribed 2-core machine they make every tiny op ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     """A fresh seeded CPU generator: tests draw their data from it, never from the global RNG."""

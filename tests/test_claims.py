@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import scipy.stats
-from mlflow.tracking import MlflowClient
 
 from sweeps import claims as cl
 from sweeps import report as cli
+from tests.support import log_run, sweep_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ACC = {  # (noise setting, method tag, loss) -> accuracies over 3 seeds
@@ -28,23 +28,12 @@ ACC = {  # (noise setting, method tag, loss) -> accuracies over 3 seeds
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("claims")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("b", artifact_location=str(tmp / "art"))
-    parent = client.create_run(exp, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp, parent = sweep_store(tmp, "b")
     for (kind, method, loss), values in ACC.items():
         for seed, acc in enumerate(values):
-            run = client.create_run(
-                exp, tags={"mlflow.parentRunId": parent, "simlab.role": "trial", "simlab.method": method}
-            )
-            rid = run.info.run_id
             params = {"label": method.split(":")[0], "loss": loss, "model": "m", "seed": str(seed)}
             params.update(noise_kind=kind, noise_rate="0.8" if kind != "none" else "0.0")
-            for k, v in params.items():
-                client.log_param(rid, k, v)
-            client.log_metric(rid, "accuracy", acc, step=1)
-            client.log_metric(rid, "val_accuracy", acc, step=1)
-            client.set_terminated(rid, "FINISHED")
+            log_run(client, exp, parent, method, params, {"accuracy": acc, "val_accuracy": acc})
     return uri, tmp
 
 

@@ -42,12 +42,8 @@ def test_gpu_check_names_a_bad_argument(tmp_path):
 
 
 def test_trial_overlap_from_mlflow_times():
-    import importlib.util
+    from scripts.bench.gpu_check import trial_overlap as overlap
 
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "bench" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
-    overlap = gpu_check.trial_overlap
     at_once = [(0, 10_000), (1_000, 9_000), (2_000, 12_000), (3_000, 11_000)]  # ms
     got = overlap(at_once)
     assert got["four_at_once"] and got["all_overlap_s"] == 6.0  # from 3 s (last start) to 9 s (first end)

@@ -159,15 +159,9 @@ def test_train_script_data_error_is_one_line_exit_2(tmp_path: Path, fault: str):
 
 # --- read-only tools: scripts/report.py and sweeps.cleanup (issue 15 items 5, 6) ---------------------------
 def _report_module():
-    import importlib.util
-    import sys
+    from sweeps import report  # what scripts/report.py runs
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
-    spec = importlib.util.spec_from_file_location("simlab_report_t15", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["simlab_report_t15"] = module
-    spec.loader.exec_module(module)
-    return module
+    return report
 
 
 @pytest.fixture(scope="module")

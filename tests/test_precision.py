@@ -25,6 +25,7 @@ from simlab.precision import (
     resolve_precision,
 )
 from simlab.train import fit
+from tests.support import TINY, RecordingTracker
 
 FASTER = BF16Probe(fp32_seconds=0.30, bf16_seconds=0.10, supported=True, capability="AVX512")
 SLOWER = BF16Probe(fp32_seconds=0.10, bf16_seconds=0.25, supported=True, capability="AVX512")
@@ -130,21 +131,7 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("simlab-cache"))
 
 
-TINY = dict(
-    dataset="digits",
-    subset_per_class=8,
-    epochs=2,
-    batch_size=16,
-    lr=0.05,
-    model_args={"width": 8},
-    recalibrate=False,
-    seed=0,
-)
-
-
 def test_fit_reports_and_tags_the_precision_it_used(cache_dir, tmp_path):
-    from tests.test_train import RecordingTracker
-
     data = load_dataset("digits", cache_dir=cache_dir, subset_per_class=8, seed=0)
     tracker = RecordingTracker()
     cfg = TrainConfig.from_dict({**TINY, "cache_dir": cache_dir, "epochs": 1, "precision": "bf16"})

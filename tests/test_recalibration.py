@@ -25,15 +25,7 @@ from simlab.calibration.recalibration import (
     TemperatureScaling,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    # Small tensors: intra-op threads only add synchronisation, and on a shared, oversubscribed
-    # 2-core machine they make every tiny op ~10x slower. Restored after this module.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _overconfident(n: int, k: int, seed: int, t_true: float = 3.0, scale: float = 1.5):

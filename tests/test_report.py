@@ -20,35 +20,15 @@ from mlflow.tracking import MlflowClient
 from sweeps import report as cli
 from sweeps import results as report
 from sweeps.results import Method
+from tests.support import log_run, sweep_store
 
 METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")
-
-
-def _log_run(client, exp_id, parent, method, params, metrics, probs=None, tmp=None, status="FINISHED"):
-    run = client.create_run(
-        exp_id, tags={"mlflow.parentRunId": parent, "simlab.role": "trial", "simlab.method": method}
-    )
-    rid = run.info.run_id
-    for k, v in params.items():
-        client.log_param(rid, k, v)
-    for k, v in metrics.items():
-        client.log_metric(rid, k, v, step=1)
-    if probs is not None:
-        path = Path(tmp) / rid / "test_probs.npz"
-        path.parent.mkdir(parents=True)
-        np.savez(path, probs=probs[0], labels=probs[1])
-        client.log_artifact(rid, str(path))
-    client.set_terminated(rid, status)
-    return rid
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp_id = client.create_experiment("exp", artifact_location=str(tmp / "artifacts"))
-    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp_id, parent = sweep_store(tmp, "exp")
     rng = np.random.default_rng(0)
     truth: dict = {}
     probs = rng.dirichlet(np.ones(4), size=50)
@@ -58,7 +38,7 @@ def store(tmp_path_factory):
         onehot.update({f"ts_{m}": float(rng.uniform(0.01, 0.1)) for m in METRICS})
         onehot["val_nll"] = 1.0
         truth.setdefault("onehot", []).append(onehot)
-        _log_run(
+        log_run(
             client,
             exp_id,
             parent,
@@ -72,7 +52,7 @@ def store(tmp_path_factory):
             sim = {m: float(rng.uniform(0.01, 0.2)) for m in METRICS}
             sim["val_nll"] = val_nll + 0.01 * seed
             truth.setdefault(("l2", beta), []).append(sim)
-            _log_run(
+            log_run(
                 client,
                 exp_id,
                 parent,
@@ -83,7 +63,7 @@ def store(tmp_path_factory):
                 tmp,
             )
     # Not counted: a repeat of seed 0's one-hot configuration, a failed run and the parent.
-    _log_run(
+    log_run(
         client,
         exp_id,
         parent,
@@ -91,7 +71,7 @@ def store(tmp_path_factory):
         {"label": "onehot", "model": "m", "seed": "0"},
         {**truth["onehot"][0], "accuracy": 0.01},
     )
-    _log_run(
+    log_run(
         client,
         exp_id,
         parent,
@@ -159,10 +139,7 @@ def noisy_store(tmp_path_factory):
     """Paper B style: CE one-hot vs LP / P confidence runs in two noise settings, 3 seeds each; plus
     paper A rows with uniform-noise confidences (one similarity row clearly best on validation)."""
     tmp = tmp_path_factory.mktemp("report-noisy")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
-    exp_id = client.create_experiment("noisy", artifact_location=str(tmp / "artifacts"))
-    parent = client.create_run(exp_id, tags={"simlab.role": "sweep"}).info.run_id
+    uri, client, exp_id, parent = sweep_store(tmp, "noisy")
     rng = np.random.default_rng(1)
     truth: dict = {}
     for kind, rate in (("asymmetric", "0.8"), ("symmetric", "0.4")):
@@ -177,7 +154,7 @@ def noisy_store(tmp_path_factory):
                 truth.setdefault((kind, rate, loss), []).append(metrics)
                 params = {"label": label, "loss": loss, "model": "m", "seed": str(seed)}
                 params.update(noise_kind=kind, noise_rate=rate)
-                _log_run(client, exp_id, parent, method, params, metrics)
+                log_run(client, exp_id, parent, method, params, metrics)
     ood_exp = client.create_experiment("ood", artifact_location=str(tmp / "ood-artifacts"))
     ood_parent = client.create_run(ood_exp, tags={"simlab.role": "sweep"}).info.run_id
     for method, label, extra, val_nll in (
@@ -196,7 +173,7 @@ def noisy_store(tmp_path_factory):
                 ood_noise_confidence_median=float(np.median(conf)),
             )
             truth.setdefault(("ood", method), []).append(metrics)
-            rid = _log_run(
+            rid = log_run(
                 client,
                 ood_exp,
                 ood_parent,
@@ -448,7 +425,7 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
         curve = rng.uniform(0.2, 0.6, size=6)
         probs = rng.dirichlet(np.ones(3), size=60)
         labels = rng.integers(0, 3, size=60)
-        rid = _log_run(
+        rid = log_run(
             client,
             exp,
             parent,

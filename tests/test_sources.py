@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,39 +9,11 @@ import pytest
 import torch
 
 from simlab.similarity.sources import SIMILARITIES, SimilaritySource, compute_similarity, resolve_params
+from tests.support import tiny_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR10_VECTORS = SHARED / "vectors" / "cifar10-words-300d.txt"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@dataclass
-class TinyData:
-    """The fields of `simlab.data.ImageData` that sources read (train split only)."""
-
-    class_names: list[str]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    identity: str = "tiny"
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.25, 0.25, 0.25)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def tiny_data(class_names=("cat", "dog", "horse"), per_class=(5, 7, 4), size=4, seed=0) -> TinyData:
-    g = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
-    for k, n in enumerate(per_class):
-        # class-dependent brightness so the classes really differ
-        base = torch.randint(0, 256, (n, 3, size, size), generator=g)
-        xs.append(((base + 60 * k) % 256).to(torch.uint8))
-        ys.append(torch.full((n,), k, dtype=torch.long))
-    perm = torch.randperm(sum(per_class), generator=g)  # classes interleaved, as in a real dataset
-    return TinyData(list(class_names), torch.cat(xs)[perm], torch.cat(ys)[perm])
 
 
 def brute_force_lp(x_uint8: torch.Tensor, y: torch.Tensor, k: int, p: float) -> np.ndarray:

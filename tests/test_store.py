@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_sources import tiny_data
 
 from simlab.similarity import store as store_mod
 from simlab.similarity.sources import SIMILARITIES, SimilaritySource
 from simlab.similarity.store import SimilarityStore, canonical_json
+from tests.support import tiny_data
 
 
 @pytest.fixture

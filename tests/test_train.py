@@ -27,19 +27,8 @@ from simlab.train import (
 )
 from simlab.train.epoch import mixup
 from simlab.train.schedule import make_scheduler
+from tests.support import TINY, RecordingTracker
 
-# 8 images per class (80 training images), a 8-channel small CNN: about a second per epoch on 2 cores.
-TINY = dict(
-    dataset="digits",
-    subset_per_class=8,
-    epochs=2,
-    batch_size=16,
-    lr=0.05,
-    model_args={"width": 8},
-    recalibrate=False,
-    seed=0,
-    precision="fp32",  # the same numbers on every CPU (auto may pick bf16); bf16 runs below
-)
 # Exercises every random stream: augmentation, mixup, label noise and the trusted set.
 RICH = dict(
     TINY,
@@ -60,23 +49,6 @@ CHEAP_RECALIBRATORS = {
     "dir": lambda: DirichletCalibration(lambdas=(1e-2,), mus=(1e-2,), max_iter=50),
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class RecordingTracker:
-    def __init__(self):
-        self.params, self.metrics, self.artifacts, self.tags = [], [], [], []
-
-    def log_params(self, params):
-        self.params.append(dict(params))
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.append((step, dict(metrics)))
-
-    def log_artifact(self, path, artifact_path=None):
-        self.artifacts.append(str(path))
-
-    def set_tags(self, tags):
-        self.tags.append(dict(tags))
 
 
 @pytest.fixture(scope="module")

@@ -23,19 +23,10 @@ from simlab.config import TrainConfig
 from simlab.data import load_dataset
 from simlab.models import build_model
 from simlab.train import METRIC_NAMES, fit
+from tests.support import TINY
 
-CFG = dict(
-    dataset="digits",
-    subset_per_class=8,
-    epochs=2,
-    batch_size=16,
-    lr=0.05,
-    model_args={"width": 8},
-    recalibrate=True,
-    seed=0,
-    device="cpu",
-    precision="fp32",  # the reference below evaluates in fp32; auto is tested on its own
-)
+# TINY is fp32: the reference below evaluates in fp32; auto is tested on its own
+CFG = dict(TINY, recalibrate=True, device="cpu")
 
 
 def _cheap_dir():

@@ -17,17 +17,13 @@ Usage: python scripts/bench/bench_bootstrap.py [--n 10000] [--k 10] [--resamples
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import torch
+from benchenv import git_commit, machine  # scripts/bench/benchenv.py (this script's folder)
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
-
-from simlab import calibration as cal  # noqa: E402
-from simlab.calibration import bootstrap_metrics  # noqa: E402
+from simlab import calibration as cal
+from simlab.calibration import bootstrap_metrics
 
 
 def data(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import time
 import zipfile
 
 import numpy as np
 import torch
+from benchenv import git_commit, machine  # scripts/bench/benchenv.py (this script's folder)
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
-
-from simlab.similarity import class_distance_matrix  # noqa: E402
+from simlab.similarity import class_distance_matrix
 
 ZIP = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cifar10-jpeg.zip")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

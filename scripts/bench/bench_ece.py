@@ -22,8 +22,9 @@ probabilities (the values do not change the cost of any method here).
   ~1e-8 relative in the prediction scope; the tests show equality to 1e-12 where that is exact).
 
 Each figure is the median of ``--repeats`` interleaved rounds after one warm-up (the large case:
-``--large-repeats`` rounds, no warm-up). Usage:
-    python scripts/bench/bench_ece.py [--repeats 5] [--large-repeats 1] [--skip-large] [--published-repeats 1]
+``--large-repeats`` rounds, no warm-up). Usage, from the repository root (a module: it imports the
+tests' reference ``tests/reference_kde.py``):
+    python -m scripts.bench.bench_ece [--repeats 5] [--large-repeats 1] [--skip-large] [--published-repeats 1]
         [--kde-n 10000] [--out bench_ece.json]
 """
 
@@ -33,20 +34,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
-from reference_kde import published_kde_ece  # noqa: E402
-
-from simlab.calibration import hist_ece, kde_ece  # noqa: E402
+from scripts.bench.benchenv import git_commit, machine
+from simlab._io import write_text_atomic
+from simlab.calibration import hist_ece, kde_ece
+from tests.reference_kde import published_kde_ece
 
 RESULTS: dict = {}
 
@@ -212,10 +208,7 @@ def main() -> None:
     RESULTS["load_avg_end"] = os.getloadavg()
     print(f"load average: start {RESULTS['load_avg_start']}, end {RESULTS['load_avg_end']}")
     if args.out:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(RESULTS, fh, indent=1)
-        os.replace(tmp, args.out)
+        write_text_atomic(args.out, json.dumps(RESULTS, indent=1))
 
 
 if __name__ == "__main__":

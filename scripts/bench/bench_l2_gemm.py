@@ -38,20 +38,16 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from benchenv import git_commit, machine  # scripts/bench/benchenv.py (this script's folder)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchenv import git_commit, machine  # noqa: E402
-
-import simlab.similarity.exact_l2 as gram  # noqa: E402
-from simlab.data import load_dataset  # noqa: E402
-from simlab.similarity import class_distance_matrix  # noqa: E402
+import simlab.similarity.exact_l2 as gram
+from simlab._io import write_text_atomic
+from simlab.data import load_dataset
+from simlab.similarity import class_distance_matrix
 
 _VERBOSE_CHILD = """
 import torch
@@ -246,11 +242,7 @@ def main() -> int:
         "distance_matrix_pixel_units": dist.cpu().tolist(),
         "load_avg_at_end": os.getloadavg(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(res, fh, indent=1)
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(res, indent=1))
 
     print(f"\nmachine: {res['machine']}; commit {res['commit']}")
     print(f"N={n} D={dims} K={k} chunk={args.chunk} path={path!r}")

@@ -25,19 +25,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
+from benchenv import git_commit, machine  # scripts/bench/benchenv.py (this script's folder)
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from benchenv import git_commit, machine  # noqa: E402  (scripts/bench/benchenv.py)
-
-from simlab.data import epoch_batches, load_dataset, prepare_images  # noqa: E402
-from simlab.models import build_model  # noqa: E402
+from simlab.data import epoch_batches, load_dataset, prepare_images
+from simlab.models import build_model
 
 ZIP = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cifar10-jpeg.zip")
 

@@ -23,22 +23,17 @@ import json
 import logging
 import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from benchenv import git_commit, machine  # scripts/bench/benchenv.py (this script's folder)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchenv import git_commit, machine  # noqa: E402
-
-from simlab.data import prepare_images  # noqa: E402
-from simlab.losses import soft_cross_entropy  # noqa: E402
-from simlab.models import build_model, count_parameters  # noqa: E402
-from simlab.precision import cpu_bf16_probe, resolve_precision  # noqa: E402
+from simlab._io import write_text_atomic
+from simlab.data import prepare_images
+from simlab.losses import soft_cross_entropy
+from simlab.models import build_model, count_parameters
+from simlab.precision import cpu_bf16_probe, resolve_precision
 
 MODES = {  # name -> (bf16 autocast, channels_last)
     "fp32": (False, False),
@@ -178,11 +173,7 @@ def main() -> int:
         "summary": summary,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2, default=str)
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(result, indent=2, default=str))
 
     print(f"machine: {machine_text}; commit {result['commit']}")
     print(

@@ -10,7 +10,9 @@
    the server is down (spooled to disk after the outage is detected), which is what a training loop
    pays per epoch during an outage.
 
-    python scripts/bench/bench_reliability.py [--rounds 5] [--calls 40] [--out FILE.json]
+    python -m scripts.bench.bench_reliability [--rounds 5] [--calls 40] [--out FILE.json]
+
+(from the repository root: a module, as it starts its server with the tests' ``tests/faults/helpers.py``)
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 BAD_CONFIGS = {
     "unknown key": ["--set", "alhpa=0.1"],

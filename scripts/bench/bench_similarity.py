@@ -31,17 +31,15 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from simlab.data import load_dataset  # noqa: E402
-from simlab.similarity import class_distance_matrix  # noqa: E402
+from simlab._io import write_text_atomic
+from simlab.data import load_dataset
+from simlab.similarity import class_distance_matrix
 
 
 def cdist_loop(x: torch.Tensor, y: torch.Tensor, k: int, p: float) -> np.ndarray:
@@ -209,11 +207,7 @@ def main() -> int:
     results["approximation"] = approx
     results["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(results, fh, indent=1)
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(results, indent=1))
 
     head = "| source | ours, full 50k | cdist loop, full (extrap.) | ratio | subset: ours / cdist | ratio |"
     print("\n" + head)

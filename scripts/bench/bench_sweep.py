@@ -35,9 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 TRIALS = {
     "tiny": (
         "label=onehot",

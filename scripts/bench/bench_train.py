@@ -24,20 +24,16 @@ import argparse
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from simlab.config import TrainConfig  # noqa: E402
-from simlab.data import epoch_batches, load_split, prepare_images  # noqa: E402
-from simlab.losses import soft_cross_entropy  # noqa: E402
-from simlab.models import build_model  # noqa: E402
-from simlab.train import fit  # noqa: E402
+from simlab.config import TrainConfig
+from simlab.data import epoch_batches, load_split, prepare_images
+from simlab.losses import soft_cross_entropy
+from simlab.models import build_model
+from simlab.train import fit
 
 
 def _now() -> tuple[float, float]:

@@ -34,14 +34,14 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from simlab._io import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 PARTS = ("pytest", "train", "distances", "sweep")
 # Seconds per part (each also capped by what is left of --budget).
@@ -477,10 +477,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
 def main() -> int:

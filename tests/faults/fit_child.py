@@ -1,9 +1,10 @@
 """A training process for the fault tests: ``python -m tests.faults.fit_child CONFIG_JSON CKPT_DIR``.
 
-Trains `simlab.train.fit` on a tiny synthetic dataset, printing ``epoch N`` after each epoch's
-checkpoint is written (and, with ``FIT_CHILD_PAUSE_AFTER_EPOCH=N``, sleeps after epoch N so a test
-can kill it at a known point) and, at the end, ``final <json of the final metrics and the history>``. Floats
-go through ``repr`` (exact round trip), so two processes' results can be compared bit for bit.
+Trains `simlab.train.fit` on a tiny synthetic dataset (`tests.support.TINY_SYNTHETIC`), printing
+``epoch N`` after each epoch's checkpoint is written (and, with ``FIT_CHILD_PAUSE_AFTER_EPOCH=N``, sleeps
+after epoch N so a test can kill it at a known point) and, at the end, ``final <json of the final
+metrics and the history>``. Floats go through ``repr`` (exact round trip), so two processes' results can
+be compared bit for bit.
 """
 
 from __future__ import annotations
@@ -14,42 +15,14 @@ import sys
 import time
 
 from simlab.config import TrainConfig
-from simlab.data import load_dataset
 from simlab.train import fit
-
-TINY_DATA = {
-    "num_classes": 4,
-    "num_superclasses": 2,
-    "samples_per_class": 24,
-    "test_samples_per_class": 8,
-    "image_size": 16,
-}
-
-TINY_CFG = {
-    "dataset": "synthetic",
-    "model": "small_cnn",
-    "epochs": 3,
-    "batch_size": 16,
-    "lr": 0.05,
-    "device": "cpu",
-    "amp": False,
-    "channels_last": False,
-    "augment": True,
-    "val_fraction": 0.25,
-    "seed": 0,
-}
-
-
-def tiny_data(cache_dir: str, seed: int = 0):
-    return load_dataset(
-        "synthetic", cache_dir=cache_dir, val_fraction=TINY_CFG["val_fraction"], seed=seed, **TINY_DATA
-    )
+from tests.support import TINY_SYNTHETIC, tiny_synthetic_data
 
 
 def main() -> None:
-    cfg = TrainConfig.from_dict({**TINY_CFG, **json.loads(sys.argv[1])})
+    cfg = TrainConfig.from_dict({**TINY_SYNTHETIC, **json.loads(sys.argv[1])})
     ckpt = sys.argv[2]
-    data = tiny_data(cfg.resolved_cache_dir, seed=cfg.seed)
+    data = tiny_synthetic_data(cfg.resolved_cache_dir, seed=cfg.seed)
     pause_after = int(os.environ.get("FIT_CHILD_PAUSE_AFTER_EPOCH", "0"))
 
     def on_epoch_end(report) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -169,6 +170,18 @@ def record_faults(test: str, *, injected: int, survived: int, detail: str = "") 
 # ------------------------------------------------------------------------------------------------
 # sweeps as real processes
 SWEEP_CLI = REPO / "sweeps" / "calibration.py"
+# `python -c SWEEP_CLI_WRAPPER ARGS` (cwd REPO) runs the CLI as `python sweeps/calibration.py ARGS` would,
+# then reports on stderr whether Ray was imported (``RAY_IMPORTED True/False``).
+SWEEP_CLI_WRAPPER = textwrap.dedent(
+    """
+    import runpy, sys
+    sys.argv = ["sweeps/calibration.py", *sys.argv[1:]]
+    try:
+        runpy.run_path("sweeps/calibration.py", run_name="__main__")
+    finally:
+        print("RAY_IMPORTED", "ray" in sys.modules, file=sys.stderr, flush=True)
+    """
+)
 # A sweep that takes a minute or two on 2 cores: quickstart preset (digits, small CNN, CPU, in-process
 # trials), 15 images per class, uniform label smoothing with a continuous alpha (so every Optuna
 # suggestion is a distinct number), no post-hoc recalibration.

@@ -11,7 +11,6 @@ other trials go on) is in test_sweep_faults.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,10 @@ import torch
 from simlab.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from simlab.config import TrainConfig
 from simlab.train import NonFiniteLossError, fit
-from tests.faults.fit_child import TINY_CFG, tiny_data
 from tests.faults.helpers import record_faults
+from tests.support import TINY_SYNTHETIC, RecordingTracker, tiny_synthetic_data
 
 pytestmark = pytest.mark.fault
-
-
-class RecordingTracker:
-    """A `simlab.tracking.Tracker` that keeps every call, to see what reached tracking."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple[int | None, dict[str, float]]] = []
-        self.params: list[dict[str, Any]] = []
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.params.append(dict(params))
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.metrics.append((step, dict(metrics)))
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pass
 
 
 class _StopAfterEpoch1(Exception):
@@ -58,8 +37,10 @@ def _stop_after_epoch_1(report: Any) -> None:
 
 @pytest.mark.parametrize("poison", [math.nan, math.inf], ids=["nan", "inf"])
 def test_nonfinite_loss_stops_at_that_step_with_the_reason(tmp_path: Path, poison: float) -> None:
-    cfg = TrainConfig.from_dict({**TINY_CFG, "epochs": 3, "recalibrate": False, "cache_dir": str(tmp_path)})
-    data = tiny_data(str(tmp_path))
+    cfg = TrainConfig.from_dict(
+        {**TINY_SYNTHETIC, "epochs": 3, "recalibrate": False, "cache_dir": str(tmp_path)}
+    )
+    data = tiny_synthetic_data(str(tmp_path))
     ckpt = tmp_path / "ckpt"
     with pytest.raises(_StopAfterEpoch1):
         fit(cfg, data=data, checkpoint_dir=ckpt, on_epoch_end=_stop_after_epoch_1)

@@ -9,29 +9,16 @@ folder (Tune state, MLflow database) may appear. How long a rejection takes is m
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import PYTHON, REPO, child_env, record_faults
+from tests.faults.helpers import PYTHON, REPO, SWEEP_CLI_WRAPPER, child_env, record_faults
 
 pytestmark = pytest.mark.fault
 
 SHARED = REPO.parent / "shared" / "data"
 WORDS = SHARED / "vectors" / "cifar10-words-300d.txt"
-
-# Runs the CLI as `python sweeps/calibration.py ARGS` would, then reports whether Ray was imported.
-WRAPPER = textwrap.dedent(
-    """
-    import runpy, sys
-    sys.argv = ["sweeps/calibration.py", *sys.argv[1:]]
-    try:
-        runpy.run_path("sweeps/calibration.py", run_name="__main__")
-    finally:
-        print("RAY_IMPORTED", "ray" in sys.modules, file=sys.stderr, flush=True)
-    """
-)
 
 
 def _vectors_without(tmp_path: Path, word: str) -> Path:
@@ -101,7 +88,7 @@ def test_bad_config_exits_2_naming_the_field_before_ray(case: str, tmp_path: Pat
     args, field = _cases(tmp_path)[case]
     storage = tmp_path / "storage"
     done = subprocess.run(
-        [PYTHON, "-c", WRAPPER, *args, "--storage", str(storage), "--name", "t11"],
+        [PYTHON, "-c", SWEEP_CLI_WRAPPER, *args, "--storage", str(storage), "--name", "t11"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -11,27 +11,15 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import textwrap
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import PYTHON, REPO, child_env, free_port, record_faults
+from tests.faults.helpers import PYTHON, REPO, SWEEP_CLI_WRAPPER, child_env, free_port, record_faults
 
 pytestmark = pytest.mark.fault
-
-WRAPPER = textwrap.dedent(
-    """
-    import runpy, sys
-    sys.argv = ["sweeps/calibration.py", *sys.argv[1:]]
-    try:
-        runpy.run_path("sweeps/calibration.py", run_name="__main__")
-    finally:
-        print("RAY_IMPORTED", "ray" in sys.modules, file=sys.stderr, flush=True)
-    """
-)
 
 
 def _png() -> bytes:
@@ -155,7 +143,7 @@ def test_bad_environment_exits_2_with_one_line_before_ray(case: str, tmp_path: P
         args = [*args, "--storage", str(tmp_path / "s")]
     before = _tree(tmp_path)
     done = subprocess.run(
-        [PYTHON, "-c", WRAPPER, *args, *(["--dry-run"] if dry_run else [])],
+        [PYTHON, "-c", SWEEP_CLI_WRAPPER, *args, *(["--dry-run"] if dry_run else [])],
         capture_output=True,
         text=True,
         cwd=REPO,
