@@ -28,9 +28,9 @@ def did_you_mean(word: object, valid: Iterable[str]) -> str:
 
 
 def unknown_name(what: str, name: object, valid: Iterable[str]) -> str:
-    """The message for an unknown registry key: the name, the closest match and every valid name."""
+    """The message for an unknown registry key: the argument, the name, the closest match, every valid name."""
     valid = list(valid)
-    return f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
+    return f"{what}: unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:

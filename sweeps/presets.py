@@ -1,6 +1,6 @@
-"""Named sweeps: plain data, resolved by `sweeps.validation.build_spec` (each field overridable by `--set`).
+"""Named sweeps (long: plain data, one entry per preset, no logic but `get_preset`).
 
-Over 400 lines: plain data, one entry per preset (no logic but `get_preset`).
+Resolved by `sweeps.validation.build_spec`; each field is overridable by `--set`.
 
 - ``quickstart``: a real sweep on this laptop-class CPU in minutes (digits, small CNN, one-hot /
   uniform / class-similarity labels with pixel L1/L2 distances, in-process trials).
