@@ -187,3 +187,45 @@ def test_a_long_module_says_why_at_its_top():
         f"modules over {MAX_LINES} lines without '{LONG_MARKER} <reason>' on the first docstring line "
         "(split them, or say why they are one concept):\n" + "\n".join(unexplained)
     )
+
+
+# --- the module map of docs/ARCHITECTURE.md ----------------------------------------------------------
+def _module_map() -> dict[str, tuple[str, ...]]:
+    """``{dotted module: allowed imports}`` from the table between the ``module map`` markers."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    start, end = text.index("<!-- module map -->"), text.index("<!-- /module map -->")
+    out = {}
+    for line in text[start:end].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        parts = Path(cells[0].strip("`")).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        allowed = tuple(a.strip() for a in cells[2].split(",") if a.strip() not in ("", "-"))
+        out[name] = allowed
+    return out
+
+
+def test_the_module_map_lists_every_module_once() -> None:
+    listed = _module_map()
+    assert set(listed) == set(MODULES), (
+        f"docs/ARCHITECTURE.md module map: missing {sorted(set(MODULES) - set(listed))}, "
+        f"not in the code {sorted(set(listed) - set(MODULES))}"
+    )
+
+
+def test_every_import_is_one_the_module_map_allows() -> None:
+    """A module imports only what its map line names (a package covers its submodules; "its
+    submodules" = the module's own package contents). The map is the design: change both together."""
+    listed = _module_map()
+    bad = []
+    for module, path in MODULES.items():
+        allowed = listed.get(module, ())
+        for target, line in _imported(module, path):
+            if target in ("simlab", "sweeps") or target.startswith(module + "."):
+                if target.startswith(module + ".") and "its submodules" not in allowed:
+                    bad.append(f"{module}:{line} -> {target} (its submodules not listed)")
+                continue
+            if not any(target == a or target.startswith(a + ".") for a in allowed):
+                bad.append(f"{module}:{line} -> {target}")
+    assert not bad, "imports missing from docs/ARCHITECTURE.md's module map:\n" + "\n".join(bad)
