@@ -12,7 +12,7 @@ from optuna.trial import FixedTrial, TrialState
 from simlab.config import DEFAULT_MIXUP, TrainConfig
 from sweeps.overrides import apply_overrides
 from sweeps.presets import get_preset
-from sweeps.search import make_searcher
+from sweeps.search import make_searcher, optuna_trial
 from sweeps.space import define_by_run, method_name, train_config_dict
 from sweeps.validation import build_spec
 
@@ -129,7 +129,7 @@ def test_searcher_never_leaves_a_trial_running(result, error, state):
     config = searcher.suggest("t1")
     assert "label" in config
     searcher.on_trial_complete("t1", result=result, error=error)
-    only = searcher._ot_study.trials[searcher._ot_trials["t1"].number]
+    only = optuna_trial(searcher, "t1")
     assert only.state == state
     if state == TrialState.COMPLETE:
         assert math.isclose(only.value, 0.7)
@@ -142,7 +142,7 @@ def test_searcher_multi_objective_tells_both_values():
     searcher.suggest("b")
     searcher.on_trial_complete("a", result={"val_accuracy": 0.9, "val_ece_hist_output": 0.01})
     searcher.on_trial_complete("b", result={"val_accuracy": float("nan"), "val_ece_hist_output": 0.01})
-    a, b = (searcher._ot_study.trials[searcher._ot_trials[t].number] for t in "ab")
+    a, b = (optuna_trial(searcher, t) for t in "ab")
     assert a.state == TrialState.COMPLETE and a.values == [0.9, 0.01]
     assert b.state == TrialState.FAIL
 

@@ -396,11 +396,8 @@ def tune_trials(sweep_dir: Path) -> list[dict]:
 
 
 def optuna_study(sweep_dir: Path):
-    """The Optuna study as Tune last saved it with its searcher (a pickle this test suite wrote)."""
-    import pickle
+    """The Optuna study as Tune last saved it with its searcher: ``(study, {trial id: Optuna trial})``
+    (`sweeps.search.saved_optuna_study`, the one reader of the searcher's private state)."""
+    from sweeps.search import saved_optuna_study
 
-    states = sorted(Path(sweep_dir).glob("searcher-state-*.pkl"))
-    assert states, f"no searcher state in {sweep_dir}"
-    with open(states[-1], "rb") as fh:
-        state = pickle.load(fh)  # test-only: our own sweep's file
-    return state["_ot_study"], state["_ot_trials"]
+    return saved_optuna_study(sweep_dir)
