@@ -2,7 +2,7 @@
 # System packages simlab needs outside pip. Idempotent: safe to run from CI and setup on every run.
 #
 # - wordnet-base: the WordNet 3.0 database (/usr/share/wordnet) behind the `wordnet` similarity
-#   source (simlab/wordnet.py). We read it with NLTK's WordNetCorpusReader instead of calling
+#   source (simlab/similarity/wordnet.py). We read it with NLTK's WordNetCorpusReader instead of calling
 #   nltk.download() at run time, because build and test machines have no internet beyond the
 #   package registries. Required: the script fails without it.
 # - chromium (optional): the headless browser of the MLflow UI test

@@ -28,7 +28,7 @@ def did_you_mean(word: object, valid: Iterable[str]) -> str:
 
 
 def unknown_name(what: str, name: object, valid: Iterable[str]) -> str:
-    """The message for an unknown registry key: the argument, the name, the closest match, every valid name."""
+    """The message for an unknown registry key: argument, name, closest match and every valid name."""
     valid = list(valid)
     return f"{what}: unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
 

@@ -551,3 +551,21 @@ def test_resume_with_eval_every_keeps_the_plateau_schedule(digits, cache_dir, tm
     assert torch.equal(resumed.test_probs, reference.test_probs)
     assert "val_nll" in resumed.history[2]  # epoch 3: the resumed process's first, evaluated
     assert "val_nll" not in reference.history[2]  # ... which the uninterrupted run skipped
+
+
+def test_a_checkpoint_written_with_the_old_confidence_spelling_resumes(tmp_path):
+    """Checkpoints written before `confidence_source` existed saved ``similarity='pairs'``: the resume
+    reads them in the current spelling instead of refusing a "different config"."""
+    import torch as _torch
+
+    values = dict(TINY, label="confidence", confidence_source="pairs", trusted_size=20)
+    first = fit(TrainConfig.from_dict(values), checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    state = _torch.load(path, weights_only=True)
+    old = dict(state["config"])
+    old["similarity"] = old.pop("confidence_source")  # the pre-rename spelling
+    state["config"] = old
+    _torch.save(state, path)
+    resumed = fit(TrainConfig.from_dict(values), checkpoint_dir=tmp_path)  # finished: nothing left to train
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in first.history]

@@ -129,6 +129,7 @@ def build_state(
     found = _read_checkpoint(checkpoint_dir, world, device)
     if found is not None:
         saved, path = found
+        saved = {**saved, "config": _current_spelling(saved.get("config", {}))}
         check_training_checkpoint(saved, path, config=cfg.to_dict(), class_names=data.class_names)
         saved_precision = saved.get("precision")
         if cfg.precision == "auto" and saved_precision and saved_precision != precision.label:
@@ -231,3 +232,13 @@ def _read_checkpoint(
         return None
     found = load_latest(checkpoint_dir, map_location="cpu") if world.rank == 0 else None
     return broadcast_from_rank0(found, world, device)
+
+
+def _current_spelling(config: Any) -> Any:
+    """A checkpoint's saved config in this version's spelling (`TrainConfig.from_dict` reads the old one:
+    confidence runs once named their score source in ``similarity``), so a resume across the rename is
+    not refused; a config with a key this version does not know stays as saved, and the check names it."""
+    try:
+        return TrainConfig.from_dict(dict(config), validate=False).to_dict()
+    except (TypeError, ValueError):
+        return config
