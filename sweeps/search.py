@@ -172,15 +172,17 @@ def optuna_trial(searcher: Any, trial_id: str) -> Any:
 def saved_optuna_study(sweep_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """``(study, {Tune trial id: Optuna trial})`` as Tune last saved the Optuna searcher in ``sweep_dir``.
 
-    Unpickles the searcher state: only for a sweep folder this process (or its tests) wrote.
+    Read back by Tune's own `OptunaSearch.restore` (what a resumed sweep runs anyway): this project's code
+    never unpickles a file itself (RELIABILITY T14).
     """
-    import pickle
+    from ray.tune.search.optuna import OptunaSearch  # Ray only where it is used
 
     states = sorted(Path(sweep_dir).glob(SEARCHER_STATE_GLOB))
     if not states:
         raise ValueError(f"sweep_dir: no Tune searcher state ({SEARCHER_STATE_GLOB}) in {str(sweep_dir)!r}")
-    state = pickle.loads(states[-1].read_bytes())
-    return state["_ot_study"], state["_ot_trials"]
+    searcher = OptunaSearch()
+    searcher.restore(str(states[-1]))
+    return searcher._ot_study, searcher._ot_trials
 
 
 def trial_states(grid: Any) -> dict[str, str]:
