@@ -123,6 +123,7 @@ def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., I
             raw, name=name, val_fraction=val_fraction, subset_per_class=subset_per_class, seed=seed
         )
 
+    load.options = tuple(options)  # type: ignore[attr-defined]  # read by check_dataset_args
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = raw_fn.__doc__
     return load
@@ -134,10 +135,29 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir)
 
 
+def check_dataset_args(name: str, args: Any, *, field: str = "dataset_args") -> None:
+    """Cheap check (no decoding) of a dataset's own options ``args`` against its loader: an unknown
+    dataset or option is the loaders' ``ValueError`` (naming ``field``, the config field)."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(
+            f"dataset: unknown name {name!r}{did_you_mean(str(name), DATASETS)}; "
+            f"valid names are: {', '.join(DATASETS)}"
+        )
+    options = DATASETS[name].options  # type: ignore[attr-defined]
+    unknown = sorted(k for k in args if k not in options)
+    if unknown:
+        raise ValueError(
+            f"{field}: dataset {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options are: {', '.join(options) or '(none)'}"
+        )
+
+
 def load_split(cfg: Any) -> ImageData:
     """The data split a training config (`simlab.config.TrainConfig`) names: `load_dataset` with its
-    ``dataset``, ``data_dir``, ``resolved_cache_dir``, ``val_fraction``, ``subset_per_class`` and
-    ``seed`` — the one place a config becomes a dataset (fit, the sweep driver, the trials)."""
+    ``dataset``, ``data_dir``, ``resolved_cache_dir``, ``val_fraction``, ``subset_per_class``, ``seed``
+    and ``dataset_args`` (the loader's own options) — the one place a config becomes a dataset (fit,
+    the sweep driver, the trials)."""
+    check_dataset_args(cfg.dataset, cfg.dataset_args)
     return load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -145,6 +165,7 @@ def load_split(cfg: Any) -> ImageData:
         val_fraction=cfg.val_fraction,
         subset_per_class=cfg.subset_per_class,
         seed=cfg.seed,
+        **cfg.dataset_args,
     )
 
 
@@ -166,6 +187,7 @@ __all__ = [
     "ImageData",
     "RawImages",
     "channel_stats",
+    "check_dataset_args",
     "epoch_batches",
     "load_dataset",
     "load_split",
