@@ -85,6 +85,27 @@ def _check_dataset_args(spec: SweepSpec) -> None:
                     check_dataset_args(name, args if isinstance(args, Mapping) else {}, field=args_key)
                 except ValueError as err:
                     raise SpecError(args_key if "unknown option" in str(err) else name_key, str(err)) from err
+    _check_ood_channels(spec)
+
+
+def _check_ood_channels(spec: SweepSpec) -> None:
+    """The OOD dataset's images have the training images' channels (both known without loading)."""
+    from simlab.data import dataset_channels
+
+    for ood in values_of(spec, "ood_dataset"):
+        if ood is None:
+            continue
+        for ood_args in values_of(spec, "ood_dataset_args") or ({},):
+            ood_channels = dataset_channels(ood, ood_args)
+            for dataset in values_of(spec, "dataset") or (TrainConfig.dataset,):
+                for args in values_of(spec, "dataset_args") or ({},):
+                    channels = dataset_channels(dataset, args)
+                    if channels != ood_channels:
+                        raise SpecError(
+                            "ood_dataset",
+                            f"{ood!r} gives {ood_channels}-channel images but the model is trained on "
+                            f"{channels}-channel images ({dataset!r}); choose an OOD dataset with {channels}",
+                        )
 
 
 def _check_source_numbers(source: str, defaults: Mapping[str, Any], args: Mapping[str, Any]) -> None:

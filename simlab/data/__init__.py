@@ -47,7 +47,7 @@ from typing import Any
 from simlab._validate import did_you_mean
 from simlab.class_names import CIFAR10_CLASSES
 from simlab.config import default_cache_dir
-from simlab.data.batches import epoch_batches, prepare_images, uniform_noise_images
+from simlab.data.batches import epoch_batches, prepare_images, resize_images, uniform_noise_images
 from simlab.data.cache import CACHE_VERSION
 from simlab.data.generated import DIGITS_TEST_SEED, read_digits, read_synthetic
 from simlab.data.readers import read_cifar10, read_cifar100, read_imagefolder, read_tinyimagenet
@@ -94,7 +94,8 @@ def load_dataset(
 
 
 def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., ImageData]:
-    options = [p for p in inspect.signature(raw_fn).parameters if p not in ("data_dir", "cache_dir")]
+    params = inspect.signature(raw_fn).parameters
+    options = [p for p in params if p not in ("data_dir", "cache_dir")]
 
     def load(
         *,
@@ -123,7 +124,9 @@ def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., I
             raw, name=name, val_fraction=val_fraction, subset_per_class=subset_per_class, seed=seed
         )
 
-    load.options = tuple(options)  # type: ignore[attr-defined]  # read by check_dataset_args
+    # read by check_dataset_args / dataset_channels (cheap: no decoding)
+    load.options = tuple(options)  # type: ignore[attr-defined]
+    load.defaults = {p: params[p].default for p in options}  # type: ignore[attr-defined]
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = raw_fn.__doc__
     return load
@@ -150,6 +153,20 @@ def check_dataset_args(name: str, args: Any, *, field: str = "dataset_args") -> 
             f"{field}: dataset {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
             f"valid options are: {', '.join(options) or '(none)'}"
         )
+
+
+# Image channels of the datasets whose readers have no ``channels`` option (digits: grey; others RGB).
+_CHANNELS: dict[str, int] = {"digits": 1}
+
+
+def dataset_channels(name: str, args: Any = None) -> int:
+    """The number of image channels dataset ``name`` gives with loader options ``args``, without loading
+    it: its ``channels`` option (given or default) where it has one, else the dataset's fixed count."""
+    check_dataset_args(name, args or {})
+    loader = DATASETS[name]
+    if "channels" in loader.options:  # type: ignore[attr-defined]
+        return int({**loader.defaults, **(args or {})}["channels"])  # type: ignore[attr-defined]
+    return _CHANNELS.get(name, 3)
 
 
 def load_split(cfg: Any) -> ImageData:
@@ -188,10 +205,12 @@ __all__ = [
     "RawImages",
     "channel_stats",
     "check_dataset_args",
+    "dataset_channels",
     "epoch_batches",
     "load_dataset",
     "load_split",
     "prepare_images",
+    "resize_images",
     "split_dataset",
     "uniform_noise_images",
 ]

@@ -5,7 +5,8 @@ and the OOD confidence figure of paper A Fig. 3.
 Files (``<name>`` -> ``<artifact_dir>/<file>``): ``reliability_{raw,ts}_{prediction,output}`` (PNG;
 ``ts`` when temperature scaling ran), ``label_matrix`` (.npy) and ``label_matrix_png``,
 ``trusted_label_matrix`` (.npy, when it differs), ``test_probs`` (.npz: probs, labels),
-``ood_noise_confidences`` (.npz, when scored) and ``config`` (config.json).
+``ood_noise_confidences`` (.npz, when scored: ``confidences`` on uniform noise, ``ood_<key>`` on a
+real OOD dataset) and ``config`` (config.json).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def write_artifacts(
     label_matrix: torch.Tensor,
     trusted_label_matrix: torch.Tensor,
     class_names: Sequence[str],
-    ood_confidences: torch.Tensor | None,
+    ood_confidences: torch.Tensor | Mapping[str, torch.Tensor] | None,
     tracker: Tracker,
 ) -> dict[str, Path]:
     """Write the artifacts into ``artifact_dir`` (None: a fresh temporary folder), log each to
     ``tracker``, and return ``name -> path``.
 
     ``test_probs`` ``[N, K]`` float32 and ``test_labels`` ``[N]``; ``recal_probs``: recalibrator key ->
-    its test probabilities; the label matrices ``[K, K]`` float64; ``ood_confidences`` ``[M]`` or None.
+    its test probabilities; the label matrices ``[K, K]`` float64; ``ood_confidences``: array name -> ``[M]``
+    (`simlab.train.evaluation.ood_scores`; a tensor is the noise array ``confidences``) or None.
     """
     if artifact_dir is None:
         root = Path(tempfile.mkdtemp(prefix="simlab-artifacts-"))
@@ -87,10 +89,10 @@ def write_artifacts(
     probs_np, labels_np = test_probs.numpy(), test_labels.numpy()
     write("test_probs", "test_probs.npz", lambda fh: np.savez(fh, probs=probs_np, labels=labels_np))
     if ood_confidences is not None:
-        conf_np = ood_confidences.numpy()
-        write(
-            "ood_noise_confidences", "ood_noise_confidences.npz", lambda fh: np.savez(fh, confidences=conf_np)
-        )
+        if isinstance(ood_confidences, torch.Tensor):
+            ood_confidences = {"confidences": ood_confidences}
+        conf_np = {k: v.numpy() for k, v in ood_confidences.items()}
+        write("ood_noise_confidences", "ood_noise_confidences.npz", lambda fh: np.savez(fh, **conf_np))
     config_text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
     write("config", "config.json", lambda fh: fh.write(config_text.encode()))
     for path in out.values():
