@@ -25,7 +25,7 @@ from simlab.calibration import reliability_diagram
 from simlab.config import TrainConfig
 from simlab.tracking import Tracker
 
-__all__ = ["ood_confidence_figure", "write_artifacts"]
+__all__ = ["ood_confidence_figure", "ood_confidence_panels", "write_artifacts"]
 
 
 def write_artifacts(
@@ -108,30 +108,39 @@ def ood_confidence_figure(
     ``confidences``: method name -> ``[N]`` confidences in [0, 1] (e.g. from `evaluate_ood`).
     Each histogram is normalised to a density so methods with different N compare.
     """
+    return ood_confidence_panels({title or "": confidences}, bins=bins)
+
+
+def ood_confidence_panels(panels: Mapping[str, Mapping[str, torch.Tensor | np.ndarray]], *, bins: int = 20):
+    """`ood_confidence_figure` once per OOD set, side by side: ``panels`` = panel title (e.g. "uniform
+    noise", "tinyimagenet") -> method name -> ``[N]`` confidences (paper A Fig. 3's two panels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: heavy, figures only
     from matplotlib.figure import Figure
 
-    if not isinstance(confidences, Mapping) or not confidences:
-        raise ValueError("confidences: expected a non-empty mapping of method name -> [N] confidences")
+    if not isinstance(panels, Mapping) or not panels:
+        raise ValueError("panels: expected a non-empty mapping of title -> {method: confidences}")
     if not (isinstance(bins, int) and bins > 0):
         raise ValueError(f"bins: expected a positive integer, got {bins!r}")
-    fig = Figure(figsize=(5.0, 3.5), layout="constrained")
+    fig = Figure(figsize=(5.0 * len(panels), 3.5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     edges = np.linspace(0.0, 1.0, bins + 1)
-    for name, conf in confidences.items():
-        values = conf.detach().cpu().numpy() if isinstance(conf, torch.Tensor) else np.asarray(conf)
-        if values.ndim != 1 or values.size == 0:
-            raise ValueError(
-                f"confidences[{name!r}]: expected a non-empty [N] array, got shape {values.shape}"
-            )
-        ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5, label=str(name))
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("Confidence")
-    ax.set_ylabel("Density")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    for ax, (title, confidences) in zip(axes, panels.items(), strict=True):
+        if not isinstance(confidences, Mapping) or not confidences:
+            raise ValueError("confidences: expected a non-empty mapping of method name -> [N] confidences")
+        for name, conf in confidences.items():
+            values = conf.detach().cpu().numpy() if isinstance(conf, torch.Tensor) else np.asarray(conf)
+            if values.ndim != 1 or values.size == 0:
+                raise ValueError(
+                    f"confidences[{name!r}]: expected a non-empty [N] array, got shape {values.shape}"
+                )
+            ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5, label=str(name))
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Confidence")
+        ax.set_ylabel("Density")
+        ax.legend(fontsize=8)
+        if title:
+            ax.set_title(title)
     return fig
 
 
