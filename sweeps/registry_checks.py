@@ -90,22 +90,24 @@ def _check_dataset_args(spec: SweepSpec) -> None:
 
 def _check_ood_channels(spec: SweepSpec) -> None:
     """The OOD dataset's images have the training images' channels (both known without loading)."""
+    import itertools
+
     from simlab.data import dataset_channels
 
-    for ood in values_of(spec, "ood_dataset"):
-        if ood is None:
-            continue
-        for ood_args in values_of(spec, "ood_dataset_args") or ({},):
-            ood_channels = dataset_channels(ood, ood_args)
-            for dataset in values_of(spec, "dataset") or (TrainConfig.dataset,):
-                for args in values_of(spec, "dataset_args") or ({},):
-                    channels = dataset_channels(dataset, args)
-                    if channels != ood_channels:
-                        raise SpecError(
-                            "ood_dataset",
-                            f"{ood!r} gives {ood_channels}-channel images but the model is trained on "
-                            f"{channels}-channel images ({dataset!r}); choose an OOD dataset with {channels}",
-                        )
+    combos = itertools.product(
+        [o for o in values_of(spec, "ood_dataset") if o is not None],
+        values_of(spec, "ood_dataset_args") or ({},),
+        values_of(spec, "dataset") or (TrainConfig.dataset,),
+        values_of(spec, "dataset_args") or ({},),
+    )
+    for ood, ood_args, dataset, args in combos:
+        ood_channels, channels = dataset_channels(ood, ood_args), dataset_channels(dataset, args)
+        if channels != ood_channels:
+            raise SpecError(
+                "ood_dataset",
+                f"{ood!r} gives {ood_channels}-channel images but the model is trained on {channels}-channel "
+                f"images ({dataset!r}); choose an OOD dataset with {channels} channels",
+            )
 
 
 def _check_source_numbers(source: str, defaults: Mapping[str, Any], args: Mapping[str, Any]) -> None:

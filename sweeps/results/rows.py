@@ -44,7 +44,7 @@ _OOD_DATASET_METRIC = re.compile(r"^ood_([0-9a-z_]+)_confidence_(mean|median)$")
 # Paper B's protocol: the best epoch's test accuracy (selected on test), from the metric history.
 BEST_EPOCH_COLUMN: tuple[str, str] = ("best_epoch_accuracy", "Acc best epoch*")
 # Params that do not define a configuration: the seed is what a row averages over.
-NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile"})
+NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile", "ood_data_dir"})
 
 
 @dataclass
