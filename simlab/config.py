@@ -163,6 +163,8 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded uint8 tensors + similarity store; None = default_cache_dir()
     val_fraction: float = 0.1  # of the training split, held out (stratified, seeded) for selection/post-hoc
     subset_per_class: int | None = None  # class-balanced training subset (scaled-down runs); None = all
+    # the dataset loader's own options (e.g. {"image_size": 32}); part of the data split's identity
+    dataset_args: dict[str, Any] = field(default_factory=dict)
     # --- model ------------------------------------------------------------------------------
     model: str = "small_cnn"  # a simlab.models.MODELS key
     model_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the model
@@ -219,6 +221,11 @@ class TrainConfig:
     # 0 = only on evaluation epochs.
     test_accuracy_every: int = 1
     ood_samples: int = 0  # uniform-noise images scored at the end (paper A §6.4 Fig. 3); 0 = off
+    # a real unseen dataset (a simlab.data.DATASETS key) whose test split is scored at the end (paper A
+    # §6.4), resized to the training images' size; its files and loader options. None = off
+    ood_dataset: str | None = None
+    ood_data_dir: str | None = None
+    ood_dataset_args: dict[str, Any] = field(default_factory=dict)
     # --- runtime ----------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -299,6 +306,14 @@ class TrainConfig:
             raise ValueError(f"model_args must be a dict, got {type(self.model_args).__name__}")
         if not isinstance(self.similarity_args, dict):
             raise ValueError(f"similarity_args must be a dict, got {type(self.similarity_args).__name__}")
+        for name in ("dataset_args", "ood_dataset_args"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a dict of option -> value, got {value!r}")
+        if self.ood_dataset is not None and not (isinstance(self.ood_dataset, str) and self.ood_dataset):
+            raise ValueError(f"ood_dataset must be a dataset name or None, got {self.ood_dataset!r}")
+        if self.ood_dataset is None and (self.ood_data_dir is not None or self.ood_dataset_args):
+            raise ValueError("ood_data_dir / ood_dataset_args need ood_dataset (the dataset to score)")
 
         # Options that only make sense together: a field another label method owns keeps its default.
         for f in dataclasses.fields(self):

@@ -33,6 +33,9 @@ SWEEP_KEYS: tuple[str, ...] = (
     "gpus_per_trial",
 )
 
+# Dict-valued TrainConfig fields set one option at a time: ``--set dataset_args.image_size=32`` (fixed).
+OPTION_FIELDS: tuple[str, ...] = ("dataset_args", "ood_dataset_args")
+
 
 def parse_value(text: str) -> Any:
     """A command-line value: JSON/YAML scalars and lists (``0.1``, ``true``, ``[1, 2]``, ``{"a": 1}``),
@@ -74,7 +77,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
     A TrainConfig field given a plain value becomes fixed (and leaves the
     search space); given a choice/range it becomes a search dimension. ``source_args.<src>.<arg>=v`` and
-    ``model_args.<model>.<arg>=v`` set per-source / per-model arguments; other top-level sweep keys
+    ``model_args.<model>.<arg>=v`` set per-source / per-model arguments, ``dataset_args.<arg>=v`` and
+    ``ood_dataset_args.<arg>=v`` one fixed option of the dataset loaders; other top-level sweep keys
     (``num_samples``, ``grace_period``, ...) are set directly.
     """
     out = json.loads(json.dumps(raw))  # deep copy of plain data
@@ -91,9 +95,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if key.startswith(("source_args.", "model_args.")) and key.count(".") == 2:
             top, owner, arg = key.split(".")
             out.setdefault(top, {}).setdefault(owner, {})[arg] = value
+        elif key.count(".") == 1 and key.split(".")[0] in OPTION_FIELDS:
+            top, arg = key.split(".")
+            fixed = out["fixed"].get(top)
+            out["fixed"][top] = {**(fixed if isinstance(fixed, dict) else {}), arg: value}
+            out["space"].pop(top, None)
         elif key in TrainConfig.field_names():
             is_dim = isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DIMENSION_KINDS
-            if is_dim and key not in ("model_args", "similarity_args"):
+            if is_dim and key not in ("model_args", "similarity_args", *OPTION_FIELDS):
                 out["space"][key] = value
                 out["fixed"].pop(key, None)
             else:

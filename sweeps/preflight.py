@@ -17,6 +17,7 @@ code 2), and nothing is created on disk or on a server.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -231,7 +232,10 @@ def check_data(spec: SweepSpec) -> None:
     seen = set()
     for params in corner_configs(spec):
         cfg = train_config_dict(spec, params)
-        key = tuple(cfg.get(k) for k in ("dataset", "data_dir", "val_fraction", "subset_per_class", "seed"))
+        key = tuple(
+            json.dumps(cfg.get(k), sort_keys=True, default=str)
+            for k in ("dataset", "data_dir", "val_fraction", "subset_per_class", "seed", "dataset_args")
+        )
         trusted = int(cfg.get("trusted_size", 0) or 0)
         if (key, trusted) in seen:
             continue
@@ -281,6 +285,7 @@ def _train_counts(cfg: dict[str, Any]) -> dict[str, int] | None:
                 val_fraction=val_fraction,
                 subset_per_class=subset,
                 seed=cfg.get("seed", 0),
+                **(cfg.get("dataset_args") or {}),
             )
         except (OSError, ValueError) as err:
             field = "subset_per_class" if "subset_per_class" in str(err) else "dataset"

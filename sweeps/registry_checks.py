@@ -67,6 +67,47 @@ def check_registries(spec: SweepSpec) -> None:
                     key, f"source {value!r} gives {kind} scores; label 'similarity' needs distances"
                 )
     _check_model_args(spec)
+    _check_dataset_args(spec)
+
+
+def _check_dataset_args(spec: SweepSpec) -> None:
+    """``dataset_args`` / ``ood_dataset_args`` against their datasets' loader options (no decoding)."""
+    from simlab.data import check_dataset_args
+
+    pairs = (("dataset", "dataset_args"), ("ood_dataset", "ood_dataset_args"))
+    for name_key, args_key in pairs:
+        names = values_of(spec, name_key) or ((TrainConfig.dataset,) if name_key == "dataset" else ())
+        for name in names:
+            if name is None:
+                continue
+            for args in values_of(spec, args_key) or ({},):
+                try:
+                    check_dataset_args(name, args if isinstance(args, Mapping) else {}, field=args_key)
+                except ValueError as err:
+                    raise SpecError(args_key if "unknown option" in str(err) else name_key, str(err)) from err
+    _check_ood_channels(spec)
+
+
+def _check_ood_channels(spec: SweepSpec) -> None:
+    """The OOD dataset's images have the training images' channels (both known without loading)."""
+    import itertools
+
+    from simlab.data import dataset_channels
+
+    combos = itertools.product(
+        [o for o in values_of(spec, "ood_dataset") if o is not None],
+        values_of(spec, "ood_dataset_args") or ({},),
+        values_of(spec, "dataset") or (TrainConfig.dataset,),
+        values_of(spec, "dataset_args") or ({},),
+    )
+    for ood, ood_args, dataset, args in combos:
+        ood_channels, channels = dataset_channels(ood, ood_args), dataset_channels(dataset, args)
+        if channels != ood_channels:
+            raise SpecError(
+                "ood_dataset",
+                f"{ood!r} gives {ood_channels}-channel images but the model is trained on {channels}-channel "
+                f"images ({dataset!r}); choose an OOD dataset with {channels} channels",
+            )
 
 
 def _check_source_numbers(source: str, defaults: Mapping[str, Any], args: Mapping[str, Any]) -> None:

@@ -19,7 +19,6 @@ from sweeps.preflight import PreflightError, check_store_exists, check_writable_
 from sweeps.results import (
     BEST_EPOCH_COLUMN,
     COLUMNS,
-    OOD_COLUMNS,
     Method,
     bootstrap_csv,
     bootstrap_markdown,
@@ -29,6 +28,7 @@ from sweeps.results import (
     comparisons_csv,
     default_out,
     load_runs,
+    ood_columns,
     ood_figure,
     ood_rows,
     read_csv,
@@ -287,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     if client is not None and not args.no_diagrams:
         grid = reliability_grid(client, rows, out / "reliability.png")
         print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")
-        if any(r.cells.get(OOD_COLUMNS[0][0], Summary(0, 0, 0)).n for r in rows):
+        if ood_columns(rows):
             ood = ood_figure(
                 client, ood_rows(rows, select=args.select, mode=mode), out / "ood_confidence.png"
             )
-            print(f"uniform-noise confidence histograms: {ood}" if ood else "no ood_noise_confidences.npz")
+            print(f"OOD confidence histograms: {ood}" if ood else "no ood_noise_confidences.npz")
     if args.emit_warm_start:
         if client is None:
             return fail("--emit-warm-start needs the MLflow store (the chosen params are not in the CSV)")

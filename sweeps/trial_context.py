@@ -26,6 +26,7 @@ DATA_FIELDS: tuple[str, ...] = (
     "val_fraction",
     "subset_per_class",
     "seed",
+    "dataset_args",
 )
 # ... and the source a similarity matrix is computed from (`TrainConfig.source`: the distance source of
 # similarity labels or the score source of confidence labels, keyed "similarity"), with its arguments.

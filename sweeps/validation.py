@@ -164,12 +164,12 @@ def _absolute_paths(raw: dict[str, Any]) -> None:
 
     fixed = raw.get("fixed")
     if isinstance(fixed, dict):
-        for key in ("data_dir", "cache_dir"):
+        for key in ("data_dir", "cache_dir", "ood_data_dir"):
             if key in fixed:
                 fixed[key] = absolute(fixed[key])
     space = raw.get("space")
     if isinstance(space, dict):
-        for key in ("data_dir", "cache_dir"):
+        for key in ("data_dir", "cache_dir", "ood_data_dir"):
             dim = space.get(key)
             if isinstance(dim, dict) and isinstance(dim.get("choice"), list):
                 dim["choice"] = [absolute(v) for v in dim["choice"]]
@@ -287,6 +287,9 @@ def _check_files(spec: SweepSpec) -> None:
     for data_dir in values_of(spec, "data_dir"):
         if data_dir is not None and not os.path.exists(os.path.expanduser(str(data_dir))):
             raise SpecError("data_dir", f"no such file or folder: {data_dir!r} (from {os.getcwd()})")
+    for ood_dir in values_of(spec, "ood_data_dir"):
+        if ood_dir is not None and not os.path.exists(os.path.expanduser(str(ood_dir))):
+            raise SpecError("ood_data_dir", f"no such file or folder: {ood_dir!r} (from {os.getcwd()})")
     used_sources = set(values_of(spec, "similarity")) | set(values_of(spec, "confidence_source"))
     for source, args in spec.source_args.items():
         if source not in used_sources:

@@ -121,3 +121,60 @@ def test_cifar100_names_and_superclasses():
     members = [c for group in CIFAR100_SUPERCLASSES.values() for c in group]
     assert all(len(g) == 5 for g in CIFAR100_SUPERCLASSES.values())
     assert sorted(members) == sorted(CIFAR100_CLASSES)
+
+
+# --- class names that are WordNet ids (Tiny-ImageNet's wnids) are their own synsets (issue 16) ---------
+TINY_ZIP = SHARED / "tiny-imagenet-200-train200.zip"
+needs_tiny = pytest.mark.skipif(not TINY_ZIP.exists(), reason="tiny-imagenet-200-train200.zip not found")
+
+
+def _tiny_wnids() -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(TINY_ZIP) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("/wnids.txt"))
+        return [w.strip() for w in zf.read(name).decode().splitlines() if w.strip()]
+
+
+def _nltk_wup_options(reader, a: str, b: str) -> set[float]:
+    sa = reader.synset_from_pos_and_offset(a[0], int(a[1:]))
+    sb = reader.synset_from_pos_and_offset(b[0], int(b[1:]))
+    # NLTK's wup is asymmetric when one synset subsumes the other: either order is right.
+    return {1.0 - sa.wup_similarity(sb), 1.0 - sb.wup_similarity(sa)}
+
+
+@needs_db
+@needs_tiny
+def test_wnid_class_names_are_their_own_synsets():
+    names = _tiny_wnids()[:6]
+    reader = wn.load_wordnet()
+    info: dict = {}
+    got = wn.wordnet_distances(names, info=info).numpy()  # no wnids argument
+    assert got.shape == (6, 6) and np.array_equal(got, got.T) and np.all(np.diag(got) == 0)
+    for a in range(6):
+        for b in range(a + 1, 6):
+            assert any(abs(got[a, b] - o) < 1e-12 for o in _nltk_wup_options(reader, names[a], names[b]))
+    first = reader.synset_from_pos_and_offset("n", int(names[0][1:]))
+    assert info["synsets"][names[0]] == first.name()
+    # a mix of ids and plain names still needs wnids
+    with pytest.raises(ValueError, match="wnids"):
+        wn.wordnet_distances([names[0], "cat"])
+
+
+@pytest.mark.slow
+@needs_db
+@needs_tiny
+def test_full_tinyimagenet_matrix_from_the_real_zips_class_names():
+    from simlab.data import load_dataset
+
+    data = load_dataset("tinyimagenet", data_dir=TINY_ZIP, val_fraction=0.0)
+    names = list(data.class_names)
+    assert len(names) == 200 and sorted(names) == sorted(_tiny_wnids())
+    got = wn.wordnet_distances(names).numpy()
+    assert got.shape == (200, 200) and np.array_equal(got, got.T) and np.all(np.diag(got) == 0)
+    assert np.all((got >= 0) & (got <= 1))
+    reader = wn.load_wordnet()
+    rng = np.random.default_rng(0)
+    for a, b in rng.integers(0, 200, size=(40, 2)):
+        if a != b:
+            assert any(abs(got[a, b] - o) < 1e-12 for o in _nltk_wup_options(reader, names[a], names[b]))

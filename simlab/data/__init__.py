@@ -47,7 +47,7 @@ from typing import Any
 from simlab._validate import did_you_mean
 from simlab.class_names import CIFAR10_CLASSES
 from simlab.config import default_cache_dir
-from simlab.data.batches import epoch_batches, prepare_images, uniform_noise_images
+from simlab.data.batches import epoch_batches, prepare_images, resize_images, uniform_noise_images
 from simlab.data.cache import CACHE_VERSION
 from simlab.data.generated import DIGITS_TEST_SEED, read_digits, read_synthetic
 from simlab.data.readers import read_cifar10, read_cifar100, read_imagefolder, read_tinyimagenet
@@ -94,7 +94,8 @@ def load_dataset(
 
 
 def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., ImageData]:
-    options = [p for p in inspect.signature(raw_fn).parameters if p not in ("data_dir", "cache_dir")]
+    params = inspect.signature(raw_fn).parameters
+    options = [p for p in params if p not in ("data_dir", "cache_dir")]
 
     def load(
         *,
@@ -123,6 +124,9 @@ def _make_loader(name: str, raw_fn: Callable[..., RawImages]) -> Callable[..., I
             raw, name=name, val_fraction=val_fraction, subset_per_class=subset_per_class, seed=seed
         )
 
+    # read by check_dataset_args / dataset_channels (cheap: no decoding)
+    load.options = tuple(options)  # type: ignore[attr-defined]
+    load.defaults = {p: params[p].default for p in options}  # type: ignore[attr-defined]
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = raw_fn.__doc__
     return load
@@ -134,10 +138,43 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir)
 
 
+def check_dataset_args(name: str, args: Any, *, field: str = "dataset_args") -> None:
+    """Cheap check (no decoding) of a dataset's own options ``args`` against its loader: an unknown
+    dataset or option is the loaders' ``ValueError`` (naming ``field``, the config field)."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(
+            f"dataset: unknown name {name!r}{did_you_mean(str(name), DATASETS)}; "
+            f"valid names are: {', '.join(DATASETS)}"
+        )
+    options = DATASETS[name].options  # type: ignore[attr-defined]
+    unknown = sorted(k for k in args if k not in options)
+    if unknown:
+        raise ValueError(
+            f"{field}: dataset {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options are: {', '.join(options) or '(none)'}"
+        )
+
+
+# Image channels of the datasets whose readers have no ``channels`` option (digits: grey; others RGB).
+_CHANNELS: dict[str, int] = {"digits": 1}
+
+
+def dataset_channels(name: str, args: Any = None) -> int:
+    """The number of image channels dataset ``name`` gives with loader options ``args``, without loading
+    it: its ``channels`` option (given or default) where it has one, else the dataset's fixed count."""
+    check_dataset_args(name, args or {})
+    loader = DATASETS[name]
+    if "channels" in loader.options:  # type: ignore[attr-defined]
+        return int({**loader.defaults, **(args or {})}["channels"])  # type: ignore[attr-defined]
+    return _CHANNELS.get(name, 3)
+
+
 def load_split(cfg: Any) -> ImageData:
     """The data split a training config (`simlab.config.TrainConfig`) names: `load_dataset` with its
-    ``dataset``, ``data_dir``, ``resolved_cache_dir``, ``val_fraction``, ``subset_per_class`` and
-    ``seed`` — the one place a config becomes a dataset (fit, the sweep driver, the trials)."""
+    ``dataset``, ``data_dir``, ``resolved_cache_dir``, ``val_fraction``, ``subset_per_class``, ``seed``
+    and ``dataset_args`` (the loader's own options) — the one place a config becomes a dataset (fit,
+    the sweep driver, the trials)."""
+    check_dataset_args(cfg.dataset, cfg.dataset_args)
     return load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -145,6 +182,7 @@ def load_split(cfg: Any) -> ImageData:
         val_fraction=cfg.val_fraction,
         subset_per_class=cfg.subset_per_class,
         seed=cfg.seed,
+        **cfg.dataset_args,
     )
 
 
@@ -166,10 +204,13 @@ __all__ = [
     "ImageData",
     "RawImages",
     "channel_stats",
+    "check_dataset_args",
+    "dataset_channels",
     "epoch_batches",
     "load_dataset",
     "load_split",
     "prepare_images",
+    "resize_images",
     "split_dataset",
     "uniform_noise_images",
 ]

@@ -140,3 +140,29 @@ def uniform_noise_images(n: int, image_shape: Sequence[int], *, generator: torch
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8, device=generator.device)
+
+
+def resize_images(images_uint8: torch.Tensor, size: Sequence[int], *, batch_size: int = 1024) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` bilinearly resized to ``size`` = (H', W') (``align_corners=False``, on
+    float32 pixel values, rounded and clamped back to 0..255); returned as is when already that size."""
+    if (
+        not isinstance(images_uint8, torch.Tensor)
+        or images_uint8.dtype != torch.uint8
+        or images_uint8.dim() != 4
+    ):
+        raise ValueError("images_uint8: expected a uint8 [N, C, H, W] tensor")
+    out_size = tuple(size)
+    if len(out_size) != 2 or not all(isinstance(s, int) and s > 0 for s in out_size):
+        raise ValueError(f"size must be (H, W) of positive ints, got {size!r}")
+    if tuple(images_uint8.shape[2:]) == out_size:
+        return images_uint8
+    parts = [
+        F.interpolate(chunk.float(), size=out_size, mode="bilinear", align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for chunk in images_uint8.split(batch_size)
+    ]
+    if not parts:
+        return images_uint8.new_empty((0, images_uint8.shape[1], *out_size))
+    return torch.cat(parts)

@@ -18,7 +18,8 @@ fixed WordNet 3.0 contents (lexnames(5WN)) are supplied here.
 Class synsets: `CIFAR10_WNIDS` and `CIFAR100_WNIDS` (noun synset ids ``n########`` in label order) are
 from the public repository alvinwan/neural-backed-decision-trees (MIT licence, Copyright (c) 2020 Alvin
 Wan), files ``nbdt/wnids/CIFAR10.txt`` and ``CIFAR100.txt`` (two wrong CIFAR-100 senses corrected:
-``dolphin`` and ``skunk``, see `_CIFAR100_WNID_FIXES`); other datasets pass ``wnids``.
+``dolphin`` and ``skunk``, see `_CIFAR100_WNID_FIXES`); class names that are all WordNet ids (Tiny-ImageNet's
+wnids) are used as the ids; other datasets pass ``wnids``.
 """
 
 from __future__ import annotations
@@ -275,7 +276,8 @@ def wordnet_distances(
     """float64 ``[K, K]``: ``1 - WuPalmer`` between the classes' WordNet synsets (0 on the diagonal).
 
     Args:
-        class_names: K class names in label order (CIFAR-10/100 names get their synsets built in).
+        class_names: K class names in label order (CIFAR-10/100 names get their synsets built in;
+            names that are all WordNet ids, as Tiny-ImageNet's wnids, are their own synset ids).
         wnids: K synset ids (``n02121620``) in label order, or a path to a file of one id per line.
         root: the WordNet database folder (default: see `find_wordnet`).
         info: if a dict, receives ``synsets`` (the synset name per class) and ``wordnet_version``.
@@ -299,12 +301,14 @@ def wordnet_distances(
 
 def _resolve_wnids(names: tuple[str, ...], wnids: Any) -> list[str]:
     if wnids is None:
-        if names not in _KNOWN_WNIDS:
-            raise ValueError(
-                "wnids: needed for classes other than CIFAR-10/100 (a list of K ids like 'n02121620' or "
-                f"a file of one per line); got None for classes {list(names)[:5]}..."
-            )
-        return list(_KNOWN_WNIDS[names])
+        if names in _KNOWN_WNIDS:
+            return list(_KNOWN_WNIDS[names])
+        if names and all(isinstance(n, str) and _WNID.match(n) for n in names):
+            return list(names)  # the class names are WordNet ids already (Tiny-ImageNet's wnids)
+        raise ValueError(
+            "wnids: needed for classes other than CIFAR-10/100 or WordNet ids (a list of K ids like "
+            f"'n02121620' or a file of one per line); got None for classes {list(names)[:5]}..."
+        )
     if isinstance(wnids, (str, os.PathLike)):
         path = os.fspath(wnids)
         if not os.path.isfile(path):

@@ -24,7 +24,7 @@ Shape letters: ``N`` samples, ``K`` classes, ``B`` batch, ``C, H, W`` image chan
 
 from simlab.checkpoint import CHECKPOINT_VERSION
 from simlab.targets import TrainingTargets, training_targets
-from simlab.train.artifacts import ood_confidence_figure
+from simlab.train.artifacts import ood_confidence_figure, ood_confidence_panels
 from simlab.train.epoch import NonFiniteLossError
 from simlab.train.evaluation import (
     METRIC_NAMES,
@@ -47,6 +47,7 @@ __all__ = [
     "evaluate_ood",
     "fit",
     "ood_confidence_figure",
+    "ood_confidence_panels",
     "split_metrics",
     "training_targets",
 ]

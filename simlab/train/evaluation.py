@@ -11,6 +11,7 @@ all ranks.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,15 @@ import torch
 from torch import nn
 
 from simlab.calibration import accuracy, brier, hist_ece, kde_ece, nll
-from simlab.data import prepare_images, uniform_noise_images
+from simlab.data import (
+    DATASETS,
+    check_dataset_args,
+    dataset_channels,
+    load_dataset,
+    prepare_images,
+    resize_images,
+    uniform_noise_images,
+)
 from simlab.metric_names import METRIC_NAMES
 from simlab.seeds import derive_seed
 from simlab.train.distributed import (
@@ -38,9 +47,14 @@ __all__ = [
     "METRIC_NAMES",
     "TEST_ACCURACY",
     "best_test_accuracy",
+    "check_ood_dataset",
     "epoch_test_accuracy",
     "evaluate_ood",
+    "ood_dataset_confidences",
+    "ood_dataset_images",
+    "ood_dataset_key",
     "ood_noise_confidences",
+    "ood_scores",
     "predict_logits",
     "predict_splits",
     "prob_metrics",
@@ -281,3 +295,80 @@ def ood_noise_confidences(state: RunState) -> tuple[torch.Tensor, dict[str, floa
         "ood_noise_confidence_median": float(conf.double().median()),
     }
     return conf, metrics
+
+
+def ood_dataset_key(name: str) -> str:
+    """The name a real OOD dataset's scores go under: ``ood_<key>_confidence_mean`` and the OOD
+    artifact's array ``ood_<key>`` (the `DATASETS` key, lower-case, other characters as ``_``)."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or "dataset"
+
+
+def check_ood_dataset(cfg: Any, train_channels: int) -> None:
+    """Cheap checks (nothing decoded) of ``cfg.ood_dataset`` before training: a `DATASETS` key, its
+    ``ood_dataset_args`` known to its loader, and images with ``train_channels`` channels."""
+    if cfg.ood_dataset is None:
+        return
+    if cfg.ood_dataset not in DATASETS:
+        raise ValueError(f"ood_dataset: unknown dataset {cfg.ood_dataset!r}; valid: {', '.join(DATASETS)}")
+    check_dataset_args(cfg.ood_dataset, cfg.ood_dataset_args, field="ood_dataset_args")
+    channels = dataset_channels(cfg.ood_dataset, cfg.ood_dataset_args)
+    if channels != train_channels:
+        raise ValueError(
+            f"ood_dataset: {cfg.ood_dataset!r} gives {channels}-channel images but the model is trained on "
+            f"{train_channels}-channel images ({cfg.dataset!r}); choose an OOD dataset with "
+            f"{train_channels} channels"
+        )
+
+
+def ood_dataset_images(cfg: Any, image_shape: Sequence[int]) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]``: the test split of ``cfg.ood_dataset`` (`load_dataset` with ``ood_data_dir``,
+    ``ood_dataset_args`` and the run's cache folder), at the training images' ``(C, H, W)``.
+
+    Resized where needed: through the loader's own ``image_size`` option when it has one and the
+    images are square (decoding at that size, cached), else bilinearly with `resize_images`.
+    """
+    c, h, w = (int(s) for s in image_shape)
+    check_ood_dataset(cfg, c)
+    args = dict(cfg.ood_dataset_args)
+    if "image_size" in DATASETS[cfg.ood_dataset].options and "image_size" not in args and h == w:
+        args["image_size"] = h
+    data = load_dataset(
+        cfg.ood_dataset, data_dir=cfg.ood_data_dir, cache_dir=cfg.resolved_cache_dir, val_fraction=0.0, **args
+    )
+    if data.test_x.shape[1] != c:
+        raise ValueError(
+            f"ood_dataset: {cfg.ood_dataset!r} has {data.test_x.shape[1]}-channel images, the training "
+            f"images {c}"
+        )
+    return resize_images(data.test_x, (h, w))
+
+
+def ood_dataset_confidences(state: RunState) -> tuple[torch.Tensor, dict[str, float]]:
+    """Paper A §6.4 on a real unseen dataset: max-softmax confidences on ``cfg.ood_dataset``'s test
+    split (`ood_dataset_images`), normalised as the training images, and their mean and median
+    (``ood_<key>_confidence_*``, key = `ood_dataset_key`)."""
+    images = ood_dataset_images(state.cfg, tuple(state.data.test_x.shape[1:]))
+    conf = evaluate_ood(state.model, images, mean=state.data.mean, std=state.data.std, device=state.device)
+    key = ood_dataset_key(state.cfg.ood_dataset)
+    log.info("OOD: %d %s test images scored", len(conf), state.cfg.ood_dataset)
+    metrics = {
+        f"ood_{key}_confidence_mean": float(conf.double().mean()),
+        f"ood_{key}_confidence_median": float(conf.double().median()),
+    }
+    return conf, metrics
+
+
+def ood_scores(state: RunState) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Every OOD score the config asks for: uniform noise (``cfg.ood_samples`` > 0; array
+    ``confidences``) and the real dataset (``cfg.ood_dataset``; array ``ood_<key>``), with their
+    metrics. The arrays are the OOD artifact's (``ood_noise_confidences.npz``)."""
+    arrays: dict[str, torch.Tensor] = {}
+    metrics: dict[str, float] = {}
+    if state.cfg.ood_samples > 0:
+        arrays["confidences"], noise_metrics = ood_noise_confidences(state)
+        metrics.update(noise_metrics)
+    if state.cfg.ood_dataset is not None:
+        conf, dataset_metrics = ood_dataset_confidences(state)
+        arrays[f"ood_{ood_dataset_key(state.cfg.ood_dataset)}"] = conf
+        metrics.update(dataset_metrics)
+    return arrays, metrics

@@ -22,7 +22,7 @@ import torch
 from simlab._validate import check_choice
 from simlab.calibration import RECALIBRATORS
 from simlab.config import TrainConfig
-from simlab.data import DATASETS, ImageData
+from simlab.data import DATASETS, ImageData, check_dataset_args, dataset_channels
 from simlab.losses import LOSSES
 from simlab.models import MODELS
 from simlab.progress import format_seconds
@@ -35,8 +35,9 @@ from simlab.train.evaluation import (
     METRIC_NAMES,
     TEST_ACCURACY,
     best_test_accuracy,
+    check_ood_dataset,
     epoch_test_accuracy,
-    ood_noise_confidences,
+    ood_scores,
     predict_splits,
     recalibrate,
     split_metrics,
@@ -235,8 +236,8 @@ def _fit(
     # ---- OOD scores and artifacts (rank 0) ------------------------------------------------------
     artifacts: dict[str, Path] = {}
     ood_conf = None
-    if cfg.ood_samples > 0 and world.rank == 0:
-        ood_conf, ood_metrics = ood_noise_confidences(state)
+    if (cfg.ood_samples > 0 or cfg.ood_dataset is not None) and world.rank == 0:
+        ood_conf, ood_metrics = ood_scores(state)
         final.update(ood_metrics)
         tracker.log_metrics(ood_metrics, step=cfg.epochs)
     if world.rank == 0:
@@ -335,6 +336,13 @@ def _check_arguments(
             "recalibrators: expected a mapping of str key -> recalibrator factory (callable), "
             f"got {type(recalibrators).__name__}"
         )
+    # The OOD dataset's channels against the training images', before anything is trained.
+    train_channels = (
+        data.image_shape[0]
+        if isinstance(data, ImageData)
+        else dataset_channels(cfg.dataset, cfg.dataset_args)
+    )
+    check_ood_dataset(cfg, train_channels)
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -352,6 +360,7 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_registry_keys(cfg: TrainConfig) -> None:
     """The config's registry keys, before any expensive work (`TrainConfig.validate` is torch-free)."""
     check_choice("dataset", cfg.dataset, tuple(DATASETS))
+    check_dataset_args(cfg.dataset, cfg.dataset_args)
     check_choice("model", cfg.model, tuple(MODELS))
     check_choice("loss", cfg.loss, tuple(LOSSES))
     if cfg.similarity is not None:

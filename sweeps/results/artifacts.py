@@ -1,7 +1,7 @@
 """What a report computes from the runs' saved test outputs (MLflow artifacts): bootstrap intervals
-over test samples (``test_probs.npz``), the reliability-diagram grid, and paper A Fig. 3's histogram
-of confidences on uniform-noise images (``ood_noise_confidences.npz``). numpy, torch and matplotlib
-are imported when called (the report's table path needs none of them).
+over test samples (``test_probs.npz``), the reliability-diagram grid, and paper A Fig. 3's histograms
+of confidences on uniform-noise images and a real OOD dataset (``ood_noise_confidences.npz``). numpy,
+torch and matplotlib are imported when called (the report's table path needs none of them).
 """
 
 from __future__ import annotations
@@ -147,28 +147,39 @@ def reliability_grid(client: Any, rows: Sequence[Row], path: Path, *, n_bins: in
 
 
 def ood_figure(client: Any, rows: Sequence[tuple[str, Row]], path: Path, *, bins: int = 20) -> Path | None:
-    """Paper A Fig. 3 (right): histograms of max-softmax confidence on uniform-noise images, each row's
-    ``ood_noise_confidences.npz`` artifacts pooled over its seeds."""
+    """Paper A Fig. 3: histograms of max-softmax confidence on uniform-noise images and, where the runs
+    scored one (``ood_dataset``), on a real unseen dataset: one panel per OOD set, each row's
+    ``ood_noise_confidences.npz`` arrays (``confidences``; ``ood_<key>``) pooled over its seeds. Runs
+    with uniform noise only give the one-panel figure they always had."""
     import numpy as np
 
-    from simlab.train import ood_confidence_figure
+    from simlab.train import ood_confidence_figure, ood_confidence_panels
 
-    confidences: dict[str, Any] = {}
+    panels: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, row in rows:
-            parts = []
+            parts: dict[str, list[Any]] = {}
             for run in row.runs:
                 local = _download(client, run.run_id, "ood_noise_confidences.npz", tmp)
                 if local is None:
                     continue
                 with np.load(local) as npz:
-                    parts.append(np.asarray(npz["confidences"], dtype=np.float64))
+                    for key in npz.files:
+                        if key == "confidences" or key.startswith("ood_"):
+                            parts.setdefault(key, []).append(np.asarray(npz[key], dtype=np.float64))
                 os.unlink(local)
-            if parts:
-                confidences[f"{name} (n={len(parts)})"] = np.concatenate(parts)
-    if not confidences:
+            for key, arrays in parts.items():
+                panel = "uniform noise" if key == "confidences" else key.removeprefix("ood_")
+                panels.setdefault(panel, {})[f"{name} (n={len(arrays)})"] = np.concatenate(arrays)
+    if not panels:
         return None
-    fig = ood_confidence_figure(confidences, bins=bins, title="Confidence on uniform-noise images")
+    if set(panels) == {"uniform noise"}:
+        fig = ood_confidence_figure(
+            panels["uniform noise"], bins=bins, title="Confidence on uniform-noise images"
+        )
+    else:
+        ordered = dict(sorted(panels.items(), key=lambda kv: (kv[0] != "uniform noise", kv[0])))
+        fig = ood_confidence_panels({f"Confidence on {k}": v for k, v in ordered.items()}, bins=bins)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")  # the temp name has no .png to infer it from
     return path

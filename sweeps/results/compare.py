@@ -76,7 +76,8 @@ def compare(
         if math.isnan(test.p):
             verdict = "n/a"
         elif p_holm < alpha:
-            higher = HIGHER_IS_BETTER.get(metric, True)
+            # an OOD confidence (e.g. ood_tinyimagenet_confidence_mean): lower is better, as on noise
+            higher = HIGHER_IS_BETTER.get(metric, not metric.startswith("ood_"))
             verdict = "better" if (test.diff > 0) == higher else "worse"
         else:
             verdict = "cannot tell"

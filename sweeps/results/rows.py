@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +38,13 @@ OOD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ood_noise_confidence_mean", "Noise conf mean"),
     ("ood_noise_confidence_median", "Noise conf median"),
 )
+# ... and on a real unseen dataset (train.fit's ood_dataset): ``ood_<key>_confidence_{mean,median}``,
+# columns named after the dataset, present only where some run has them (`ood_dataset_columns`).
+_OOD_DATASET_METRIC = re.compile(r"^ood_([0-9a-z_]+)_confidence_(mean|median)$")
 # Paper B's protocol: the best epoch's test accuracy (selected on test), from the metric history.
 BEST_EPOCH_COLUMN: tuple[str, str] = ("best_epoch_accuracy", "Acc best epoch*")
 # Params that do not define a configuration: the seed is what a row averages over.
-NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile"})
+NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile", "ood_data_dir"})
 
 
 @dataclass
@@ -124,7 +128,9 @@ def build_rows(
     (e.g. ``noise_kind``, ``noise_rate``) whose values split rows into settings instead of being
     configurations to choose between."""
     groups: dict[tuple, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    runs_seen: list[Run] = []
     for run in runs:
+        runs_seen.append(run)
         groups[(run.setting(group_by), run.model, run.method)][run.config_key].append(run)
     rows: list[Row] = []
     for (setting, model, method), configs in groups.items():
@@ -139,7 +145,8 @@ def build_rows(
             for prefix in POST_HOC:
                 if any(f"{prefix}_accuracy" in r.metrics for r in chosen):
                     rows.append(Row(model, Method("onehot", posthoc=prefix), chosen, setting, config=config))
-    metrics = [m for m, _ in (*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN)]
+    found = ood_dataset_columns(m for r in runs_seen for m in r.metrics)
+    metrics = [m for m, _ in (*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN, *found)]
     for row in rows:
         prefix = f"{row.method.posthoc}_" if row.method.posthoc else ""
         for metric in metrics:
@@ -147,12 +154,33 @@ def build_rows(
     return sorted(rows, key=_order)
 
 
+def ood_dataset_columns(metric_names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """The (metric, label) columns of the real OOD datasets among ``metric_names`` (paper A §6.4 on an
+    unseen dataset, e.g. ``ood_tinyimagenet_confidence_mean`` -> "tinyimagenet conf mean"), sorted;
+    the uniform-noise ones are `OOD_COLUMNS`."""
+    found = set()
+    for name in metric_names:
+        m = _OOD_DATASET_METRIC.match(name)
+        if m and m.group(1) != "noise":
+            found.add((m.group(1), m.group(2)))
+    return tuple((f"ood_{key}_confidence_{stat}", f"{key} conf {stat}") for key, stat in sorted(found))
+
+
+def ood_columns(rows: Sequence[Row]) -> tuple[tuple[str, str], ...]:
+    """Every OOD column the rows have a value in: uniform noise (`OOD_COLUMNS`, when any row has it)
+    and each real OOD dataset; () when none."""
+    have = {m for r in rows for m, c in r.cells.items() if c.n}
+    noise = OOD_COLUMNS if any(m in have for m, _ in OOD_COLUMNS) else ()
+    return (*noise, *ood_dataset_columns(have))
+
+
 # ---------------------------------------------------------------------------------------------
 # CSV (written by to_csv, read back by read_csv)
 def to_csv(rows: Sequence[Row]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    cols = [m for m, _ in (*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN)]
+    found = ood_dataset_columns(m for r in rows for m, c in r.cells.items() if c.n)
+    cols = [m for m, _ in (*COLUMNS, *OOD_COLUMNS, BEST_EPOCH_COLUMN, *found)]
     writer.writerow(
         [
             "setting",

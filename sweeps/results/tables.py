@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from simlab.stats import Summary, t_interval
 from sweeps.results.compare import Comparison
 from sweeps.results.method import Method
-from sweeps.results.rows import BEST_EPOCH_COLUMN, COLUMNS, OOD_COLUMNS, Row
+from sweeps.results.rows import BEST_EPOCH_COLUMN, COLUMNS, OOD_COLUMNS, Row, ood_columns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,19 +141,30 @@ def to_markdown(
             "these seeds' spread; a true difference smaller than it is likely to read 'cannot tell'. "
             "See docs/statistics.md.",
         ]
-    ood = [r for r in rows if not r.method.posthoc and r.cells.get(OOD_COLUMNS[0][0], Summary(0, 0, 0)).n]
+    plain = [r for r in rows if not r.method.posthoc]
+    ood_cols = ood_columns(plain)
+    ood = [r for r in plain if any(r.cells.get(m, Summary(0, 0, 0)).n for m, _ in ood_cols)]
     if ood:
-        lines += ["", "### Confidence on uniform-noise images (paper A §6.4)", ""]
+        # Old runs (uniform noise only) keep their section as it was.
+        real = ood_cols != OOD_COLUMNS
+        what = "out-of-distribution images" if real else "uniform-noise images"
+        lines += ["", f"### Confidence on {what} (paper A §6.4)", ""]
+        empty = Summary(math.nan, math.nan, 0)
         lines += markdown_table(
-            ["Model", "Method", *(f"{label} (%)" for _, label in OOD_COLUMNS)],
+            ["Model", "Method", *(f"{label} (%)" for _, label in ood_cols)],
             (
                 [
                     r.model,
                     r.method.display,
-                    *(format_cell(r.cells[m], interval=interval) for m, _ in OOD_COLUMNS),
+                    *(format_cell(r.cells.get(m, empty), interval=interval) for m, _ in ood_cols),
                 ]
                 for r in ood
             ),
         )
         lines += ["", "Max-softmax confidence in %, mean ± sample std over seeds of each run's mean/median."]
+        if real:
+            lines[-1] += (
+                " Noise: uniform-noise images; a dataset's columns: its test split resized to the training "
+                "images (the run's ood_dataset)."
+            )
     return "\n".join(lines) + "\n"
