@@ -7,19 +7,19 @@ File format (``claims/paper_a.yaml``)::
     title: ...
     alpha: 0.05
     sources:                      # where rows come from: the MLflow store when it exists, else the CSV
-      overconfident:
-        csv: results/paper_a_overfit/report.csv  # relative to the repository root (a file in claims/)
-        tracking_uri: sqlite:///~/simlab_sweeps/repro-a-cifar10-overfit/mlflow.db
-        experiment: repro-a-cifar10-overfit
+      cifar10:
+        csv: results/round2/repro2-a-cifar10/report.csv  # relative to the repository root (a file in claims/)
+        tracking_uri: sqlite:////work/runs16/repro2-a-cifar10/mlflow.db
+        experiment: repro2-a-cifar10
         select: val_nll           # how build_rows chooses each method's configuration
         group_by: []              # params that split rows into settings
         stage: seeds              # only runs of this stage of a two-stage sweep (report.py --stage)
         best_epoch: true          # add best_epoch_accuracy (report.py --best-epoch: paper B's protocol)
     claims:
-      - id: A2-over
+      - id: A2-c10
         text: TS, ETS and Dir-ODIR remove most of one-hot's miscalibration
         paper: "Table 1: ECE 12-23 % -> 1-5 %"
-        source: overconfident     # default for the tests
+        source: cifar10           # default for the tests
         tests:                    # a ? b, one line of the claims table each
           - {metric: ece_hist_prediction, method: onehot/ts, baseline: onehot, direction: less}
           - {metric: accuracy, method: "confidence:pairs+log_projection", baseline: onehot,
