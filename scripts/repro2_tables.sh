@@ -12,7 +12,8 @@
 #       --out results/round2/<preset> ...
 #   (two-stage paper A sweeps: --stage seeds, and their beta search separately into .../search;
 #   paper B: --select val_accuracy --group-by noise_kind,noise_rate --best-epoch; the ablations: --group-by
-#   alpha / beta), and copies <RUNS>/<preset>/sweep_spec.json to results/round2/<preset>/sweep_spec.json.
+#   alpha / beta), and copies <RUNS>/<preset>/sweep_spec.json to results/round2/<preset>/sweep_spec.json
+#   (and a two-stage sweep's seeds/sweep_spec.json and stages.json, as seeds_sweep_spec.json, stages.json).
 # A sweep with no store or no finished trial yet gets a placeholder report.md (so RESULTS.md's splices
 # resolve); report.py exits 1 for it. Then: results/round2/status.md
 # (trials finished per store, wall time summed over the "=== ... start/done" intervals of
@@ -58,6 +59,9 @@ for preset in $PRESETS; do
   fi
   echo "$preset:"
   cp "$RUNS/$preset/sweep_spec.json" "$out/sweep_spec.json"
+  # a two-stage sweep's seeds stage (its own spec) and the configurations the search chose (stages.json)
+  [ -f "$RUNS/$preset/seeds/sweep_spec.json" ] && cp "$RUNS/$preset/seeds/sweep_spec.json" "$out/seeds_sweep_spec.json"
+  [ -f "$RUNS/$preset/stages.json" ] && cp "$RUNS/$preset/stages.json" "$out/stages.json"
   case $preset in
     repro2-b-cifar10)
       report "$preset" "$out" --select val_accuracy --group-by noise_kind,noise_rate --show-params '' \
