@@ -3,7 +3,7 @@
 
     python scripts/report.py --tracking-uri sqlite:///$HOME/simlab_sweeps/quickstart/mlflow.db \
         --experiment quickstart --out reports/quickstart [--interval] [--baseline onehot] [--bootstrap 1000]
-    python scripts/report.py --from-csv results/paper_a/report.csv --out results/paper_a
+    python scripts/report.py --from-csv results/round1/paper_a/report.csv --out results/round1/paper_a
     python scripts/report.py --claims claims/paper_a.yaml --out results/claims
 
 Rows are methods per model (and per setting with ``--group-by``); cells ``mean ± std (n)`` over seeds;

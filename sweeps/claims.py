@@ -7,17 +7,19 @@ File format (``claims/paper_a.yaml``)::
     title: ...
     alpha: 0.05
     sources:                      # where rows come from: the MLflow store when it exists, else the CSV
-      overconfident:
-        csv: results/paper_a_overfit/report.csv  # relative to the repository root (a file in claims/)
-        tracking_uri: sqlite:///~/simlab_sweeps/repro-a-cifar10-overfit/mlflow.db
-        experiment: repro-a-cifar10-overfit
+      cifar10:
+        csv: results/round2/repro2-a-cifar10/report.csv  # relative to the repository root (a file in claims/)
+        tracking_uri: sqlite:////work/runs16/repro2-a-cifar10/mlflow.db
+        experiment: repro2-a-cifar10
         select: val_nll           # how build_rows chooses each method's configuration
         group_by: []              # params that split rows into settings
+        stage: seeds              # only runs of this stage of a two-stage sweep (report.py --stage)
+        best_epoch: true          # add best_epoch_accuracy (report.py --best-epoch: paper B's protocol)
     claims:
-      - id: A2-over
+      - id: A2-c10
         text: TS, ETS and Dir-ODIR remove most of one-hot's miscalibration
         paper: "Table 1: ECE 12-23 % -> 1-5 %"
-        source: overconfident     # default for the tests
+        source: cifar10           # default for the tests
         tests:                    # a ? b, one line of the claims table each
           - {metric: ece_hist_prediction, method: onehot/ts, baseline: onehot, direction: less}
           - {metric: accuracy, method: "confidence:pairs+log_projection", baseline: onehot,
@@ -64,6 +66,9 @@ __all__ = [
 
 DIRECTIONS: tuple[str, ...] = ("greater", "less", "differ", "equal")
 CLAIM_VERDICTS: tuple[str, ...] = ("supported", "contradicted", "cannot tell", "no data")
+_SOURCE_KEYS = frozenset(
+    {"csv", "tracking_uri", "experiment", "select", "mode", "group_by", "note", "stage", "best_epoch"}
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class Source:
     mode: str | None = None
     group_by: tuple[str, ...] = ()
     note: str = ""
+    stage: str | None = None  # only runs tagged simlab.stage = stage (a two-stage sweep's "seeds")
+    best_epoch: bool = False  # load best_epoch_accuracy (test_accuracy_best, else the history's best)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ def load_claims(path: str | os.PathLike) -> ClaimsFile:
     sources = {}
     for name, raw in data["sources"].items():
         raw = dict(raw or {})
-        unknown = set(raw) - {"csv", "tracking_uri", "experiment", "select", "mode", "group_by", "note"}
+        unknown = set(raw) - _SOURCE_KEYS
         if unknown:
             raise ValueError(f"sources.{name}: unknown key(s) {sorted(unknown)}")
         csv_path = raw.get("csv")
@@ -173,6 +180,8 @@ def load_claims(path: str | os.PathLike) -> ClaimsFile:
             mode=raw.get("mode"),
             group_by=tuple(raw.get("group_by", ())),
             note=raw.get("note", ""),
+            stage=raw.get("stage"),
+            best_epoch=bool(raw.get("best_epoch", False)),
         )
     claims = []
     seen = set()
@@ -240,13 +249,19 @@ def load_source_rows(source: Source) -> tuple[list[Row] | None, str]:
         db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
         if db is None or os.path.exists(db):
             try:
-                _, runs = load_runs(uri, source.experiment)
+                _, runs = load_runs(
+                    uri,
+                    source.experiment,
+                    stage=source.stage,
+                    best_epoch_from="test_accuracy" if source.best_epoch else None,
+                )
             except ValueError as err:
                 logger.warning("source %s: %s", source.name, err)
             else:
                 mode = source.mode or ("max" if source.select.endswith("accuracy") else "min")
                 rows = build_rows(runs, select=source.select, mode=mode, group_by=source.group_by)
-                return rows, f"MLflow {uri}, experiment {source.experiment} ({len(runs)} runs)"
+                stage = f", stage {source.stage}" if source.stage else ""
+                return rows, f"MLflow {uri}, experiment {source.experiment}{stage} ({len(runs)} runs)"
     if source.csv and os.path.exists(source.csv):
         return read_csv(source.csv), f"{_relative(source.csv)} (no MLflow store found)"
     return None, "not available (no MLflow store, no CSV): its tests are 'no data'"

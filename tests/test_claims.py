@@ -207,3 +207,43 @@ def test_shipped_claims_files_evaluate(name, tmp_path):
     md = (tmp_path / f"claims_{name}.md").read_text()
     for claim in claims.claims:
         assert f"**{claim.id}**" in md
+
+
+def test_source_stage_and_best_epoch(tmp_path):
+    """A source's ``stage`` keeps only that stage's runs (a two-stage sweep's "seeds"), and
+    ``best_epoch: true`` loads each run's test_accuracy_best as best_epoch_accuracy (paper B's protocol)."""
+    uri, client, exp, parent = sweep_store(tmp_path, "staged")
+    values = {  # (stage, method) -> (accuracy, test_accuracy_best) per seed
+        ("seeds", "onehot"): [(0.50, 0.60), (0.52, 0.61), (0.48, 0.59)],
+        ("seeds", "uniform"): [(0.40, 0.70), (0.41, 0.71), (0.39, 0.72)],
+        ("search", "uniform"): [(0.99, 0.99)],  # the beta search: must not count
+    }
+    for (stage, method), runs in values.items():
+        for seed, (acc, best) in enumerate(runs):
+            rid = log_run(
+                client, exp, parent, method, {"label": method, "model": "m", "seed": str(seed)},
+                {"accuracy": acc, "test_accuracy_best": best, "val_nll": 1.0},
+            )  # fmt: skip
+            client.set_tag(rid, "simlab.stage", stage)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"sources:\n  s: {{tracking_uri: '{uri}', experiment: staged, stage: seeds, best_epoch: true}}\n"
+        "claims:\n  - {id: a, text: t, paper: p, source: s, tests: ["
+        "{metric: accuracy, method: uniform, baseline: onehot, direction: less},"
+        "{metric: best_epoch_accuracy, method: uniform, baseline: onehot, direction: greater}]}\n"
+    )
+    claims = cl.load_claims(path)
+    assert claims.sources["s"].stage == "seeds" and claims.sources["s"].best_epoch
+    rows, origin = cl.load_source_rows(claims.sources["s"])
+    assert "stage seeds" in origin and "(6 runs)" in origin
+    uniform = next(r for r in rows if str(r.method) == "uniform")
+    assert uniform.cells["accuracy"].n == 3
+    assert uniform.cells["accuracy"].mean == pytest.approx(0.40)
+    assert uniform.cells["best_epoch_accuracy"].mean == pytest.approx(0.71)
+    (result,) = cl.evaluate_claims(claims, {"s": rows})
+    expected = [
+        scipy.stats.ttest_ind([0.40, 0.41, 0.39], [0.50, 0.52, 0.48], equal_var=False).pvalue,
+        scipy.stats.ttest_ind([0.70, 0.71, 0.72], [0.60, 0.61, 0.59], equal_var=False).pvalue,
+    ]
+    assert [o.p for o in result.tests] == pytest.approx(expected)
+    assert result.verdict == "supported"
