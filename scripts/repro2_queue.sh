@@ -1,0 +1,36 @@
+#!/bin/bash
+# Runs the issue-16 (round 2) sweeps one after another, each resumed if its folder exists, at low priority.
+# Each sweep runs from a frozen worktree (a resume must see the code that started it):
+#   the paper B sweeps from /work/wt/run16 (39c7578), the paper A sweeps from /work/wt/run16b (97565d5).
+# usage: setsid nohup bash scripts/repro2_queue.sh >/dev/null 2>&1 &
+#   RUNS=<folder> (default /work/runs16): stores, logs and queue.log; WT=<folder> (default /work/wt): the
+#   frozen worktrees run16 and run16b (`git worktree add --detach $WT/run16 39c7578`, and run16b at 97565d5);
+#   PY (default /work/main/.venv/bin/python). This session ran a copy of it as /work/runs16/queue.sh.
+#   SIGINT to the running sweep's driver stops it cleanly and ends the queue; run the queue again to
+#   continue (a finished sweep is skipped: its "done ... rc=0" line in $RUNS/queue.log).
+# One sweep a line: name | worktree | calibration.py arguments (--storage, --resume added here).
+set -u
+RUNS=${RUNS:-/work/runs16}
+WT=${WT:-/work/wt}
+PY=${PY:-/work/main/.venv/bin/python}
+# nice applies within a scheduler autogroup (one per session; setsid makes a new one): lower the group too
+echo 19 > /proc/self/autogroup 2>/dev/null || true
+SWEEPS="repro2-b-cifar10|run16|--preset repro2-b-cifar10
+repro2-b-cifar10-m20|run16|--preset repro2-b-cifar10 --name repro2-b-cifar10-m20 --set label=confidence loss=log_projection noise_kind=asymmetric noise_rate=0.8 trusted_size=2000
+repro2-a-cifar10|run16b|--preset repro2-a-cifar10
+repro2-a-alpha|run16b|--preset repro2-a-alpha
+repro2-a-beta|run16b|--preset repro2-a-beta
+repro2-a-tinyimagenet|run16b|--preset repro2-a-tinyimagenet"
+while IFS='|' read -r name wt args; do
+  if grep -q "^=== .* done $name rc=0" "$RUNS/queue.log" 2>/dev/null; then continue; fi
+  cd "$WT/$wt" || exit 1
+  export PYTHONPATH=$PWD OMP_NUM_THREADS=1 SIMLAB_CACHE=/work/main/.cache/simlab MPLBACKEND=Agg RAY_TMPDIR=/tmp/ray16
+  mkdir -p /tmp/ray16
+  resume=(); [ -d "$RUNS/$name" ] && resume=(--resume)
+  echo "=== $(date -u +%FT%TZ) start $name ${resume[*]} (commit $(git rev-parse --short HEAD)) load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUNS/$name.log" >> "$RUNS/queue.log"
+  # shellcheck disable=SC2086  # $args is a list of arguments
+  nice -n 19 "$PY" sweeps/calibration.py $args --storage "$RUNS" "${resume[@]}" >> "$RUNS/$name.log" 2>&1 < /dev/null
+  rc=$?
+  echo "=== $(date -u +%FT%TZ) done $name rc=$rc load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUNS/$name.log" >> "$RUNS/queue.log"
+  [ $rc -eq 0 ] || exit $rc   # interrupted (130) or failed: stop the queue; run it again to continue
+done <<< "$SWEEPS"
