@@ -27,7 +27,7 @@ from sweeps.stops import INTERRUPTED_TAG
 from sweeps.storage import SPEC_FILE, write_storage_text
 from sweeps.summary import SweepSummary, summary_table
 from sweeps.tracking import FAILURE_TAG, KEY_TAG, delete_orphan_runs, run_tag
-from sweeps.trial_context import DATA_FIELDS
+from sweeps.trial_context import data_key
 from sweeps.trial_runs import STOPPED_TAG
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _log_dataset_inputs(spec: SweepSpec, summary: SweepSummary) -> None:
     logged_parent: set[str] = set()
     for row in summary.rows:
         cfg = _trial_config(spec, row)
-        key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
+        key = data_key(cfg)
         if key not in entities:
             entities[key] = _dataset_entity(load_split(cfg))
         inputs = [DatasetInput(entities[key], tags=[InputTag("mlflow.data.context", "training")])]

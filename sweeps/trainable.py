@@ -28,7 +28,6 @@ NaN, so Optuna records FAIL) and returns, so Tune ends it without a retry.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -53,7 +52,7 @@ from sweeps.trial_checkpoints import (
     train_storage,
     write_failure_marker,
 )
-from sweeps.trial_context import DATA_FIELDS, lookup_matrix, trial_config, trial_spec
+from sweeps.trial_context import data_key, lookup_matrix, trial_config, trial_spec
 from sweeps.trial_phases import _Phases, _TimedTracker
 from sweeps.trial_runs import (
     end_run_for,
@@ -104,11 +103,7 @@ def _trial_data(cfg: TrainConfig) -> Any:
     """The trial's `ImageData`, loaded once per actor process and data split (see `_DATA_CACHE`)."""
     from simlab.data import load_split  # imports torch
 
-    # The resolved cache folder: an unset cache_dir means the environment's default.
-    key = json.dumps(
-        [str(cfg.resolved_cache_dir) if n == "cache_dir" else getattr(cfg, n) for n in DATA_FIELDS],
-        default=str,
-    )
+    key = data_key(cfg)
     if _DATA_CACHE and _DATA_CACHE[0][0] == key:
         return _DATA_CACHE[0][1]
     _DATA_CACHE.clear()  # release the old split before loading the new one

@@ -29,8 +29,8 @@ DATA_FIELDS: tuple[str, ...] = (
     "dataset_args",
 )
 # ... and the source a similarity matrix is computed from (`TrainConfig.source`: the distance source of
-# similarity labels or the score source of confidence labels, keyed "similarity"), with its arguments.
-SOURCE_FIELDS: tuple[str, ...] = ("similarity", "similarity_args")
+# similarity labels or the score source of confidence labels), with its arguments.
+SOURCE_FIELDS: tuple[str, ...] = ("source", "similarity_args")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ def trial_config(config: Mapping[str, Any], ctx: Mapping[str, Any]) -> tuple[Swe
     return spec, TrainConfig.from_dict(train_config_dict(spec, dict(config)))
 
 
+def data_key(cfg: TrainConfig) -> str:
+    """The key of a config's data split: its `DATA_FIELDS`, with the cache folder resolved (an unset
+    ``cache_dir`` means the environment's default). Equal keys load the same `ImageData`."""
+    values = [str(cfg.resolved_cache_dir) if n == "cache_dir" else getattr(cfg, n) for n in DATA_FIELDS]
+    return json.dumps(values, default=str)
+
+
 def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
     """The key of the similarity matrix a trial config needs (None: it needs none).
 
@@ -70,9 +77,8 @@ def matrix_key(cfg_values: Mapping[str, Any]) -> str | None:
     cfg = cfg_values if isinstance(cfg_values, TrainConfig) else TrainConfig.from_dict(dict(cfg_values))
     if not needs_source_matrix(cfg):
         return None
-    parts = {name: getattr(cfg, name) for name in (*DATA_FIELDS, *SOURCE_FIELDS)}
-    parts["similarity"] = cfg.source
-    return json.dumps(parts, sort_keys=True, default=str)
+    parts = {name: getattr(cfg, name) for name in SOURCE_FIELDS}
+    return json.dumps({"data": data_key(cfg), **parts}, sort_keys=True, default=str)
 
 
 def lookup_matrix(cfg: TrainConfig, matrices: Mapping[str, Any]) -> Any:

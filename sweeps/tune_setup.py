@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from sweeps.space import corner_configs, train_config_dict
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.stops import recording_asha
 from sweeps.trainable import inprocess_trainable, torch_trainer_trainable
-from sweeps.trial_context import DATA_FIELDS, matrix_key
+from sweeps.trial_context import DATA_FIELDS, data_key, matrix_key
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +83,12 @@ def compute_matrices(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, int]]:
     stats = {"computed": 0, "loaded": 0}
     datasets: dict[str, Any] = {}
     for cfg in needed_matrix_configs(spec):
-        data_key = json.dumps([getattr(cfg, n) for n in DATA_FIELDS], default=str)
-        if data_key not in datasets:
-            datasets[data_key] = load_split(cfg)
+        split = data_key(cfg)
+        if split not in datasets:
+            datasets[split] = load_split(cfg)
         store = SimilarityStore(Path(cfg.resolved_cache_dir) / "similarity")
         t0 = time.perf_counter()
-        matrix, meta = store.get(datasets[data_key], cfg.source, cfg.similarity_args)
+        matrix, meta = store.get(datasets[split], cfg.source, cfg.similarity_args)
         stats["computed" if meta.get("computed") else "loaded"] += 1
         logger.info(
             "similarity %s %s: %s in %.1f s",
