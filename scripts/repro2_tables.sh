@@ -28,7 +28,7 @@ BOOTSTRAP=${BOOTSTRAP:-1000}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg
 PRESETS="repro2-b-cifar10 repro2-b-cifar10-m20 repro2-a-cifar10 repro2-a-alpha repro2-a-beta repro2-a-tinyimagenet"
 # repro2-b-cifar10-m20 is not a preset: repro2-b-cifar10 with LP at asymmetric 0.8 and M = 2,000 (20 %),
-# 3 seeds (claim B3-M20); /work/runs16/queue.sh runs it with these arguments.
+# 3 seeds (claim B3-M20); scripts/repro2_queue.sh runs it with these arguments.
 M20_ARGS="--preset repro2-b-cifar10 --name repro2-b-cifar10-m20 --set label=confidence loss=log_projection noise_kind=asymmetric noise_rate=0.8 trusted_size=2000"
 
 report() {  # preset out args...
