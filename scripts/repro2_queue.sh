@@ -17,6 +17,7 @@ PY=${PY:-/work/main/.venv/bin/python}
 echo 19 > /proc/self/autogroup 2>/dev/null || true
 SWEEPS="repro2-b-cifar10|run16|--preset repro2-b-cifar10
 repro2-b-cifar10-m20|run16|--preset repro2-b-cifar10 --name repro2-b-cifar10-m20 --set label=confidence loss=log_projection noise_kind=asymmetric noise_rate=0.8 trusted_size=2000
+repro2-b-cifar10-m20-controls|run16|--preset repro2-b-cifar10 --name repro2-b-cifar10-m20-controls --set label=trusted_only,onehot_trusted noise_kind=asymmetric noise_rate=0.0,0.8 trusted_size=2000
 repro2-a-cifar10|run16b|--preset repro2-a-cifar10
 repro2-a-alpha|run16b|--preset repro2-a-alpha
 repro2-a-beta|run16b|--preset repro2-a-beta

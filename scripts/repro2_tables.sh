@@ -26,10 +26,13 @@ RUNS=${RUNS:-/work/runs16}
 PY=${PY:-/work/main/.venv/bin/python}
 BOOTSTRAP=${BOOTSTRAP:-1000}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg
-PRESETS="repro2-b-cifar10 repro2-b-cifar10-m20 repro2-a-cifar10 repro2-a-alpha repro2-a-beta repro2-a-tinyimagenet"
-# repro2-b-cifar10-m20 is not a preset: repro2-b-cifar10 with LP at asymmetric 0.8 and M = 2,000 (20 %),
-# 3 seeds (claim B3-M20); scripts/repro2_queue.sh runs it with these arguments.
-M20_ARGS="--preset repro2-b-cifar10 --name repro2-b-cifar10-m20 --set label=confidence loss=log_projection noise_kind=asymmetric noise_rate=0.8 trusted_size=2000"
+PRESETS="repro2-b-cifar10 repro2-b-cifar10-m20 repro2-b-cifar10-m20-controls repro2-a-cifar10 repro2-a-alpha repro2-a-beta repro2-a-tinyimagenet"
+# Two sweeps are not presets but repro2-b-cifar10 narrowed with --set, at M = 2,000 (20 %), 3 seeds:
+# -m20, LP at asymmetric 0.8 (claim B3-M20), and -m20-controls, its two controls at the same M (CE + clean
+# trusted at asymmetric 0.8, trusted only; claim B3-M20-control). scripts/repro2_queue.sh runs them with
+# these arguments (one sweep a line: name|arguments).
+EXTRA_ARGS="repro2-b-cifar10-m20|--preset repro2-b-cifar10 --name repro2-b-cifar10-m20 --set label=confidence loss=log_projection noise_kind=asymmetric noise_rate=0.8 trusted_size=2000
+repro2-b-cifar10-m20-controls|--preset repro2-b-cifar10 --name repro2-b-cifar10-m20-controls --set label=trusted_only,onehot_trusted noise_kind=asymmetric noise_rate=0.0,0.8 trusted_size=2000"
 
 report() {  # preset out args...
   local preset=$1 out=$2; shift 2
@@ -69,7 +72,7 @@ for preset in $PRESETS; do
     repro2-b-cifar10)
       report "$preset" "$out" --select val_accuracy --group-by noise_kind,noise_rate --show-params '' \
         --best-epoch --bootstrap "$BOOTSTRAP" ;;
-    repro2-b-cifar10-m20)
+    repro2-b-cifar10-m20 | repro2-b-cifar10-m20-controls)
       report "$preset" "$out" --select val_accuracy --group-by noise_kind,noise_rate,trusted_size \
         --show-params '' --best-epoch --bootstrap "$BOOTSTRAP" ;;
     repro2-a-cifar10 | repro2-a-tinyimagenet)
@@ -85,7 +88,7 @@ done
 
 # The status of every sweep: finished trials (per stage) in its store, planned trials (its preset), wall
 # time so far (the sum of its log's start -> done intervals; an open interval counts up to now).
-RUNS=$RUNS PRESETS=$PRESETS M20_ARGS=$M20_ARGS "$PY" - <<'EOF' || exit 1
+RUNS=$RUNS PRESETS=$PRESETS EXTRA_ARGS=$EXTRA_ARGS "$PY" - <<'EOF' || exit 1
 import datetime as dt, json, os, re, sqlite3, subprocess, sys
 from pathlib import Path
 
@@ -96,7 +99,8 @@ stamp = re.compile(r"^=== (\S+) (start|done) (\S+)")
 def planned(preset):
     """("text", total) from the preset's dry run (creates nothing): its grid, plus for a two-stage sweep
     each method's chosen configuration on the seeds."""
-    args = os.environ["M20_ARGS"].split() if preset.endswith("-m20") else ["--preset", preset]
+    extra = dict(line.split("|", 1) for line in os.environ["EXTRA_ARGS"].splitlines() if line)
+    args = extra[preset].split() if preset in extra else ["--preset", preset]
     text = subprocess.run([sys.executable, "sweeps/calibration.py", *args, "--dry-run",
                            "--storage", "/tmp/repro2-dry"], capture_output=True, text=True).stdout
     spec = json.loads(text[: text.index("\n}\n") + 2])
