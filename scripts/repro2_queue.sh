@@ -2,7 +2,8 @@
 # Runs the issue-16 (round 2) sweeps one after another, each resumed if its folder exists, at low priority.
 # Each sweep runs from a frozen worktree (a resume must see the code that started it):
 #   the paper B sweeps from /work/wt/run16 (39c7578), the paper A sweeps from /work/wt/run16b (97565d5).
-# usage: setsid nohup bash scripts/repro2_queue.sh >/dev/null 2>&1 &
+# usage: setsid nohup bash scripts/repro2_queue.sh [name ...] >/dev/null 2>&1 &
+#   names: run only these sweeps of the list below, in its order (default: all of them)
 #   RUNS=<folder> (default /work/runs16): stores, logs and queue.log; WT=<folder> (default /work/wt): the
 #   frozen worktrees run16 and run16b (`git worktree add --detach $WT/run16 39c7578`, and run16b at 97565d5);
 #   PY (default /work/main/.venv/bin/python). This session ran a copy of it as /work/runs16/queue.sh.
@@ -23,6 +24,7 @@ repro2-a-alpha|run16b|--preset repro2-a-alpha
 repro2-a-beta|run16b|--preset repro2-a-beta
 repro2-a-tinyimagenet|run16b|--preset repro2-a-tinyimagenet"
 while IFS='|' read -r name wt args; do
+  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   if grep -q "^=== .* done $name rc=0" "$RUNS/queue.log" 2>/dev/null; then continue; fi
   cd "$WT/$wt" || exit 1
   export PYTHONPATH=$PWD OMP_NUM_THREADS=1 SIMLAB_CACHE=/work/main/.cache/simlab MPLBACKEND=Agg RAY_TMPDIR=/tmp/ray16

@@ -14,7 +14,8 @@
 #   paper B: --select val_accuracy --group-by noise_kind,noise_rate --best-epoch; the ablations: --group-by
 #   alpha / beta), and copies <RUNS>/<preset>/sweep_spec.json to results/round2/<preset>/sweep_spec.json
 #   (and a two-stage sweep's seeds/sweep_spec.json and stages.json, as seeds_sweep_spec.json, stages.json).
-# A sweep with no store or no finished trial yet gets a placeholder report.md (so RESULTS.md's splices
+# A sweep whose store is gone (machines are not kept) but whose tables are committed (report.csv) keeps
+# them, and its row in status.md. A sweep with no store or no finished trial yet gets a placeholder report.md (so RESULTS.md's splices
 # resolve); report.py exits 1 for it. Then: results/round2/status.md
 # (trials finished per store, wall time summed over the "=== ... start/done" intervals of
 # <RUNS>/<preset>.log), the claims tables (claims/paper_{a,b}.yaml -> results/claims/) and
@@ -55,6 +56,12 @@ for preset in $PRESETS; do
   store=$RUNS/$preset/mlflow.db
   out=results/round2/$preset
   mkdir -p "$out"
+  if [ ! -f "$store" ] && [ -f "$out/report.csv" ]; then
+    # finished earlier and committed, its store since lost (a machine is not kept): the committed tables
+    # stand (the claims read their report.csv) and status.md keeps the sweep's row
+    echo "$preset: no store ($store); keeping the committed tables in $out"
+    continue
+  fi
   if [ ! -f "$store" ]; then
     echo "$preset: no store yet ($store)"
     placeholder "$out" "$preset" "queued: no store yet"
@@ -172,7 +179,17 @@ def wall(preset):
     return total, state, len(intervals)
 
 out = ["| preset | state | finished trials | planned trials | wall time so far | sessions |", "|---|---|---|---|---|---|"]
+# a sweep whose store is gone but whose tables are committed keeps its row from the committed status.md
+status = Path("results/round2/status.md")
+kept = {m.group(1): line for line in (status.read_text().splitlines() if status.exists() else [])
+        if (m := re.match(r"^\| `([^`]+)` \| done", line))}
+lost = []
 for preset in presets:
+    if not (runs / preset / "mlflow.db").exists() and Path(f"results/round2/{preset}/report.csv").exists() \
+            and preset in kept:
+        out.append(kept[preset])
+        lost.append(preset)
+        continue
     fin = finished(preset)
     text, total = planned(preset)
     seconds, state, starts = wall(preset)
@@ -185,6 +202,10 @@ out += ["", f"Finished, not interrupted trial runs in each store (`{runs}/<prese
         "preset (a two-stage sweep: its search grid, then each method's choice on the seeds); wall time: the "
         f"sum of the start -> done intervals in `{runs}/<preset>.log` (an open one counts up to the time of "
         f"this table). As of {now:%Y-%m-%d %H:%M} UTC."]
+if lost:
+    out += ["", f"Kept from the previous status.md, their stores gone with the machine they ran on: "
+            f"{', '.join(f'`{p}`' for p in lost)} (finished; the committed `results/round2/<preset>/` tables "
+            "are their record, and the claims read their `report.csv`)."]
 Path("results/round2").mkdir(parents=True, exist_ok=True)
 Path("results/round2/status.md").write_text("\n".join(out) + "\n")
 print("\n".join(out))
