@@ -15,8 +15,8 @@
 #   alpha / beta), and copies <RUNS>/<preset>/sweep_spec.json to results/round2/<preset>/sweep_spec.json
 #   (and a two-stage sweep's seeds/sweep_spec.json and stages.json, as seeds_sweep_spec.json, stages.json).
 # A sweep whose store is gone (machines are not kept) but whose tables are committed (report.csv) keeps
-# them, and its row in status.md. A sweep with no store or no finished trial yet gets a placeholder report.md (so RESULTS.md's splices
-# resolve); report.py exits 1 for it. Then: results/round2/status.md
+# them, and its row in status.md. A sweep with no store or no finished trial yet gets a placeholder
+# report.md (so RESULTS.md's splices resolve); report.py exits 1 for it. Then: results/round2/status.md
 # (trials finished per store, wall time summed over the "=== ... start/done" intervals of
 # <RUNS>/<preset>.log), the claims tables (claims/paper_{a,b}.yaml -> results/claims/) and
 # results/round2/cannot_tell.md (the seeds that would decide each "cannot tell" test) and
@@ -52,6 +52,7 @@ placeholder() {  # out preset state: a report.md that RESULTS.md can splice befo
     "$2" "$3" > "$1/report.md"
 }
 
+LOST=""  # finished sweeps whose store is gone: committed tables kept (status.md keeps their rows too)
 for preset in $PRESETS; do
   store=$RUNS/$preset/mlflow.db
   out=results/round2/$preset
@@ -60,6 +61,7 @@ for preset in $PRESETS; do
     # finished earlier and committed, its store since lost (a machine is not kept): the committed tables
     # stand (the claims read their report.csv) and status.md keeps the sweep's row
     echo "$preset: no store ($store); keeping the committed tables in $out"
+    LOST="$LOST $preset"
     continue
   fi
   if [ ! -f "$store" ]; then
@@ -95,7 +97,7 @@ done
 
 # The status of every sweep: finished trials (per stage) in its store, planned trials (its preset), wall
 # time so far (the sum of its log's start -> done intervals; an open interval counts up to now).
-RUNS=$RUNS PRESETS=$PRESETS EXTRA_ARGS=$EXTRA_ARGS "$PY" - <<'EOF' || exit 1
+RUNS=$RUNS PRESETS=$PRESETS LOST=$LOST EXTRA_ARGS=$EXTRA_ARGS "$PY" - <<'EOF' || exit 1
 import datetime as dt, json, os, re, sqlite3, subprocess, sys
 from pathlib import Path
 
@@ -179,14 +181,13 @@ def wall(preset):
     return total, state, len(intervals)
 
 out = ["| preset | state | finished trials | planned trials | wall time so far | sessions |", "|---|---|---|---|---|---|"]
-# a sweep whose store is gone but whose tables are committed keeps its row from the committed status.md
+# a sweep whose store is gone ($LOST, from the loop above) keeps its row from the committed status.md
 status = Path("results/round2/status.md")
 kept = {m.group(1): line for line in (status.read_text().splitlines() if status.exists() else [])
         if (m := re.match(r"^\| `([^`]+)` \| done", line))}
 lost = []
 for preset in presets:
-    if not (runs / preset / "mlflow.db").exists() and Path(f"results/round2/{preset}/report.csv").exists() \
-            and preset in kept:
+    if preset in os.environ["LOST"].split() and preset in kept:
         out.append(kept[preset])
         lost.append(preset)
         continue
