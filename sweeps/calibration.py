@@ -13,8 +13,10 @@ and exits with code 2. See docs/sweeps.md.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
 
 from sweeps.overrides import apply_overrides
@@ -264,8 +266,20 @@ def read_warm_start(path: str) -> list[dict]:
     return points
 
 
+def _stacks_on_sigusr2() -> None:
+    """`kill -USR2 <pid>` writes every thread's Python stack to stderr (where a stuck sweep waits); the
+    sweep goes on. Skipped where stderr is no file (an embedding or a test capturing it)."""
+    if not hasattr(signal, "SIGUSR2"):
+        return
+    try:
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and ValueError
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stacks_on_sigusr2()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -82,3 +82,28 @@ def test_dry_run_warns_about_gpus_and_an_existing_sweep(capsys, tmp_path, monkey
         assert "no CUDA GPU" in err
     _, err = _dry(capsys, "--storage", str(tmp_path / "fresh"))
     assert "warning" not in err
+
+
+def test_sigusr2_dumps_every_threads_stack(tmp_path):
+    """A stuck sweep can be asked where it is: after `main` starts, SIGUSR2 writes each thread's Python
+    stack to stderr (faulthandler) and the process goes on (the default action would kill it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import os, signal, threading, time\n"
+        "from sweeps.calibration import main\n"
+        "assert main(['--list-presets']) == 0\n"
+        "threading.Thread(target=time.sleep, args=(30,), name='sleeper', daemon=True).start()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "print('still alive', flush=True)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "still alive" in proc.stdout
+    assert "Current thread 0x" in proc.stderr, proc.stderr  # the main thread, sending the signal
+    assert "Thread 0x" in proc.stderr and "in _bootstrap_inner" in proc.stderr, proc.stderr  # the sleeper

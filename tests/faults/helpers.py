@@ -252,12 +252,21 @@ class Sweep:
         return self
 
     def wait(self, timeout: float = 900) -> int:
+        """The driver's exit code; past ``timeout`` its threads' stacks (SIGUSR2, which the driver hands
+        to faulthandler) and the log's tail go into the error, then the whole tree is killed."""
         assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR2)
+                time.sleep(3.0)
+            except ProcessLookupError:
+                pass
             self.kill_tree(signal.SIGKILL)
-            raise
+            raise TimeoutError(
+                f"the sweep ran past {timeout} s; its stacks and the log's tail:\n{self.tail(12000)}"
+            ) from err
 
     def signal_tree(self, sig: int) -> None:
         """Send ``sig`` to the sweep's whole session, as a terminal's Ctrl-C or an OOM kill would."""
