@@ -2,7 +2,13 @@
 
 - `make_search_alg(spec)`: Optuna's define-by-run TPE search (`SafeOptunaSearch`: a NaN or failed trial
   is told FAIL, never left RUNNING) or, for ``search: grid``, `PointsSearcher` (each grid point once, in
-  order). Both are saved with Tune's searcher state and restored by `Tuner.restore`.
+  order). Both are saved with Tune's searcher state and restored by `Tuner.restore`. They are handed
+  to Tune in a `ReconcilingSearchGenerator` (in Tune's `ConcurrencyLimiter` when ``max_concurrent``):
+  Tune saves its trials and its searcher state as separate files and uploads them one by one, so a
+  SIGKILL in between leaves a pair from two moments. On restore the generator's trial count and the
+  limiter's running set are set from the trials the restored experiment state holds (the running set
+  of an older searcher state held every slot with trials that had finished, and the resumed sweep
+  waited forever).
 - Small public readers of what Ray and Optuna keep private: `optuna_trial` (the Optuna trial of a Tune
   trial), `saved_optuna_study` (the study as Tune last saved it), `trial_states` (Tune's own trial states
   of a `ResultGrid`), `trial_ids_in_state` (the trials of a saved experiment state), `local_head_fixed`
@@ -37,7 +43,10 @@ PRIVATE_API: tuple[str, ...] = (
     "ray.tune.search.optuna.OptunaSearch.save",  # pickles __dict__: the saved state holds the above
     "ray.tune.result_grid.ResultGrid._experiment_analysis",  # .trials: Tune's own trial states
     "ray.tune.execution.tune_controller.TuneController.CKPT_FILE_TMPL",  # experiment_state-*.json
-    "experiment_state 'trial_data'",  # [[trial json (with trial_id), runtime metadata], ...]
+    "experiment_state 'trial_data'",  # [[trial json (with trial_id, status), runtime metadata], ...]
+    "ray.tune.search.ConcurrencyLimiter.live_trials",  # the trials holding a slot (saved, restored)
+    "ray.tune.search.ConcurrencyLimiter.num_unfinished_live_trials",
+    "ray.tune.search.search_generator.SearchGenerator._counter",  # trials created (num_samples check)
     "ray.tune.search.Searcher.CKPT_FILE_TMPL",  # searcher-state-*.pkl
     "ray._private.worker._global_node",  # the node this process started (.head, ._ray_params)
     "ray._private.parameter.RayParams.autoscaling_config",
@@ -47,6 +56,94 @@ SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # Searcher.CKPT_FILE_TMPL.format("
 
 
 # ---------------------------------------------------------------------------------------------
+FINISHED_STATES = ("TERMINATED", "ERROR")  # a restore runs every other trial again (ERROR only if asked)
+
+
+def unfinished_trial_ids_in_state(text: str) -> set[str]:
+    """The trials of one saved Tune experiment state that are not TERMINATED or ERROR (JSON, never
+    unpickled)."""
+    out = set()
+    for meta, _ in json.loads(text)["trial_data"]:
+        trial = json.loads(meta)
+        if trial.get("status") not in FINISHED_STATES:
+            out.add(trial["trial_id"])
+    return out
+
+
+def _newest_state_text(checkpoint_dir: str) -> str | None:
+    """The newest experiment state in ``checkpoint_dir`` (the one Tune restores: the greatest name)."""
+    states = sorted(Path(checkpoint_dir).glob(EXPERIMENT_STATE_GLOB))
+    try:
+        return states[-1].read_text() if states else None
+    except OSError as err:
+        logger.warning("could not read %s (%s): the restored searcher is not checked", states[-1], err)
+        return None
+
+
+def reconcile_restored(generator: Any, state_text: str) -> list[str]:
+    """Make a restored search generator agree with the restored experiment state ``state_text``.
+
+    Its count of created trials becomes the number of trials the state holds (an older searcher state
+    would create one trial too many, a newer one would never replace a trial the kill lost); its
+    `ConcurrencyLimiter`'s running set becomes the state's unfinished trials (those a restore runs
+    again); an Optuna trial of a trial the state does not hold (lost) is told FAIL, not left RUNNING.
+    All of it holds already when the two files come from the same moment. Returns what was changed.
+    """
+    from ray.tune.search import ConcurrencyLimiter
+
+    changed = []
+    held = trial_ids_in_state(state_text)
+    if generator._counter != len(held):
+        changed.append(f"trials created {generator._counter} -> {len(held)}")
+        generator._counter = len(held)
+    base = generator.searcher
+    while hasattr(base, "searcher"):  # under the limiter
+        base = base.searcher
+    if hasattr(base, "_ot_trials"):  # SafeOptunaSearch: FAIL for a trial the kill lost
+        lost = set(base._ot_trials) - set(base._completed_trials) - held
+        for trial_id in sorted(lost):
+            base.on_trial_complete(trial_id, result=None, error=True)
+        if lost:
+            changed.append(f"lost trials told FAIL to Optuna: {', '.join(sorted(lost))}")
+    limiter = generator.searcher
+    if isinstance(limiter, ConcurrencyLimiter) and not limiter.batch:
+        unfinished = unfinished_trial_ids_in_state(state_text)
+        if limiter.live_trials != unfinished:
+            changed.append(
+                f"running trials {sorted(limiter.live_trials) or '-'} -> {sorted(unfinished) or '-'}"
+            )
+            limiter.live_trials = set(unfinished)
+            limiter.num_unfinished_live_trials = len(unfinished)
+    return changed
+
+
+def _search_generator_class() -> type:
+    from ray.tune.search.search_generator import SearchGenerator
+
+    class ReconcilingSearchGenerator(SearchGenerator):
+        """Tune's `SearchGenerator`, made to agree with the restored trials after a restore
+        (`reconcile_restored`; a warning says what it changed)."""
+
+        def restore_from_dir(self, dirpath: str) -> None:
+            super().restore_from_dir(dirpath)
+            text = _newest_state_text(dirpath)  # Tune downloads it here before restoring the searcher
+            if text is None:
+                return
+            try:
+                changed = reconcile_restored(self, text)
+            except (ValueError, KeyError, TypeError) as err:
+                logger.warning("could not read the restored trials (%s): the searcher is not checked", err)
+                return
+            if changed:
+                logger.warning(
+                    "the searcher state and the trials Tune restored were saved at different moments (a kill "
+                    "between Tune's uploads): %s",
+                    "; ".join(changed),
+                )
+
+    return ReconcilingSearchGenerator
+
+
 def _optuna_search_class() -> type:
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
@@ -156,11 +253,18 @@ def _points_searcher_class() -> type:
 
 def make_search_alg(spec: SweepSpec) -> Any:
     """Optuna (`make_searcher`) or, for ``search: grid``, a searcher that suggests each grid point
-    (`sweeps.space.grid_points`) once, in order."""
+    (`sweeps.space.grid_points`) once, in order; in Tune's `ConcurrencyLimiter` when
+    ``spec.max_concurrent``; in a `ReconcilingSearchGenerator` (what Tune would wrap a searcher in)."""
+    from ray.tune.search import ConcurrencyLimiter
+
     if spec.search != "grid":
-        return make_searcher(spec)
-    obj = spec.objectives[0]
-    return _points_searcher_class()(grid_points(spec), metric=obj.metric, mode=obj.mode)
+        searcher = make_searcher(spec)
+    else:
+        obj = spec.objectives[0]
+        searcher = _points_searcher_class()(grid_points(spec), metric=obj.metric, mode=obj.mode)
+    if spec.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    return _search_generator_class()(searcher)
 
 
 # ---------------------------------------------------------------------------------------------

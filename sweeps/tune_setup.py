@@ -153,7 +153,8 @@ def new_tuner(spec: SweepSpec, trainable: Any, sweep_dir: str, callbacks: list[A
             search_alg=make_search_alg(spec),
             scheduler=make_scheduler(spec),
             num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent or None,
+            # No max_concurrent_trials: make_search_alg applies spec.max_concurrent itself, inside a
+            # search generator that agrees with the restored trials on --resume (Tune's would not).
             # In-process trials reuse their actor: a new one re-imports torch and MLflow, which is most
             # of a short trial's start-up on a small machine.
             reuse_actors=spec.in_process,

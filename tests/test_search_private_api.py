@@ -44,7 +44,8 @@ def test_the_pin_comment_names_every_private_attribute():
         comment.append(lines[at - 1 - len(comment)])
     text = " ".join(comment)
     assert "sweeps/search.py" in text
-    for name in ("_ot_trials", "_ot_study", "_completed_trials", "_experiment_analysis", "_global_node"):
+    names = ("_ot_trials", "_ot_study", "_completed_trials", "_experiment_analysis", "_global_node")
+    for name in (*names, "live_trials", "_counter"):
         assert name in text, name
 
 
@@ -117,3 +118,25 @@ def test_the_local_head_flags_search_reads(monkeypatch):
     assert search.local_head_fixed() is False
     monkeypatch.setattr(ray_worker, "_global_node", None)
     assert search.local_head_fixed() is False
+
+
+def test_the_restore_order_and_the_limiter_state_the_reconciling_generator_relies_on():
+    """`ReconcilingSearchGenerator.restore_from_dir` reads the experiment state from the folder Tune
+    restores the searcher from: Tune must download it there first, then restore the searcher, and the
+    limiter's running set and the generator's count must be the attributes Tune saves and checks."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search import ConcurrencyLimiter, Searcher
+    from ray.tune.search.search_generator import SearchGenerator
+
+    resume = inspect.getsource(TuneController.resume)
+    down = resume.index("self._checkpoint_manager.sync_down_experiment_state()")
+    assert down < resume.index("self._search_alg.restore_from_dir(driver_staging_dir)")
+    sync_down = inspect.getsource(_ExperimentCheckpointManager.sync_down_experiment_state)
+    assert 'path.endswith(".json")' in sync_down  # experiment_state-*.json comes down too
+    limiter = ConcurrencyLimiter(Searcher(metric="m", mode="min"), max_concurrent=2)
+    assert limiter.live_trials == set() and limiter.num_unfinished_live_trials == 0 and not limiter.batch
+    assert "len(self.live_trials) >= self.max_concurrent" in inspect.getsource(ConcurrencyLimiter.suggest)
+    gen = SearchGenerator(limiter)
+    assert gen._counter == 0 and "self._counter >= self._total_samples" in inspect.getsource(gen.is_finished)
+    assert "searcher.get_state()" in inspect.getsource(SearchGenerator.save_to_dir)  # the limiter's

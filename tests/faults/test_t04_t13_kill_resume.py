@@ -89,3 +89,72 @@ def test_sigkill_whole_sweep_then_resume(tmp_path: Path) -> None:
         survived=1,
         detail=f"{finished_before}/{NUM_SAMPLES} finished at the kill",
     )
+
+
+def _copy_state_group(sweep_dir: Path, to: Path) -> list[str] | None:
+    """Copy Tune's state files (experiment, search generator, searcher) of one moment into ``to``; the
+    trial statuses of that experiment state, or None when Tune wrote a newer one while copying."""
+    import json
+    import shutil
+
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not states:
+        return None
+    before = states[-1].stat().st_mtime_ns
+    to.mkdir()
+    for pattern in ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"):
+        for f in sweep_dir.glob(pattern):
+            shutil.copy2(f, to / f.name)
+    if states[-1].stat().st_mtime_ns != before:
+        return None
+    data = json.loads((to / states[-1].name).read_text())
+    return [json.loads(meta)["status"] for meta, _ in data["trial_data"]]
+
+
+def test_resume_after_a_kill_between_tunes_state_uploads(tmp_path: Path) -> None:
+    """T4 when the kill lands between Tune's uploads of its state files. Tune saves the trials
+    (experiment state) and the searcher state (trials created; the limiter's running set) separately:
+    here the trials come from after trial 1 finished (trial 2 done, trial 3 running) and the searcher
+    state from while trial 2 ran. Tune's own limiter would keep trial 2's slot forever and the resumed
+    sweep wait forever (tests/test_search_limiter.py); this one runs exactly num_samples trials."""
+    num_samples = 3
+    sweep = Sweep(tmp_path, "t4b", args=("--num-samples", str(num_samples), "--max-concurrent", "1"))
+    sweep.start()
+    groups: dict[tuple[str, ...], Path] = {}
+    last = None
+    deadline = time.monotonic() + 600
+    while sweep.proc.poll() is None:  # a copy of each moment Tune saved (they last seconds each)
+        assert time.monotonic() < deadline, sweep.tail()
+        states = sorted(sweep.sweep_dir.glob("experiment_state-*.json"))
+        stamp = states[-1].stat().st_mtime_ns if states else None
+        if stamp is not None and stamp != last:
+            to = tmp_path / f"moment{len(groups) + 1000}"
+            statuses = _copy_state_group(sweep.sweep_dir, to)
+            if statuses is not None:
+                groups.setdefault(tuple(statuses), to)
+                last = stamp
+        time.sleep(0.05)
+    assert sweep.proc.returncode == 0, sweep.tail()
+    older = groups.get(("TERMINATED", "RUNNING"))  # trial 2 running
+    newer = groups.get(("TERMINATED", "TERMINATED", "RUNNING"))  # trial 3 running
+    assert older is not None and newer is not None, sorted(groups)
+    for f in sweep.sweep_dir.glob("*state-*"):  # the pair a kill between the uploads leaves
+        f.unlink()
+    for f in newer.glob("experiment_state-*.json"):
+        f.replace(sweep.sweep_dir / f.name)
+    for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):
+        for f in older.glob(pattern):
+            f.replace(sweep.sweep_dir / f.name)
+
+    sweep.start(resume=True)
+    assert sweep.wait(timeout=600) == 0, sweep.tail()
+    assert "saved at different moments" in sweep.output(), sweep.tail()
+    trials = tune_trials(sweep.sweep_dir)
+    assert len({t["trial_id"] for t in trials}) == len(trials) == num_samples, trials
+    assert {t["status"] for t in trials} == {"TERMINATED"}, trials
+    client = MlflowClient(sweep.uri)
+    exp = client.get_experiment_by_name("t4b")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"]
+    assert sorted(r.data.tags["mlflow.simlab.key"] for r in runs) == sorted(t["trial_id"] for t in trials)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    record_faults("T4 kill between Tune's state uploads + resume", injected=1, survived=1)
