@@ -33,12 +33,14 @@ from sweeps.stages import (
 )
 from sweeps.stops import SigintGuard, clear_interrupted
 from sweeps.storage import (
+    DAMAGED_SUFFIX,
     SPEC_FILE,
     STAGES_FILE,
     all_stage_trial_ids,
     artifact_location,
     other_stage_trial_ids,
     read_storage_text,
+    set_aside_damaged_state,
     spool_root,
     stage_dir,
     write_storage_text,
@@ -142,6 +144,14 @@ def _run_sweep(
         resume = False
     if resume:
         spec = _submitted_spec(spec, sweep_dir)
+        damaged = set_aside_damaged_state(sweep_dir)
+        if damaged:
+            logger.warning(
+                "Tune's newest saved state could not be read (a kill while Tune wrote it): set aside as "
+                "*%s: %s; resuming from the state before (trials started since then run again)",
+                DAMAGED_SUFFIX,
+                ", ".join(damaged),
+            )
     write_storage_text(sweep_dir, SPEC_FILE, json.dumps(spec.to_json(), indent=2, default=str))
 
     tracking_uri = spec.resolved_tracking_uri

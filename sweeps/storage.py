@@ -15,11 +15,14 @@ from typing import Any
 
 from simlab._io import write_text_atomic
 from sweeps.search import EXPERIMENT_STATE_GLOB, trial_ids_in_state
-from sweeps.spec import SweepSpec
+from sweeps.spec import SpecError, SweepSpec
 
 SPEC_FILE = "sweep_spec.json"
 STAGES_FILE = "stages.json"  # a two-stage sweep's progress: the chosen configurations, the seeds points
 SEEDS_SUBDIR = "seeds"  # the seeds stage's Tune experiment inside the sweep folder
+DAMAGED_SUFFIX = ".damaged"  # a Tune state file that cannot be read, set aside by `set_aside_damaged_state`
+# One Tune session's state files (its start time names them), as Tune writes and restores them together.
+SESSION_STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
 
 
 def stage_dir(spec: SweepSpec) -> str:
@@ -94,6 +97,53 @@ def storage_trial_ids(sweep_dir: str) -> set[str]:
         raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {sweep_dir!r}")
     with fs.open_input_stream(states[-1]) as fh:
         return trial_ids_in_state(fh.read().decode("utf-8"))
+
+
+def set_aside_damaged_state(sweep_dir: str) -> list[str]:
+    """Before a restore: while the newest Tune experiment state cannot be read, rename it and the
+    searcher files of its session to ``<name>.damaged``, so that Tune restores the session before
+    (its trials that came later run again as new trials). Returns the names set aside.
+
+    Tune copies its state into a local storage folder in place, so a kill during the copy leaves a
+    truncated file that would stop every resume. On object stores a write is one PUT (whole or absent).
+    When no readable state is left, nothing is renamed and the error says so.
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = _storage_fs(sweep_dir)
+    root = root.rstrip("/")
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
+    states = sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.base_name.startswith("experiment_state-")
+        and i.base_name.endswith(".json")
+    )
+    damaged = []
+    for name in reversed(states):  # newest first, as Tune picks
+        try:
+            with fs.open_input_stream(f"{root}/{name}") as fh:
+                trial_ids_in_state(fh.read().decode("utf-8"))
+            break
+        except (ValueError, KeyError, TypeError, IndexError) as err:  # JSON, UTF-8 or layout
+            damaged.append((name, err))
+    else:
+        if damaged:
+            raise SpecError(
+                "resume",
+                f"no readable Tune experiment state in {sweep_dir} ({damaged[0][0]}: {damaged[0][1]}): the "
+                "sweep cannot be resumed; run it again under a new --name",
+            )
+    moved = []
+    for name, _ in damaged:
+        session = name[len("experiment_state-") : -len(".json")]
+        for pattern in SESSION_STATE_FILES:
+            path = f"{root}/{pattern.format(session)}"
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                fs.move(path, path + DAMAGED_SUFFIX)
+                moved.append(pattern.format(session))
+    return moved
 
 
 def all_stage_trial_ids(spec: SweepSpec) -> set[str]:

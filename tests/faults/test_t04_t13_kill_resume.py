@@ -111,12 +111,17 @@ def _copy_state_group(sweep_dir: Path, to: Path) -> list[str] | None:
     return [json.loads(meta)["status"] for meta, _ in data["trial_data"]]
 
 
-def test_resume_after_a_kill_between_tunes_state_uploads(tmp_path: Path) -> None:
-    """T4 when the kill lands between Tune's uploads of its state files. Tune saves the trials
-    (experiment state) and the searcher state (trials created; the limiter's running set) separately:
-    here the trials come from after trial 1 finished (trial 2 done, trial 3 running) and the searcher
-    state from while trial 2 ran. Tune's own limiter would keep trial 2's slot forever and the resumed
-    sweep wait forever (tests/test_search_limiter.py); this one runs exactly num_samples trials."""
+def test_resume_after_kills_during_tunes_state_writes(tmp_path: Path) -> None:
+    """T4 when the kill lands while Tune writes its state.
+
+    (1) Tune copies its experiment state into a local folder in place: a truncated one is refused with
+    exit 2 when it is the only one, and set aside with its session's searcher files when a session
+    before it can be restored. (2) Tune saves the trials (experiment state) and the searcher state
+    (trials created; the limiter's running set) separately: here the trials come from after trial 1
+    finished (trial 2 done, trial 3 running) and the searcher state from while trial 2 ran. Tune's own
+    limiter would keep trial 2's slot forever and the resumed sweep wait forever
+    (tests/test_search_limiter.py); this one runs exactly num_samples trials.
+    """
     num_samples = 3
     sweep = Sweep(tmp_path, "t4b", args=("--num-samples", str(num_samples), "--max-concurrent", "1"))
     sweep.start()
@@ -135,6 +140,17 @@ def test_resume_after_a_kill_between_tunes_state_uploads(tmp_path: Path) -> None
                 last = stamp
         time.sleep(0.05)
     assert sweep.proc.returncode == 0, sweep.tail()
+
+    # A kill while Tune copied its experiment state in place: the only session's state is truncated.
+    (only,) = sweep.sweep_dir.glob("experiment_state-*.json")
+    whole = only.read_bytes()
+    only.write_bytes(whole[: len(whole) // 2])
+    sweep.start(resume=True)
+    assert sweep.wait(timeout=300) == 2, sweep.tail()
+    assert "resume: no readable Tune experiment state" in sweep.output(), sweep.tail()
+    assert not list(sweep.sweep_dir.glob("*.damaged"))  # nothing renamed when nothing is left
+    only.write_bytes(whole)
+
     older = groups.get(("TERMINATED", "RUNNING"))  # trial 2 running
     newer = groups.get(("TERMINATED", "TERMINATED", "RUNNING"))  # trial 3 running
     assert older is not None and newer is not None, sorted(groups)
@@ -157,4 +173,15 @@ def test_resume_after_a_kill_between_tunes_state_uploads(tmp_path: Path) -> None
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("simlab.role") == "trial"]
     assert sorted(r.data.tags["mlflow.simlab.key"] for r in runs) == sorted(t["trial_id"] for t in trials)
     assert {r.info.status for r in runs} == {"FINISHED"}
-    record_faults("T4 kill between Tune's state uploads + resume", injected=1, survived=1)
+
+    # The resume's own state (a second session) truncated by a kill: set aside, the session before
+    # restored, and the sweep ends with num_samples trials again.
+    newest = sorted(sweep.sweep_dir.glob("experiment_state-*.json"))[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    sweep.start(resume=True)
+    assert sweep.wait(timeout=600) == 0, sweep.tail()
+    assert f"set aside as *.damaged: {newest.name}" in sweep.output(), sweep.tail()
+    assert (sweep.sweep_dir / (newest.name + ".damaged")).is_file()
+    trials = tune_trials(sweep.sweep_dir)
+    assert len(trials) == num_samples and {t["status"] for t in trials} == {"TERMINATED"}, trials
+    record_faults("T4 kills during Tune's state writes + resume", injected=3, survived=3)
