@@ -9,7 +9,9 @@ local folder and s3:// (gs://, ...).
 
 from __future__ import annotations
 
+import json
 import os
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -99,45 +101,71 @@ def storage_trial_ids(sweep_dir: str) -> set[str]:
         return trial_ids_in_state(fh.read().decode("utf-8"))
 
 
+def _damage(fs: Any, root: str, session: str) -> str | None:
+    """Why one Tune session's saved state cannot be restored, None when every file of it is whole: the
+    experiment state must be Tune's JSON; a pickled searcher file is walked opcode by opcode to its STOP
+    (`pickletools.genops`: nothing is built or run), a JSON one parsed."""
+    import pyarrow.fs as pafs
+
+    for pattern in SESSION_STATE_FILES:
+        name = pattern.format(session)
+        path = f"{root}/{name}"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            if pattern.startswith("experiment_state"):
+                return f"{name} is missing"
+            continue  # a searcher that saves nothing
+        with fs.open_input_stream(path) as fh:
+            data = fh.read()
+        try:
+            if pattern.startswith("experiment_state"):
+                trial_ids_in_state(data.decode("utf-8"))
+            elif data[:1] == b"\x80":  # a pickle (protocol 2 or later)
+                if [op.name for op, _, _ in pickletools.genops(data)][-1:] != ["STOP"]:
+                    raise ValueError("no STOP opcode")
+            else:
+                json.loads(data)
+        except (ValueError, KeyError, TypeError, IndexError) as err:  # truncated, not UTF-8, wrong layout
+            return f"{name}: {err}"
+    return None
+
+
 def set_aside_damaged_state(sweep_dir: str) -> list[str]:
-    """Before a restore: while the newest Tune experiment state cannot be read, rename it and the
-    searcher files of its session to ``<name>.damaged``, so that Tune restores the session before
-    (its trials that came later run again as new trials). Returns the names set aside.
+    """Before a restore: while the newest Tune session's saved state cannot be read (`_damage`), rename
+    its files (experiment state, search generator, searcher) to ``<name>.damaged``, so that Tune
+    restores the session before (trials that came later run again as new trials). Returns the names
+    set aside.
 
     Tune copies its state into a local storage folder in place, so a kill during the copy leaves a
     truncated file that would stop every resume. On object stores a write is one PUT (whole or absent).
-    When no readable state is left, nothing is renamed and the error says so.
+    When no readable session is left, nothing is renamed and the error says so.
     """
     import pyarrow.fs as pafs
 
     fs, root = _storage_fs(sweep_dir)
     root = root.rstrip("/")
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
-    states = sorted(
-        i.base_name
+    sessions = sorted(
+        i.base_name[len("experiment_state-") : -len(".json")]
         for i in infos
         if i.type == pafs.FileType.File
         and i.base_name.startswith("experiment_state-")
         and i.base_name.endswith(".json")
     )
-    damaged = []
-    for name in reversed(states):  # newest first, as Tune picks
-        try:
-            with fs.open_input_stream(f"{root}/{name}") as fh:
-                trial_ids_in_state(fh.read().decode("utf-8"))
+    damaged: list[tuple[str, str]] = []
+    for session in reversed(sessions):  # newest first, as Tune picks
+        why = _damage(fs, root, session)
+        if why is None:
             break
-        except (ValueError, KeyError, TypeError, IndexError) as err:  # JSON, UTF-8 or layout
-            damaged.append((name, err))
+        damaged.append((session, why))
     else:
         if damaged:
             raise SpecError(
                 "resume",
-                f"no readable Tune experiment state in {sweep_dir} ({damaged[0][0]}: {damaged[0][1]}): the "
-                "sweep cannot be resumed; run it again under a new --name",
+                f"no readable Tune experiment state in {sweep_dir} ({damaged[0][1]}): the sweep cannot be "
+                "resumed; run it again under a new --name",
             )
     moved = []
-    for name, _ in damaged:
-        session = name[len("experiment_state-") : -len(".json")]
+    for session, _ in damaged:
         for pattern in SESSION_STATE_FILES:
             path = f"{root}/{pattern.format(session)}"
             if fs.get_file_info(path).type == pafs.FileType.File:

@@ -1,16 +1,19 @@
-"""`sweeps.storage.set_aside_damaged_state`: Tune copies its experiment state into a local storage
-folder in place, so a kill during the copy leaves a truncated file that stops every resume. The newest
-unreadable state and its session's searcher files are renamed ``*.damaged`` so that Tune restores the
-session before; with no readable state left, nothing is renamed and the error names ``resume``."""
+"""`sweeps.storage.set_aside_damaged_state`: Tune copies its state files into a local storage folder in
+place, so a kill during the copy leaves a truncated file that stops every resume. The newest session
+with an unreadable file (experiment state, search generator or searcher state) has its files renamed
+``*.damaged`` so that Tune restores the session before; with no readable session left, nothing is
+renamed and the error names ``resume``."""
 
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
 pytest.importorskip("ray")
 
+import ray.cloudpickle  # noqa: E402
 from ray.tune.experiment import Trial  # noqa: E402
 
 from sweeps.spec import SpecError  # noqa: E402
@@ -24,8 +27,9 @@ def _session(folder, session: str, trial_ids: list[str]) -> str:
     trials = [Trial("fn", config={}, trial_id=t, stub=True).get_json_state() for t in trial_ids]
     text = json.dumps({"trial_data": trials})
     (folder / f"experiment_state-{session}.json").write_text(text)
-    (folder / f"search_gen_state-{session}.json").write_bytes(b"\x80\x05pickle")
-    (folder / f"searcher-state-{session}.pkl").write_bytes(b"\x80\x05pickle")
+    # As Tune writes them: the generator's state with cloudpickle, an OptunaSearch's __dict__ pickled.
+    (folder / f"search_gen_state-{session}.json").write_bytes(ray.cloudpickle.dumps({"counter": 2}))
+    (folder / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"_ot_trials": {"a1": 0}}))
     return text
 
 
@@ -65,3 +69,25 @@ def test_no_readable_state_is_an_error_and_nothing_is_renamed(tmp_path):
         set_aside_damaged_state(str(tmp_path))
     assert err.value.field == "resume"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", ["search_gen_state-{}.json", "searcher-state-{}.pkl"])
+def test_a_truncated_searcher_file_sets_its_session_aside(tmp_path, name):
+    _session(tmp_path, OLD, ["a1"])
+    _session(tmp_path, NEW, ["a1", "b2"])
+    path = tmp_path / name.format(NEW)
+    path.write_bytes(path.read_bytes()[:-3])  # the kill mid-copy: no STOP opcode
+    moved = set_aside_damaged_state(str(tmp_path))
+    assert len(moved) == 3 and all(NEW in m for m in moved)
+    assert tune_trial_ids(tmp_path) == {"a1"}
+
+
+def test_a_json_searcher_state_is_parsed(tmp_path):
+    """`PointsSearcher` (search: grid) saves JSON, not a pickle."""
+    _session(tmp_path, OLD, ["a1"])
+    _session(tmp_path, NEW, ["a1", "b2"])
+    path = tmp_path / f"searcher-state-{NEW}.pkl"
+    path.write_text(json.dumps({"points": [{"lr": 0.1}], "next": 1, "given": {"a1": 0}}))
+    assert set_aside_damaged_state(str(tmp_path)) == []
+    path.write_text(path.read_text()[:-5])
+    assert len(set_aside_damaged_state(str(tmp_path))) == 3
