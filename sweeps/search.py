@@ -53,6 +53,9 @@ PRIVATE_API: tuple[str, ...] = (
 )
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # TuneController.CKPT_FILE_TMPL.format("*")
 SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # Searcher.CKPT_FILE_TMPL.format("*")
+# One Tune session's state files, named by its start time: TuneController's, SearchGenerator's and the
+# searcher's CKPT_FILE_TMPL (the generator's is a cloudpickle despite its name).
+SESSION_STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
 
 
 # ---------------------------------------------------------------------------------------------

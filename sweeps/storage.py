@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from simlab._io import write_text_atomic
-from sweeps.search import EXPERIMENT_STATE_GLOB, trial_ids_in_state
+from sweeps.search import EXPERIMENT_STATE_GLOB, SESSION_STATE_FILES, trial_ids_in_state
 from sweeps.spec import SpecError, SweepSpec
 
 SPEC_FILE = "sweep_spec.json"
 STAGES_FILE = "stages.json"  # a two-stage sweep's progress: the chosen configurations, the seeds points
 SEEDS_SUBDIR = "seeds"  # the seeds stage's Tune experiment inside the sweep folder
 DAMAGED_SUFFIX = ".damaged"  # a Tune state file that cannot be read, set aside by `set_aside_damaged_state`
-# One Tune session's state files (its start time names them), as Tune writes and restores them together.
-SESSION_STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
 
 
 def stage_dir(spec: SweepSpec) -> str:
@@ -107,17 +105,17 @@ def _damage(fs: Any, root: str, session: str) -> str | None:
     (`pickletools.genops`: nothing is built or run), a JSON one parsed."""
     import pyarrow.fs as pafs
 
-    for pattern in SESSION_STATE_FILES:
+    for i, pattern in enumerate(SESSION_STATE_FILES):
         name = pattern.format(session)
         path = f"{root}/{name}"
         if fs.get_file_info(path).type != pafs.FileType.File:
-            if pattern.startswith("experiment_state"):
+            if i == 0:
                 return f"{name} is missing"
             continue  # a searcher that saves nothing
         with fs.open_input_stream(path) as fh:
             data = fh.read()
         try:
-            if pattern.startswith("experiment_state"):
+            if i == 0:  # the experiment state
                 trial_ids_in_state(data.decode("utf-8"))
             elif data[:1] == b"\x80":  # a pickle (protocol 2 or later)
                 if [op.name for op, _, _ in pickletools.genops(data)][-1:] != ["STOP"]:

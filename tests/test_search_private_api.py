@@ -90,9 +90,12 @@ def test_experiment_state_files_and_their_trial_data():
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
     from ray.tune.search import Searcher
+    from ray.tune.search.search_generator import SearchGenerator
 
     assert TuneController.CKPT_FILE_TMPL.format("*") == search.EXPERIMENT_STATE_GLOB
     assert Searcher.CKPT_FILE_TMPL.format("*") == search.SEARCHER_STATE_GLOB
+    templates = (TuneController.CKPT_FILE_TMPL, SearchGenerator.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL)
+    assert search.SESSION_STATE_FILES == templates
     assert '"trial_data": list(self._get_trial_checkpoints().values())' in inspect.getsource(
         TuneController.save_to_dir
     )
