@@ -100,12 +100,15 @@ def _copy_state_group(sweep_dir: Path, to: Path) -> list[str] | None:
     states = sorted(sweep_dir.glob("experiment_state-*.json"))
     if not states:
         return None
-    before = states[-1].stat().st_mtime_ns
-    to.mkdir()
-    for pattern in ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"):
-        for f in sweep_dir.glob(pattern):
-            shutil.copy2(f, to / f.name)
-    if states[-1].stat().st_mtime_ns != before:
+    try:  # Tune may replace a file between the listing and the copy: then this moment is skipped
+        before = states[-1].stat().st_mtime_ns
+        to.mkdir(exist_ok=True)
+        for pattern in ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"):
+            for f in sweep_dir.glob(pattern):
+                shutil.copy2(f, to / f.name)
+        if states[-1].stat().st_mtime_ns != before:
+            return None
+    except OSError:
         return None
     data = json.loads((to / states[-1].name).read_text())
     return [json.loads(meta)["status"] for meta, _ in data["trial_data"]]
@@ -131,7 +134,10 @@ def test_resume_after_kills_during_tunes_state_writes(tmp_path: Path) -> None:
     while sweep.proc.poll() is None:  # a copy of each moment Tune saved (they last seconds each)
         assert time.monotonic() < deadline, sweep.tail()
         states = sorted(sweep.sweep_dir.glob("experiment_state-*.json"))
-        stamp = states[-1].stat().st_mtime_ns if states else None
+        try:
+            stamp = states[-1].stat().st_mtime_ns if states else None
+        except OSError:  # replaced between the listing and the stat
+            stamp = None
         if stamp is not None and stamp != last:
             to = tmp_path / f"moment{len(groups) + 1000}"
             statuses = _copy_state_group(sweep.sweep_dir, to)
@@ -140,6 +146,9 @@ def test_resume_after_kills_during_tunes_state_writes(tmp_path: Path) -> None:
                 last = stamp
         time.sleep(0.05)
     assert sweep.proc.returncode == 0, sweep.tail()
+    final = _copy_state_group(sweep.sweep_dir, tmp_path / "moment-final")
+    if final is not None:
+        groups.setdefault(tuple(final), tmp_path / "moment-final")
 
     # A kill while Tune copied its experiment state in place: the only session's state is truncated.
     (only,) = sweep.sweep_dir.glob("experiment_state-*.json")
@@ -151,8 +160,12 @@ def test_resume_after_kills_during_tunes_state_writes(tmp_path: Path) -> None:
     assert not list(sweep.sweep_dir.glob("*.damaged"))  # nothing renamed when nothing is left
     only.write_bytes(whole)
 
-    older = groups.get(("TERMINATED", "RUNNING"))  # trial 2 running
-    newer = groups.get(("TERMINATED", "TERMINATED", "RUNNING"))  # trial 3 running
+    # Older: trial 1 done, trial 2 started (RUNNING, or still PENDING when Tune saved). Newer: trial 2
+    # done and trial 3 started, else (trial 3 too quick to be seen unfinished) the final state.
+    unfinished = ("RUNNING", "PENDING")
+    older = next((g for st, g in groups.items() if len(st) == 2 and st[1] in unfinished), None)
+    newer = next((g for st, g in groups.items() if len(st) == 3 and st[2] in unfinished), None)
+    newer = newer or groups.get(("TERMINATED",) * 3)
     assert older is not None and newer is not None, sorted(groups)
     for f in sweep.sweep_dir.glob("*state-*"):  # the pair a kill between the uploads leaves
         f.unlink()
