@@ -62,15 +62,21 @@ SESSION_STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "
 FINISHED_STATES = ("TERMINATED", "ERROR")  # a restore runs every other trial again (ERROR only if asked)
 
 
+def trial_statuses_in_state(text: str) -> dict[str, str | None]:
+    """Trial id -> Tune status of one saved Tune experiment state (``experiment_state-*.json``; JSON,
+    never unpickled)."""
+    trials = [json.loads(meta) for meta, _ in json.loads(text)["trial_data"]]
+    return {t["trial_id"]: t.get("status") for t in trials}
+
+
+def unfinished_ids(statuses: Mapping[str, str | None]) -> set[str]:
+    """The trials of `trial_statuses_in_state` that a restore runs again (not TERMINATED or ERROR)."""
+    return {t for t, status in statuses.items() if status not in FINISHED_STATES}
+
+
 def unfinished_trial_ids_in_state(text: str) -> set[str]:
-    """The trials of one saved Tune experiment state that are not TERMINATED or ERROR (JSON, never
-    unpickled)."""
-    out = set()
-    for meta, _ in json.loads(text)["trial_data"]:
-        trial = json.loads(meta)
-        if trial.get("status") not in FINISHED_STATES:
-            out.add(trial["trial_id"])
-    return out
+    """The trials of one saved Tune experiment state that are not TERMINATED or ERROR."""
+    return unfinished_ids(trial_statuses_in_state(text))
 
 
 def _newest_state_text(checkpoint_dir: str) -> str | None:
@@ -95,7 +101,8 @@ def reconcile_restored(generator: Any, state_text: str) -> list[str]:
     from ray.tune.search import ConcurrencyLimiter
 
     changed = []
-    held = trial_ids_in_state(state_text)
+    statuses = trial_statuses_in_state(state_text)
+    held = set(statuses)
     if generator._counter != len(held):
         changed.append(f"trials created {generator._counter} -> {len(held)}")
         generator._counter = len(held)
@@ -110,7 +117,7 @@ def reconcile_restored(generator: Any, state_text: str) -> list[str]:
             changed.append(f"lost trials told FAIL to Optuna: {', '.join(sorted(lost))}")
     limiter = generator.searcher
     if isinstance(limiter, ConcurrencyLimiter) and not limiter.batch:
-        unfinished = unfinished_trial_ids_in_state(state_text)
+        unfinished = unfinished_ids(statuses)
         if limiter.live_trials != unfinished:
             changed.append(
                 f"running trials {sorted(limiter.live_trials) or '-'} -> {sorted(unfinished) or '-'}"
@@ -304,7 +311,7 @@ def trial_states(grid: Any) -> dict[str, str]:
 def trial_ids_in_state(text: str) -> set[str]:
     """The trial ids of one saved Tune experiment state (``experiment_state-*.json``; JSON, never
     unpickled)."""
-    return {json.loads(meta)["trial_id"] for meta, _ in json.loads(text)["trial_data"]}
+    return set(trial_statuses_in_state(text))
 
 
 def local_head_fixed() -> bool:

@@ -9,6 +9,7 @@ local folder and s3:// (gs://, ...).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickletools
@@ -86,17 +87,25 @@ def storage_trial_ids(sweep_dir: str) -> set[str]:
     remote twin of `tune_trial_ids` (which alone adds the seeds stage's)."""
     if "://" not in sweep_dir:
         return tune_trial_ids(sweep_dir)
-    import pyarrow.fs as pafs
-
     fs, root = _storage_fs(sweep_dir)
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
-    states = sorted(
-        i.path for i in infos if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
-    )
+    states = _experiment_states(fs, root, allow_not_found=False)
     if not states:
         raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {sweep_dir!r}")
-    with fs.open_input_stream(states[-1]) as fh:
+    with fs.open_input_stream(f"{root.rstrip('/')}/{states[-1]}") as fh:
         return trial_ids_in_state(fh.read().decode("utf-8"))
+
+
+def _experiment_states(fs: Any, root: str, *, allow_not_found: bool) -> list[str]:
+    """The names of the Tune experiment states directly in ``root`` on ``fs``, oldest first (Tune
+    restores the last: the greatest name)."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(root, recursive=False, allow_not_found=allow_not_found)
+    return sorted(
+        i.base_name
+        for i in fs.get_file_info(selector)
+        if i.type == pafs.FileType.File and fnmatch.fnmatch(i.base_name, EXPERIMENT_STATE_GLOB)
+    )
 
 
 def _damage(fs: Any, root: str, session: str) -> str | None:
@@ -141,14 +150,9 @@ def set_aside_damaged_state(sweep_dir: str) -> list[str]:
 
     fs, root = _storage_fs(sweep_dir)
     root = root.rstrip("/")
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
-    sessions = sorted(
-        i.base_name[len("experiment_state-") : -len(".json")]
-        for i in infos
-        if i.type == pafs.FileType.File
-        and i.base_name.startswith("experiment_state-")
-        and i.base_name.endswith(".json")
-    )
+    prefix, suffix = SESSION_STATE_FILES[0].split("{}")
+    states = _experiment_states(fs, root, allow_not_found=True)
+    sessions = [name[len(prefix) : -len(suffix)] for name in states]
     damaged: list[tuple[str, str]] = []
     for session in reversed(sessions):  # newest first, as Tune picks
         why = _damage(fs, root, session)
