@@ -36,3 +36,16 @@ class NullTracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
+
+
+def flat_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model_args": {"depth": 28}}`` -> ``{"model_args.depth": 28}``: a config as flat tracker params
+    (what `simlab.train.fit` logs, and what `sweeps.reuse` compares)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_params(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume (implied): rerun errored trials from scratch",
     )
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a trial whose configuration already finished in SOURCE adopts that run instead of training "
+        "(repeatable): 'self' (this sweep, e.g. the seeds stage reuses the search stage's seed), a sweep "
+        "folder, or '<tracking uri>#<experiment>'; needs --trial-scheduler none (see sweeps/reuse.py)",
+    )
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -301,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         check_registries(spec)
         # Storage, --resume, tracking server and data source: cheap probes that create nothing.
         run_preflight(spec, resume=args.resume)
+        from sweeps.reuse import resolve_sources
+
+        resolve_sources(args.reuse, spec)  # each store and experiment exists (none is created)
     except SpecError as err:
         kind = "cannot start the sweep" if isinstance(err, PreflightError) else "invalid sweep spec"
         print(f"error: {kind}: {err}", file=sys.stderr)
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         errored = {"resume_errored": True} if args.resume_errored else {}
         if args.restart_errored:
             errored = {"restart_errored": True}
-        summary = run_staged_sweep(spec, resume=args.resume or bool(errored), **errored)
+        summary = run_staged_sweep(spec, resume=args.resume or bool(errored), reuse=args.reuse, **errored)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC

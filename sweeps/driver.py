@@ -19,8 +19,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from sweeps.reuse import resolve_sources
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.stages import (
     STAGE_TAG,
@@ -110,12 +113,19 @@ def _submitted_spec(spec: SweepSpec, sweep_dir: str) -> SweepSpec:
 
 
 def run_sweep(
-    spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
+    spec: SweepSpec,
+    *,
+    resume: bool = False,
+    resume_errored: bool = False,
+    restart_errored: bool = False,
+    reuse: Sequence[str] = (),
 ) -> SweepSummary:
     """Run (or, with ``resume``, continue) the sweep; Ray is started locally if not yet initialised.
 
     ``resume_errored`` / ``restart_errored`` (with ``resume``): errored trials are continued from their
     last checkpoint / rerun from scratch (`Tuner.restore`'s options of the same names).
+    ``reuse``: where a trial may adopt a finished run of its configuration instead of training
+    (`sweeps.reuse`: ``self``, sweep folders, ``<tracking uri>#<experiment>``).
 
     Ctrl-C (SIGINT) at any moment ends it promptly (`sweeps.stops.SigintGuard`): during `Tuner.fit`
     the summary comes back with ``interrupted`` set (trials stopped by the interrupt end KILLED and are
@@ -123,12 +133,23 @@ def run_sweep(
     """
     with SigintGuard(spec.sweep_dir) as guard:
         return _run_sweep(
-            spec, resume=resume, resume_errored=resume_errored, restart_errored=restart_errored, guard=guard
+            spec,
+            resume=resume,
+            resume_errored=resume_errored,
+            restart_errored=restart_errored,
+            reuse=reuse,
+            guard=guard,
         )
 
 
 def _run_sweep(
-    spec: SweepSpec, *, resume: bool, resume_errored: bool, restart_errored: bool, guard: SigintGuard
+    spec: SweepSpec,
+    *,
+    resume: bool,
+    resume_errored: bool,
+    restart_errored: bool,
+    reuse: Sequence[str],
+    guard: SigintGuard,
 ) -> SweepSummary:
     from ray import tune  # Ray only once a sweep runs
 
@@ -158,6 +179,7 @@ def _run_sweep(
     experiment_id = ensure_experiment(
         tracking_uri, spec.name, artifact_location=artifact_location(spec, spec.sweep_dir, tracking_uri)
     )
+    sources = resolve_sources(reuse, spec, experiment_id)  # checked before Ray starts
     stale = mark_stale_runs(tracking_uri, experiment_id)
     if stale:
         logger.info("marked %d MLflow run(s) of dead processes KILLED", len(stale))
@@ -203,6 +225,7 @@ def _run_sweep(
             experiment_id=experiment_id,
             parent_run_id=parent_run_id,
             spool_root=spool_root(spec),
+            reuse=[source.to_dict() for source in sources],
         ).to_dict()
         trainable = make_trainable(spec, ctx, matrices)
         clear_interrupted(sweep_dir)  # trials stopped from now on were not stopped by the old interrupt
@@ -243,26 +266,32 @@ def _run_sweep(
 
 
 def run_staged_sweep(
-    spec: SweepSpec, *, resume: bool = False, resume_errored: bool = False, restart_errored: bool = False
+    spec: SweepSpec,
+    *,
+    resume: bool = False,
+    resume_errored: bool = False,
+    restart_errored: bool = False,
+    reuse: Sequence[str] = (),
 ) -> SweepSummary:
     """`run_sweep`, in two stages when ``spec.seeds > 0`` (`sweeps.stages`); returns the last stage's summary.
 
     An interrupted search stage returns its (interrupted) summary: ``--resume`` continues it, then runs
     the seeds stage. Ray is started once for both stages when not yet initialised. ``resume_errored`` /
-    ``restart_errored`` go to the stage being resumed (`run_sweep`).
+    ``restart_errored`` go to the stage being resumed, ``reuse`` to both (`run_sweep`): with ``self``,
+    the seeds stage adopts the search stage's run of each chosen configuration on its seed.
     """
-    errored = {"resume_errored": resume_errored, "restart_errored": restart_errored}
+    errored: dict[str, Any] = {"resume_errored": resume_errored, "restart_errored": restart_errored}
     top = spec.sweep_dir  # where stages.json is, as given (a saved spec may name another storage)
     if resume:  # the sweep as submitted (as run_sweep does): `--resume` without `--seeds` continues it
         spec = _submitted_spec(spec, spec.sweep_dir)
     if spec.seeds <= 0:
-        return run_sweep(spec, resume=resume, **errored)
+        return run_sweep(spec, resume=resume, reuse=reuse, **errored)
     state = read_stages(top) if resume else None
     started_ray = _start_ray()
     try:
         if state is None:
             handlers = signal_handlers()
-            search = run_sweep(spec, resume=resume, **errored)
+            search = run_sweep(spec, resume=resume, reuse=reuse, **errored)
             restore_signal_handlers(handlers)  # Tune's SIGINT handler outlives its fit
             if search.interrupted:
                 logger.warning("search stage interrupted: --resume continues it, then runs the seeds stage")
@@ -282,7 +311,7 @@ def run_staged_sweep(
         else:
             where = Path(top) / STAGES_FILE
             logger.info("search stage already finished (%s): continuing the seeds stage", where)
-        return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume, **errored)
+        return run_sweep(seeds_stage_spec(spec, state["points"]), resume=resume, reuse=reuse, **errored)
     finally:
         if started_ray:
             _stop_ray()

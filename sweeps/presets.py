@@ -688,6 +688,15 @@ _REPRO2_A_SPACE = {
     "label": {"choice": ["onehot", "uniform", "mixup", "similarity"]},
     "beta": {"choice": list(_REPRO2_A_BETAS)},
 }
+# repro2-a-cifar10's OOD sets (paper A §6.4); the alpha and beta ablations evaluate the same way (and
+# recalibrate), so that the points they share with it are the same runs (`--reuse`, sweeps/reuse.py)
+_REPRO2_A_C10_OOD: dict[str, Any] = {
+    "ood_samples": 2000,  # uniform noise (paper A §6.4 Fig. 3)
+    # ... and a real unseen dataset: Tiny-ImageNet's 10,000 validation images at 32x32
+    "ood_dataset": "tinyimagenet",
+    "ood_data_dir": f"{DATA}/tiny-imagenet-200-train200.zip",
+    "ood_dataset_args": {"image_size": 32},
+}
 PRESETS.update(
     {
         "repro2-a-cifar10": {
@@ -701,11 +710,7 @@ PRESETS.update(
             ),
             "fixed": {
                 **copy.deepcopy(_REPRO2_A_FIXED),
-                "ood_samples": 2000,  # uniform noise (paper A §6.4 Fig. 3)
-                # ... and a real unseen dataset: Tiny-ImageNet's 10,000 validation images at 32x32
-                "ood_dataset": "tinyimagenet",
-                "ood_data_dir": f"{DATA}/tiny-imagenet-200-train200.zip",
-                "ood_dataset_args": {"image_size": 32},
+                **copy.deepcopy(_REPRO2_A_C10_OOD),
             },
             "space": {
                 **copy.deepcopy(_REPRO2_A_SPACE),
@@ -755,7 +760,7 @@ PRESETS.update(
                 **{k: v for k, v in _REPRO2_A_FIXED.items() if k not in ("alpha", "seed")},
                 "similarity": "we",
                 "beta": 2.0,  # paper A §6.3
-                "recalibrate": False,
+                **copy.deepcopy(_REPRO2_A_C10_OOD),  # and recalibrate: the same runs as repro2-a-cifar10
             },
             "space": {
                 "label": {"choice": ["onehot", "uniform", "similarity"]},
@@ -775,7 +780,7 @@ PRESETS.update(
             "fixed": {
                 **{k: v for k, v in _REPRO2_A_FIXED.items() if k != "seed"},  # alpha 0.1 (paper A §6.3)
                 "similarity": "we",
-                "recalibrate": False,
+                **copy.deepcopy(_REPRO2_A_C10_OOD),  # and recalibrate: the same runs as repro2-a-cifar10
             },
             "space": {
                 "label": {"choice": ["uniform", "similarity"]},

@@ -15,6 +15,7 @@ from typing import Any
 
 from sweeps.commands import UI_PORT, mlflow_view_lines, report_command, resume_command
 from sweeps.results import markdown_table
+from sweeps.reuse import REUSED_FLAG
 from sweeps.search import trial_states
 from sweeps.space import method_name
 from sweeps.spec import SweepSpec
@@ -44,6 +45,7 @@ class SweepSummary:
     num_finished: int = 0
     num_errored: int = 0
     num_interrupted: int = 0  # trials stopped by Ctrl-C (resumable), told apart from scheduler stops
+    num_reused: int = 0  # finished trials that adopted a finished run instead of training (`--reuse`)
     interrupted: bool = False
     matrix_stats: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -78,6 +80,7 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
             "method": method_name(config, spec),
             "params": {k: v for k, v in config.items() if k in spec.space},
             "epochs_done": metrics.get("epoch"),
+            "reused": bool(metrics.get(REUSED_FLAG)),  # adopted a finished run (`sweeps.reuse`)
             "time_total_s": metrics.get("time_total_s"),  # inside the trainable, as Tune measured it
             "error": None
             if error is None
@@ -94,6 +97,7 @@ def summarize(spec: SweepSpec, grid: Any, summary: SweepSummary) -> SweepSummary
     summary.num_finished = sum(r["status"] == "finished" for r in rows)
     summary.num_errored = sum(r["status"] == "error" for r in rows)
     summary.num_interrupted = sum(r["status"] == "interrupted" for r in rows)
+    summary.num_reused = sum(r["status"] == "finished" and r["reused"] for r in rows)
     summary.interrupted = (
         summary.interrupted
         or any(r["status"] in ("unfinished", "interrupted") for r in rows)
@@ -178,7 +182,9 @@ def resume_hint(spec: SweepSpec) -> str:
 def format_summary(spec: SweepSpec, summary: SweepSummary, *, ui_port: int = UI_PORT) -> str:
     """What the CLI prints at the end: best trial / Pareto front, the table, the MLflow UI command."""
     out = [
-        f"sweep {spec.name}: {summary.num_finished} finished, {summary.num_errored} errored, "
+        f"sweep {spec.name}: {summary.num_finished} finished"
+        + (f" ({summary.num_reused} reused, not trained again)" if summary.num_reused else "")
+        + f", {summary.num_errored} errored, "
         + (f"{summary.num_interrupted} interrupted, " if summary.num_interrupted else "")
         + f"{len(summary.rows)} trials in {summary.wall_s:.0f} s "
         f"(similarity matrices: {summary.matrix_stats.get('computed', 0)} computed, "

@@ -40,6 +40,7 @@ from typing import Any
 from simlab.config import TrainConfig
 from simlab.errors import is_non_retryable
 from simlab.tracking import NullTracker
+from sweeps.reuse import REUSED_FLAG, adopt_run, find_reusable, trial_environment, trial_params
 from sweeps.spec import SweepSpec
 from sweeps.trial_checkpoints import (
     CHECKPOINT_SUBDIR,
@@ -93,6 +94,38 @@ def _failure_report(spec: SweepSpec, carry: _Carry, reason: str) -> dict[str, An
     return {**report, FAILED_FLAG: 1.0, FAILED_REASON: reason[:2000]}
 
 
+def _reused_report(
+    ctx: Mapping[str, Any], trial_id: str, config: Mapping[str, Any], spec: SweepSpec, cfg: TrainConfig
+) -> dict[str, Any] | None:
+    """With ``--reuse`` (`sweeps.reuse`): the final report of a trial that adopted a finished run of the
+    same configuration, or None to train. A failed search trains (reuse only saves time); a failed copy
+    raises, and Tune's retry copies again."""
+    sources = ctx.get("reuse") or []
+    if not sources:
+        return None
+    try:
+        found = find_reusable(sources, trial_params(cfg, config, spec), trial_environment(cfg, spec))
+    except Exception:  # noqa: BLE001
+        logger.exception("trial %s: could not search the --reuse stores; training it", trial_id)
+        return None
+    if found is None:
+        return None
+    run_id = open_run(ctx, trial_id, config)
+    tracker = trial_tracker(ctx, run_id, trial_id)
+    try:
+        final = adopt_run(tracker, found)
+    except BaseException as err:
+        end_run_for(
+            err, tracker, sweep_dir=spec.sweep_dir, trial_id=trial_id, reason=f"{type(err).__name__}: {err}"
+        )
+        raise
+    safe_close(tracker, "FINISHED")
+    logger.info(
+        "trial %s: reused finished run %s of %s (not trained again)", trial_id, found.run_id, found.given
+    )
+    return {**final, EVALUATED_EPOCH: float(cfg.epochs), FINAL_FLAG: 1.0, REUSED_FLAG: 1.0}
+
+
 # The in-process trainable's actor-level dataset cache (Tune reuses the actor for the sweep's next trial):
 # (load key, ImageData) of the last dataset this process loaded. One entry: a sweep over data choices
 # must not hold every split in memory. `fit` does not modify the data it is given.
@@ -128,6 +161,10 @@ def inprocess_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matrices
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     matrix = lookup_matrix(cfg, matrices)
     phases.mark("spec_parse")
+    reused = _reused_report(ctx, trial_id, config, spec, cfg)
+    if reused is not None:
+        tune.report(reused)
+        return
     work = Path(tempfile.mkdtemp(prefix=f"simlab-{trial_id}-"))
     restore_checkpoint(tune.get_checkpoint(), work)
     phases.mark("checkpoint_restore")
@@ -195,6 +232,10 @@ def torch_trainer_trainable(config: dict[str, Any], *, ctx: dict[str, Any], matr
     trial_id = tune.get_context().get_trial_id()
     spec, cfg = trial_config(config, ctx)  # validates before any worker starts
     matrix = lookup_matrix(cfg, matrices)
+    reused = _reused_report(ctx, trial_id, config, spec, cfg)
+    if reused is not None:
+        tune.report(reused)
+        return
     run_id = open_run(ctx, trial_id, config)
     tracker = trial_tracker(ctx, run_id, trial_id, "driver")  # closes the run; rank 0 writes to it
     resources: dict[str, float] = {"CPU": spec.cpus_per_trial}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from simlab.config import TrainConfig
@@ -42,6 +42,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     spool_root: str  # local folder (per node) where MLflow calls wait during an outage
+    reuse: list[dict[str, str]] = field(default_factory=list)  # `sweeps.reuse.ReuseSource.to_dict()`s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

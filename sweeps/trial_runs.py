@@ -38,14 +38,15 @@ def _short(value: Any) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.2g}"
 
 
-def _label(config: Mapping[str, Any], spec: SweepSpec) -> str:
+def trial_label(config: Mapping[str, Any], spec: SweepSpec) -> str:
+    """The trial's label method (``onehot`` unless the sweep fixes or searches one)."""
     return {**spec.fixed, **dict(config)}.get("label", "onehot")
 
 
 def trial_run_name(config: Mapping[str, Any], spec: SweepSpec, trial_id: str) -> str:
     """An MLflow run name that says what the trial is: ``similarity:l1 α=0.099 β=5.40 [<trial id>]``
     (the method, then the searched params its label method uses, then the Tune trial id)."""
-    label = _label(config, spec)
+    label = trial_label(config, spec)
     parts = [method_name(dict(config), spec)]
     for name in spec.space:
         if name in _NOT_IN_NAME or name not in config or not spec.applies(name, label):
@@ -99,7 +100,7 @@ def readable_tracker(tracker: Any, config: Mapping[str, Any], ctx: Mapping[str, 
     """``tracker`` logging only the params trial ``config`` uses (see `readable_params`)."""
     spec = trial_spec(ctx)
     return _ReadableTracker(
-        tracker, label=_label(config, spec), method=method_name(dict(config), spec), spec=spec
+        tracker, label=trial_label(config, spec), method=method_name(dict(config), spec), spec=spec
     )
 
 

@@ -137,7 +137,12 @@ def test_fit_reports_and_tags_the_precision_it_used(cache_dir, tmp_path):
     cfg = TrainConfig.from_dict({**TINY, "cache_dir": cache_dir, "epochs": 1, "precision": "bf16"})
     result = fit(cfg, data=data, tracker=tracker, checkpoint_dir=tmp_path)
     assert result.precision == "bf16+channels_last"
-    assert {"simlab.precision_resolved": "bf16+channels_last"} in tracker.tags
+    # What it used, where it ran and in how many processes (what `--reuse` compares, sweeps/reuse.py).
+    assert {
+        "simlab.precision_resolved": "bf16+channels_last",
+        "simlab.device": "cpu",
+        "simlab.world_size": "1",
+    } in tracker.tags
     assert tracker.params[0]["precision"] == "bf16"  # the config field, logged as a param
     assert load_checkpoint(tmp_path / "checkpoint.pt")["precision"] == "bf16+channels_last"
     # Metrics come from float32 logits: probabilities are float32 and sum to 1.

@@ -27,7 +27,7 @@ from simlab.losses import LOSSES
 from simlab.models import MODELS
 from simlab.progress import format_seconds
 from simlab.similarity.sources import SIMILARITIES
-from simlab.tracking import NullTracker, Tracker
+from simlab.tracking import NullTracker, Tracker, flat_params
 from simlab.train.artifacts import write_artifacts
 from simlab.train.distributed import World, resolve_device
 from simlab.train.epoch import train_epoch
@@ -164,9 +164,15 @@ def _fit(
     )
     if state.start_epoch == 0:
         # train_samples: the samples trained on (the trusted set alone for label "trusted_only").
-        tracker.log_params(_flat(cfg.to_dict()) | {"train_samples": state.n_train})
+        tracker.log_params(flat_params(cfg.to_dict()) | {"train_samples": state.n_train})
     # A tag, set at every start (params are written once): the run says what it actually used.
-    tracker.set_tags({"simlab.precision_resolved": state.precision.label})
+    tracker.set_tags(
+        {
+            "simlab.precision_resolved": state.precision.label,
+            "simlab.device": device.type,  # what `device: auto` became
+            "simlab.world_size": str(world.size),  # DDP processes (1: no DDP)
+        }
+    )
     log.info("precision %s (%s)", state.precision.label, state.precision.reason)
     log.info(
         "fit: %s on %s (%d train / %d val / %d test, K=%d), %s labels, loss %s, %d epochs from %d, "
@@ -343,18 +349,6 @@ def _check_arguments(
         else dataset_channels(cfg.dataset, cfg.dataset_args)
     )
     check_ood_dataset(cfg, train_channels)
-
-
-def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model_args": {"depth": 28}}`` -> ``{"model_args.depth": 28}`` (tracker params are flat)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _check_registry_keys(cfg: TrainConfig) -> None:

@@ -188,6 +188,17 @@ class MlflowTracker:
         if points:
             self._submit(batch_record(metrics=points))
 
+    def log_metric_points(self, points: Any) -> None:
+        """Log metric points as they are, ``(key, value, timestamp ms, step)`` each: a copied history
+        keeps its original time stamps (`sweeps.reuse`)."""
+        rows = []
+        for key, value, stamp, step in points:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"points: step of {key!r}: expected an int >= 0, got {step!r}")
+            rows.append([str(key), float(value), int(stamp), step])
+        for start in range(0, len(rows), 1000):  # MLflow's log_batch takes at most 1000 metrics
+            self._submit(batch_record(metrics=rows[start : start + 1000]))
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
             raise TypeError(f"tags: expected a mapping, got {type(tags).__name__}")
