@@ -2,13 +2,13 @@
 # Runs the issue-16 (round 2) sweeps one after another, each resumed if its folder exists, at low priority.
 # Each sweep runs from a frozen worktree (a resume must see the code that started it):
 #   the paper B sweeps from /work/wt/run16 (39c7578), repro2-a-cifar10 from /work/wt/run16b (97565d5), the
-#   other paper A sweeps from /work/wt/run16c (the commit that added --reuse: a seeds stage adopts its
+#   other paper A sweeps from /work/wt/run16c (ce2dff9, the commit that added --reuse: a seeds stage adopts its
 #   search stage's seed-0 run, and the ablations adopt repro2-a-cifar10's runs of the points they share).
 # usage: setsid nohup bash scripts/repro2_queue.sh [name ...] >/dev/null 2>&1 &
 #   names: run only these sweeps of the list below, in its order (default: all of them)
 #   RUNS=<folder> (default /work/runs16): stores, logs and queue.log; WT=<folder> (default /work/wt): the
 #   frozen worktrees run16, run16b and run16c (`git worktree add --detach $WT/run16 39c7578`, run16b at
-#   97565d5, run16c at the --reuse commit: `git log --format=%h -1 -- sweeps/reuse.py`);
+#   97565d5, run16c at ce2dff9, the --reuse commit);
 #   PY (default /work/main/.venv/bin/python). This session ran a copy of it as /work/runs16/queue.sh.
 #   SIGINT to the running sweep's driver stops it cleanly and ends the queue; run the queue again to
 #   continue (a finished sweep is skipped: its "done ... rc=0" line in $RUNS/queue.log).
