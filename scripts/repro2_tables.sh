@@ -133,8 +133,14 @@ def finished(preset):
         " left join tags i on i.run_uuid = r.run_uuid and i.key = 'simlab.interrupted'"
         " where r.status = 'FINISHED' and r.lifecycle_stage = 'active' and i.value is null group by 1"
     ).fetchall()
+    reused = con.execute(  # adopted a finished run instead of training (--reuse, sweeps/reuse.py)
+        "select count(*) from runs r"
+        " join tags t on t.run_uuid = r.run_uuid and t.key = 'simlab.role' and t.value = 'trial'"
+        " join tags u on u.run_uuid = r.run_uuid and u.key = 'simlab.reused_from'"
+        " where r.status = 'FINISHED' and r.lifecycle_stage = 'active'"
+    ).fetchone()[0]
     con.close()
-    return dict(rows)
+    return dict(rows), reused
 
 def wall(preset):
     """(seconds, state, sessions) from the log: each "=== T start" opens an interval, closed by the next
@@ -191,15 +197,18 @@ for preset in presets:
         out.append(kept[preset])
         lost.append(preset)
         continue
-    fin = finished(preset)
+    fin, reused = finished(preset) or (None, 0)
     text, total = planned(preset)
     seconds, state, starts = wall(preset)
     count = "-" if fin is None else sum(fin.values())
-    if fin and len(fin) > 1 or (fin and "seeds" in fin):
-        count = f"{count} ({', '.join(f'{k} {v}' for k, v in sorted(fin.items()))})"
+    parts = [f"{k} {v}" for k, v in sorted(fin.items())] if fin and (len(fin) > 1 or "seeds" in fin) else []
+    parts += [f"{reused} reused"] if reused else []
+    if parts:
+        count = f"{count} ({', '.join(parts)})"
     hours = f"{seconds / 3600:.2f} h" if seconds else "-"
     out.append(f"| `{preset}` | {state} | {count} | {text} | {hours} | {starts} |")
-out += ["", f"Finished, not interrupted trial runs in each store (`{runs}/<preset>/mlflow.db`); planned from the "
+out += ["", f"Finished, not interrupted trial runs in each store (`{runs}/<preset>/mlflow.db`; *reused*: adopted "
+        "a finished run of the same configuration instead of training, `--reuse`, docs/sweeps.md); planned from the "
         "preset (a two-stage sweep: its search grid, then each method's choice on the seeds); wall time: the "
         f"sum of the start -> done intervals in `{runs}/<preset>.log` (an open one counts up to the time of "
         f"this table). As of {now:%Y-%m-%d %H:%M} UTC."]

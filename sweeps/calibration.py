@@ -321,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(spec.to_json(), indent=2, default=str))
         print(f"# storage: {spec.sweep_dir}\n# tracking: {spec.resolved_tracking_uri}")
         print(f"# {stage_plan(spec)}")
+        if args.reuse:
+            from sweeps.reuse import reuse_preview
+
+            print(f"# {reuse_preview(spec, args.reuse)}")
         for warning in dry_run_warnings(spec):
             print(f"warning: {warning}", file=sys.stderr)
         return 0

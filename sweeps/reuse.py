@@ -292,3 +292,40 @@ def adopt_run(tracker: Any, reusable: Reusable) -> dict[str, float]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return dict(source.data.metrics)
+
+
+def reuse_preview(spec: SweepSpec, values: Sequence[str]) -> str:
+    """What ``--reuse`` would adopt, for ``--dry-run``: of a grid's points, how many have a finished run
+    in the sources (``self`` only when this sweep's store exists already, i.e. on ``--resume``)."""
+    from sweeps.space import grid_points, train_config_dict
+
+    sources = resolve_sources([v for v in values if v != SELF], spec)
+    if SELF in values:
+        try:
+            sources.insert(
+                0,
+                ReuseSource(
+                    spec.resolved_tracking_uri,
+                    _experiment_id(spec.resolved_tracking_uri, spec.name, SELF),
+                    SELF,
+                ),
+            )
+        except SpecError:  # a new sweep: nothing of its own to reuse yet
+            pass
+    seeds_note = (
+        "; stage 2 seeds: each choice's search seed is its search run"
+        if spec.seeds > 0 and SELF in values
+        else ""
+    )
+    if spec.search != "grid":
+        return f"reuse: checked per trial ({spec.search} search points are not known in advance){seeds_note}"
+    points = grid_points(spec)
+    found = 0
+    for point in points:
+        cfg = TrainConfig.from_dict(train_config_dict(spec, dict(point)))
+        hit = find_reusable(
+            [s.to_dict() for s in sources], trial_params(cfg, point, spec), trial_environment(cfg, spec)
+        )
+        found += hit is not None
+    stage = "stage 1 " if spec.seeds > 0 else ""
+    return f"reuse: {stage}{found} of {len(points)} grid points have a finished run to adopt{seeds_note}"

@@ -20,6 +20,7 @@ from sweeps.reuse import (
     adopt_run,
     find_reusable,
     resolve_sources,
+    reuse_preview,
 )
 from sweeps.spec import SpecError
 from sweeps.tracking import MlflowTracker
@@ -238,6 +239,12 @@ def test_seeds_stage_reuses_the_search_run_and_matches_a_fresh_training(tmp_path
         spec = tiny_spec(tmp_path, "staged", "lr=0.05,0.1", base=one, seeds=2, max_concurrent=1)
         summary = run_staged_sweep(spec, reuse=["self"])
         assert summary.num_finished == 2 and summary.num_reused == 1
+        # --dry-run's preview of a --resume: both search points are in the sweep's own store now.
+        assert reuse_preview(spec, ["self"]) == (
+            "reuse: stage 1 2 of 2 grid points have a finished run to adopt; "
+            "stage 2 seeds: each choice's search seed is its search run"
+        )
+        assert reuse_preview(spec, []).startswith("reuse: stage 1 0 of 2 grid points")
         assert [r["reused"] for r in sorted(summary.rows, key=lambda r: r["params"]["seed"])] == [True, False]
         client, search = _trial_runs(spec, "search")
         _, seeds = _trial_runs(spec, "seeds")
