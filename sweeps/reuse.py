@@ -260,6 +260,16 @@ def find_reusable(
     return None
 
 
+def trained_here(tracking_uri: str, run_id: str) -> bool:
+    """Whether the trial's run holds metrics of its own training (an earlier attempt of the trial trained
+    before ``--reuse`` found a match): such a trial goes on training; its history is never mixed with an
+    adopted one."""
+    from sweeps.tracking import mlflow_client
+
+    run = mlflow_client(tracking_uri).get_run(run_id)
+    return bool(run.data.metrics) and REUSED_FROM_TAG not in run.data.tags
+
+
 def adopt_run(tracker: Any, reusable: Reusable) -> dict[str, float]:
     """Copy run ``reusable`` into the trial's run (``tracker``: an `MlflowTracker`, left open) and return
     the source's final metrics (the latest value of each). Idempotent for a run that holds the copy."""

@@ -40,7 +40,14 @@ from typing import Any
 from simlab.config import TrainConfig
 from simlab.errors import is_non_retryable
 from simlab.tracking import NullTracker
-from sweeps.reuse import REUSED_FLAG, adopt_run, find_reusable, trial_environment, trial_params
+from sweeps.reuse import (
+    REUSED_FLAG,
+    adopt_run,
+    find_reusable,
+    trained_here,
+    trial_environment,
+    trial_params,
+)
 from sweeps.spec import SweepSpec
 from sweeps.trial_checkpoints import (
     CHECKPOINT_SUBDIR,
@@ -98,8 +105,8 @@ def _reused_report(
     ctx: Mapping[str, Any], trial_id: str, config: Mapping[str, Any], spec: SweepSpec, cfg: TrainConfig
 ) -> dict[str, Any] | None:
     """With ``--reuse`` (`sweeps.reuse`): the final report of a trial that adopted a finished run of the
-    same configuration, or None to train. A failed search trains (reuse only saves time); a failed copy
-    raises, and Tune's retry copies again."""
+    same configuration, or None to train. A failed search trains (reuse only saves time), as does a trial
+    an earlier attempt trained (`trained_here`); a failed copy raises, and Tune's retry copies again."""
     sources = ctx.get("reuse") or []
     if not sources:
         return None
@@ -111,6 +118,9 @@ def _reused_report(
     if found is None:
         return None
     run_id = open_run(ctx, trial_id, config)
+    if trained_here(ctx["tracking_uri"], run_id):
+        logger.info("trial %s: an earlier attempt trained it; it goes on training (no reuse)", trial_id)
+        return None
     tracker = trial_tracker(ctx, run_id, trial_id)
     try:
         final = adopt_run(tracker, found)

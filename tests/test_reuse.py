@@ -21,6 +21,7 @@ from sweeps.reuse import (
     find_reusable,
     resolve_sources,
     reuse_preview,
+    trained_here,
 )
 from sweeps.spec import SpecError
 from sweeps.tracking import MlflowTracker
@@ -201,6 +202,18 @@ def test_adopting_copies_params_histories_artifacts_and_tags_once(tmp_path):
     t3.close("FINISHED")
     tags = client_b.get_run(third).data.tags
     assert (tags[REUSED_FROM_TAG], tags[REUSED_COMMIT_TAG]) == (f"{uri}#{rid}", "c0ffee")
+
+
+def test_a_trial_an_earlier_attempt_trained_goes_on_training(tmp_path):
+    uri, client, exp_id, parent = sweep_store(tmp_path, "t")
+    fresh = client.create_run(exp_id).info.run_id
+    assert not trained_here(uri, fresh)  # a new run: adopt
+    client.log_param(fresh, "seed", "0")
+    assert not trained_here(uri, fresh)  # params alone are no training
+    client.log_metric(fresh, "train_loss", 1.0, step=1)
+    assert trained_here(uri, fresh)  # an epoch of its own: never mixed with an adopted history
+    client.set_tag(fresh, REUSED_FROM_TAG, "sqlite:///x#y")
+    assert not trained_here(uri, fresh)  # an adoption an earlier attempt began: finish it
 
 
 def test_cli_refuses_a_missing_reuse_source_before_anything_starts(tmp_path, capsys):
