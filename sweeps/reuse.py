@@ -117,23 +117,24 @@ def _store_and_experiment(value: str) -> tuple[str, str]:
             f"{value!r}: not a sweep folder (no {SPEC_FILE}); give 'self', a sweep folder or "
             "'<tracking uri>#<experiment name>'",
         )
-    saved = SweepSpec.from_json(json.loads(text))
+    try:
+        saved = SweepSpec.from_json(json.loads(text))
+    except (ValueError, TypeError, KeyError) as err:  # SpecError is a ValueError
+        raise SpecError("reuse", f"{value!r}: unreadable {SPEC_FILE}: {type(err).__name__}: {err}") from err
     if saved.tracking_uri:
         return saved.tracking_uri, saved.name
     if "://" in folder:
         raise SpecError(
             "reuse", f"{value!r}: its sweep names no tracking URI; give '<tracking uri>#{saved.name}'"
         )
-    return (
-        f"sqlite:///{folder.rstrip('/')}/mlflow.db",
-        saved.name,
-    )  # the sweep's default store, where it is now
+    store = f"sqlite:///{folder.rstrip('/')}/mlflow.db"  # the sweep's default store, where the folder is now
+    return store, saved.name
 
 
 def _experiment_id(uri: str, name: str, given: str) -> str:
     if uri.startswith("sqlite:///"):  # MlflowClient would create a missing database
         path = uri[len("sqlite:///") :]
-        if not os.path.isfile(path if path.startswith("/") else "/" + path) and not os.path.isfile(path):
+        if not os.path.isfile(path):
             raise SpecError("reuse", f"{given!r}: no MLflow database at {path}")
     from sweeps.tracking import mlflow_client
 

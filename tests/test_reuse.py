@@ -89,12 +89,16 @@ def test_bad_sources_are_refused_naming_reuse_and_create_nothing(tmp_path):
     folder.mkdir()
     uri, *_ = sweep_store(folder, "there")
     missing_db = tmp_path / "nothing" / "mlflow.db"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sweep_spec.json").write_text("{not json")
     cases = {
         str(tmp_path / "no-such-sweep"): "not a sweep folder",
         f"sqlite:///{missing_db}#x": "no MLflow database",
         f"{uri}#not-there": "has no experiment 'not-there'",
         f"{uri}#": "no experiment name",
         "": "expected 'self'",
+        str(broken): "unreadable sweep_spec.json",
     }
     for value, message in cases.items():
         with pytest.raises(SpecError, match=message) as err:
