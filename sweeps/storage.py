@@ -75,7 +75,14 @@ def tune_trial_ids(sweep_dir: str | Path) -> set[str]:
     states = sorted(folder.glob(EXPERIMENT_STATE_GLOB))  # Tune's own choice: the newest timestamp
     if not states:
         raise ValueError(f"sweep_dir: no Tune experiment state (experiment_state-*.json) in {str(folder)!r}")
-    ids = trial_ids_in_state(states[-1].read_text())
+    try:
+        ids = trial_ids_in_state(states[-1].read_text())
+    except ValueError as err:  # JSONDecodeError: Tune's state file cut short by a kill while it was copied
+        raise ValueError(
+            f"sweep_dir: Tune's newest saved state {str(states[-1])!r} cannot be read ({err}); a kill "
+            "while Tune wrote it. `python sweeps/calibration.py --name <sweep> --resume` sets it aside and "
+            "continues from the state before; clean up after that"
+        ) from err
     seeds = folder / SEEDS_SUBDIR
     if seeds.is_dir() and any(seeds.glob(EXPERIMENT_STATE_GLOB)):
         ids |= tune_trial_ids(seeds)

@@ -91,3 +91,24 @@ def test_a_json_searcher_state_is_parsed(tmp_path):
     assert set_aside_damaged_state(str(tmp_path)) == []
     path.write_text(path.read_text()[:-5])
     assert len(set_aside_damaged_state(str(tmp_path))) == 3
+
+
+def test_cleanup_refuses_a_damaged_state_and_deletes_nothing(tmp_path, capsys):
+    """`simlab-cleanup --sweep-dir` deletes the runs of trials the state does not hold: from a truncated
+    newest state it must not guess (the session before lacks the newest trials): exit 2, a clear error."""
+    from sweeps.cleanup import main
+    from tests.support import sweep_store
+
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    uri, client, exp_id, _ = sweep_store(folder, "sweep")
+    run = client.create_run(exp_id, tags={"simlab.role": "trial", "mlflow.simlab.key": "b2"}).info.run_id
+    _session(folder, OLD, ["a1"])
+    text = _session(folder, NEW, ["a1", "b2"])
+    (folder / f"experiment_state-{NEW}.json").write_text(text[: len(text) // 2])
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tracking-uri", uri, "--sweep-dir", str(folder)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot be read" in err and "--resume" in err and "Traceback" not in err
+    assert client.get_run(run).info.lifecycle_stage == "active"
