@@ -25,6 +25,8 @@ CLIENT_ENV_DEFAULTS: dict[str, str] = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # No tqdm bars in a sweep's log (an adopted run's artifacts are downloaded, `sweeps.reuse`).
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 # Error codes that mean "the server said no", not "the server was unreachable": retrying cannot help.
