@@ -515,3 +515,10 @@ def test_trial_ids_shown_and_metrics_no_run_has_left_out(tmp_path):
     table = md.split("\n\n")[1]
     assert "alpha=0.1, trials aaaa0001 aaaa0002" in table
     assert "KDE" not in table and "Hist P (%)" in table and "Acc (%)" in table
+    assert "adopted" not in md
+    # A trial that adopted a finished run (--reuse) is marked, and the note under the table says why.
+    client.set_tag(run, "simlab.reused_from", "sqlite:///elsewhere#0123")
+    assert cli.main(["--tracking-uri", uri, "--experiment", "ids", "--out", str(out), "--no-diagrams"]) == 0
+    md = (out / "report.md").read_text()
+    assert "trials aaaa0001 aaaa0002†" in md
+    assert "1 of the runs adopted a finished run of the same configuration" in md

@@ -43,6 +43,9 @@ OOD_COLUMNS: tuple[tuple[str, str], ...] = (
 _OOD_DATASET_METRIC = re.compile(r"^ood_([0-9a-z_]+)_confidence_(mean|median)$")
 # Paper B's protocol: the best epoch's test accuracy (selected on test), from the metric history.
 BEST_EPOCH_COLUMN: tuple[str, str] = ("best_epoch_accuracy", "Acc best epoch*")
+# Beside a trial id in the Config column: the trial adopted a finished run of its configuration.
+REUSED_MARK = "†"
+
 # Params that do not define a configuration: the seed is what a row averages over.
 NON_CONFIG_PARAMS = frozenset({"seed", "data_dir", "cache_dir", "device", "compile", "ood_data_dir"})
 
@@ -56,6 +59,7 @@ class Run:
     metrics: dict[str, float]
     start_time: int = 0  # ms since the epoch (MLflow)
     trial_id: str = ""  # the Tune trial id (tag simlab.trial_id), shown beside the chosen configuration
+    reused: bool = False  # adopted a finished run instead of training (tag simlab.reused_from, --reuse)
 
     def setting(self, group_by: Sequence[str]) -> tuple[tuple[str, str], ...]:
         """The values of the ``group_by`` params (e.g. noise kind and rate) that split rows."""
@@ -102,7 +106,7 @@ def _shown_params(runs: Sequence[Run], show: Sequence[str]) -> str:
         except ValueError:
             pass
         parts.append(f"{key}={value}")
-    trials = [r.trial_id for r in runs if r.trial_id]
+    trials = [r.trial_id + (REUSED_MARK if r.reused else "") for r in runs if r.trial_id]
     if trials:  # which trials (one per seed) the row's numbers come from
         parts.append("trials " + " ".join(trials))
     return ", ".join(parts) or "-"
@@ -293,6 +297,7 @@ def load_runs(
                 metrics=metrics,
                 start_time=r.info.start_time or 0,
                 trial_id=r.data.tags.get("simlab.trial_id", ""),
+                reused="simlab.reused_from" in r.data.tags,  # sweeps.reuse.REUSED_FROM_TAG
             )
         )
     return client, runs

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from simlab.stats import Summary, t_interval
 from sweeps.results.compare import Comparison
 from sweeps.results.method import Method
-from sweeps.results.rows import BEST_EPOCH_COLUMN, COLUMNS, OOD_COLUMNS, Row, ood_columns
+from sweeps.results.rows import BEST_EPOCH_COLUMN, COLUMNS, OOD_COLUMNS, REUSED_MARK, Row, ood_columns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,6 +46,18 @@ def markdown_table(head: Sequence[str], lines: Iterable[Sequence[str]]) -> list[
         "|" + "---|" * len(head),
         *("| " + " | ".join(c) + " |" for c in lines),
     ]
+
+
+def _reused_note(rows: Sequence[Row]) -> str:
+    """How many of the table's runs adopted a finished run (`--reuse`) instead of training."""
+    reused = {run.run_id for row in rows for run in row.runs if run.reused}
+    if not reused:
+        return ""
+    return (
+        f" {len(reused)} of the runs adopted a finished run of the same configuration instead of training it "
+        f"(`--reuse`; {REUSED_MARK} beside their trial ids where shown; each names its original in the "
+        "MLflow tag `simlab.reused_from`)."
+    )
 
 
 def to_markdown(
@@ -100,7 +112,8 @@ def to_markdown(
             " *Best epoch selected on the test set (paper B's protocol), not a held-out estimate."
             if best
             else ""
-        ),
+        )
+        + _reused_note(rows),
     ]
     if comparisons:
         lines += ["", f"### Against {baseline.display if baseline else 'the baseline'}", ""]
