@@ -27,6 +27,8 @@ __all__ = [
     "check_level",
     "holm",
     "min_detectable_difference",
+    "min_detectable_difference_paired",
+    "paired_test",
     "summarise",
     "t_interval",
     "welch_test",
@@ -116,6 +118,22 @@ def welch_test(a: Summary, b: Summary) -> WelchResult:
     return WelchResult(diff, se, t, df, float(2 * stats.t.sf(abs(t), df)))
 
 
+def paired_test(diffs: Summary) -> WelchResult:
+    """The paired two-sided t-test of ``mean_a == mean_b`` from the summary of the per-pair
+    differences ``a_i - b_i`` (as ``scipy.stats.ttest_rel(a, b)``): ``t = mean / (std / sqrt(n))`` with
+    ``n - 1`` degrees of freedom; nan with fewer than 2 pairs or all differences equal."""
+    from scipy import stats
+
+    if diffs.n < 2:
+        return WelchResult(diffs.mean, math.nan, math.nan, math.nan, math.nan)
+    se = diffs.std / math.sqrt(diffs.n)
+    if not se > 0:
+        return WelchResult(diffs.mean, se, math.nan, math.nan, math.nan)
+    t = diffs.mean / se
+    df = float(diffs.n - 1)
+    return WelchResult(diffs.mean, se, t, df, float(2 * stats.t.sf(abs(t), df)))
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the input order; nan entries stay nan and do not count.
 
@@ -156,13 +174,28 @@ def min_detectable_difference(a: Summary, b: Summary, *, alpha: float = 0.05, po
     (``≈ (t_{0.975,4} + t_{0.8,4}) sqrt(2/3) sigma``). nan when either side has fewer than 2 values
     or both stds are 0.
     """
-    from scipy import optimize
-
     alpha = check_level("alpha", alpha)
     power = check_level("power", power)
     if a.n < 2 or b.n < 2:
         return math.nan
     se, df = _welch_se_df(a, b)
+    return _detectable(se, df, alpha, power)
+
+
+def min_detectable_difference_paired(diffs: Summary, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """`min_detectable_difference` for the paired t-test (`paired_test`): the same noncentral-t power
+    with ``se = std(a_i - b_i) / sqrt(n)`` and ``n - 1`` degrees of freedom, taking the observed std of
+    the differences as the true one. nan with fewer than 2 pairs or all differences equal."""
+    alpha = check_level("alpha", alpha)
+    power = check_level("power", power)
+    if diffs.n < 2:
+        return math.nan
+    return _detectable(diffs.std / math.sqrt(diffs.n), float(diffs.n - 1), alpha, power)
+
+
+def _detectable(se: float, df: float, alpha: float, power: float) -> float:
+    from scipy import optimize
+
     if not se > 0:
         return math.nan
     if power <= alpha:  # the test already rejects this often under the null

@@ -28,7 +28,10 @@ File format (``claims/paper_a.yaml``)::
 
 ``direction``: ``greater`` / ``less`` (a > b / a < b), ``differ``, ``equal`` (with an optional
 ``margin``, a fraction like the metrics, for an equivalence test). Optional per test:
-``baseline_metric``, ``baseline_source``, ``baseline_setting``, ``model``.
+``baseline_metric``, ``baseline_source``, ``baseline_setting``, ``model``, and ``paired: true`` when
+both sides come from the same runs (e.g. two estimates of one metric): the test is then the paired
+t-test over the per-seed differences (runs matched by ``seed``), which removes the between-seed
+variance Welch's test counts twice; rows read from a CSV carry no runs and get Welch's test.
 """
 
 from __future__ import annotations
@@ -42,8 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simlab.stats import Summary, holm, min_detectable_difference, welch_test
-from sweeps.results import Method, Row, build_rows, load_runs, read_csv
+from simlab.stats import (
+    Summary,
+    holm,
+    min_detectable_difference,
+    min_detectable_difference_paired,
+    paired_test,
+    welch_test,
+)
+from sweeps.claims_rows import find_summary, load_source_rows, seed_differences
+from sweeps.results import Method, Row
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +103,7 @@ class ClaimTest:
     b: Side
     direction: str  # a ? b: greater, less, differ, equal
     margin: float | None = None  # for "equal": equivalence margin (a fraction, like the metrics)
+    paired: bool = False  # both sides from the same runs (pairs by seed): the paired t-test
 
 
 @dataclass(frozen=True)
@@ -126,14 +138,6 @@ class ClaimsFile:
     sources: dict[str, Source]
     claims: tuple[Claim, ...]
     alpha: float = 0.05
-
-
-def _norm_value(value: Any) -> str:
-    """Setting values compare as numbers when they are numbers ("0.8" == 0.8, "1000" == 1000)."""
-    try:
-        return repr(float(value))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _setting(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -222,7 +226,15 @@ def load_claims(path: str | os.PathLike) -> ClaimsFile:
                 t.get("model"),
             )
             margin = t.get("margin")
-            tests.append(ClaimTest(a, b, direction, None if margin is None else float(margin)))
+            paired = t.get("paired", False)
+            if not isinstance(paired, bool):
+                raise ValueError(f"{tw}.paired: expected true or false, got {paired!r}")
+            if paired and (source != b_source or direction == "equal"):
+                raise ValueError(
+                    f"{tw}.paired: pairs runs of one source by seed, for greater / less / differ "
+                    f"(got source {source!r} vs {b_source!r}, direction {direction!r})"
+                )
+            tests.append(ClaimTest(a, b, direction, None if margin is None else float(margin), paired))
         claims.append(
             Claim(
                 str(raw["id"]),
@@ -241,39 +253,6 @@ def load_claims(path: str | os.PathLike) -> ClaimsFile:
     )
 
 
-def load_source_rows(source: Source) -> tuple[list[Row] | None, str]:
-    """``(rows, origin)`` of a source: from its MLflow store when that exists, else its CSV; rows are
-    None when neither is there. ``origin`` says which was read (for the claims table)."""
-    if source.tracking_uri and source.experiment:
-        uri = source.tracking_uri
-        db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-        if db is None or os.path.exists(db):
-            try:
-                _, runs = load_runs(
-                    uri,
-                    source.experiment,
-                    stage=source.stage,
-                    best_epoch_from="test_accuracy" if source.best_epoch else None,
-                )
-            except ValueError as err:
-                logger.warning("source %s: %s", source.name, err)
-            else:
-                mode = source.mode or ("max" if source.select.endswith("accuracy") else "min")
-                rows = build_rows(runs, select=source.select, mode=mode, group_by=source.group_by)
-                stage = f", stage {source.stage}" if source.stage else ""
-                return rows, f"MLflow {uri}, experiment {source.experiment}{stage} ({len(runs)} runs)"
-    if source.csv and os.path.exists(source.csv):
-        return read_csv(source.csv), f"{_relative(source.csv)} (no MLflow store found)"
-    return None, "not available (no MLflow store, no CSV): its tests are 'no data'"
-
-
-def _relative(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return path
-
-
 @dataclass(frozen=True)
 class Outcome:
     test: ClaimTest
@@ -284,6 +263,8 @@ class Outcome:
     p_holm: float = math.nan
     detectable: float = math.nan
     verdict: str = "no data"
+    kind: str = "welch"  # "welch", or "paired" (over the differences `pairs`, one per seed)
+    pairs: Summary | None = None  # the per-seed differences a - b of a paired test
 
 
 @dataclass(frozen=True)
@@ -291,26 +272,6 @@ class ClaimResult:
     claim: Claim
     tests: tuple[Outcome, ...]
     verdict: str
-
-
-def _find(rows: Sequence[Row], side: Side) -> Summary | None:
-    want = {k: _norm_value(v) for k, v in side.setting}
-    found = [
-        r
-        for r in rows
-        if r.method == side.method
-        and (side.model is None or r.model == side.model)
-        and all(_norm_value(dict(r.setting).get(k, "-")) == v for k, v in want.items())
-    ]
-    if not found:
-        return None
-    if len(found) > 1:
-        raise ValueError(
-            f"claims: {side.describe()} matches {len(found)} rows "
-            f"({', '.join(r.setting_text + ' ' + r.model for r in found)}); give a setting or model"
-        )
-    s = found[0].cells.get(side.metric)
-    return s if s is not None and s.n > 0 else None
 
 
 def _test_verdict(t: ClaimTest, a: Summary, b: Summary, p_holm: float, alpha: float) -> str:
@@ -352,26 +313,35 @@ def combine_verdicts(verdicts: Sequence[str]) -> str:
 def evaluate_claims(
     claims: ClaimsFile, rows_by_source: Mapping[str, Sequence[Row] | None]
 ) -> list[ClaimResult]:
-    """Each test's Welch p over seeds, Holm-corrected over all tests of the file (one family), a
+    """Each test's Welch p over seeds (a ``paired`` test: the paired t-test over the per-seed differences,
+    when the rows carry their runs), Holm-corrected over all tests of the file (one family), a
     verdict per test at ``claims.alpha`` and per claim (`combine_verdicts`). A test whose rows are
     missing (source not available, or no such method/setting) is "no data"."""
     found = []
     for claim in claims.claims:
         for t in claim.tests:
             ra, rb = rows_by_source.get(t.a.source), rows_by_source.get(t.b.source)
-            a = _find(ra, t.a) if ra is not None else None
-            b = _find(rb, t.b) if rb is not None else None
-            w = welch_test(a, b) if a is not None and b is not None else None
-            found.append((claim, t, a, b, w))
-    adjusted = holm([w.p if w is not None else math.nan for *_, w in found])
+            a = find_summary(ra, t.a) if ra is not None else None
+            b = find_summary(rb, t.b) if rb is not None else None
+            pairs = seed_differences(ra, rb, t) if t.paired and a is not None and b is not None else None
+            if pairs is not None and pairs.n > 0:
+                w = paired_test(pairs)
+            else:  # unpaired, or paired without per-seed values (a CSV): Welch, the conservative test
+                pairs = None
+                w = welch_test(a, b) if a is not None and b is not None else None
+            found.append((claim, t, a, b, w, pairs))
+    adjusted = holm([w.p if w is not None else math.nan for *_, w, _ in found])
     by_claim: dict[str, list[Outcome]] = defaultdict(list)
-    for (claim, t, a, b, w), p_holm in zip(found, adjusted, strict=True):
+    for (claim, t, a, b, w, pairs), p_holm in zip(found, adjusted, strict=True):
         if w is None:
             by_claim[claim.id].append(Outcome(t, a, b))
             continue
         verdict = _test_verdict(t, a, b, p_holm, claims.alpha)
-        mdd = min_detectable_difference(a, b, alpha=claims.alpha)
-        by_claim[claim.id].append(Outcome(t, a, b, w.diff, w.p, p_holm, mdd, verdict))
+        if pairs is None:
+            mdd, kind = min_detectable_difference(a, b, alpha=claims.alpha), "welch"
+        else:
+            mdd, kind = min_detectable_difference_paired(pairs, alpha=claims.alpha), "paired"
+        by_claim[claim.id].append(Outcome(t, a, b, w.diff, w.p, p_holm, mdd, verdict, kind, pairs))
     return [
         ClaimResult(c, tuple(by_claim[c.id]), combine_verdicts([r.verdict for r in by_claim[c.id]]))
         for c in claims.claims

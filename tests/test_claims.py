@@ -247,3 +247,118 @@ def test_source_stage_and_best_epoch(tmp_path):
     ]
     assert [o.p for o in result.tests] == pytest.approx(expected)
     assert result.verdict == "supported"
+
+
+PAIRED = """
+paper: A
+sources:
+  main: {{tracking_uri: {uri}, experiment: a}}
+  csv: {{csv: {csv}}}
+claims:
+  - id: kde-vs-hist
+    text: two estimates of one metric differ
+    paper: "-"
+    source: main
+    tests:
+      - {{metric: ece_kde_output, method: onehot, baseline: onehot,
+          baseline_metric: ece_hist_output, direction: differ, paired: true}}
+      - {{metric: ece_kde_output, method: onehot, baseline: onehot,
+          baseline_metric: ece_hist_output, direction: differ}}
+  - id: ts-below
+    text: TS (post-hoc on the same runs) lowers the ECE
+    paper: "-"
+    source: main
+    tests:
+      - {{metric: ece_hist_prediction, method: onehot/ts, baseline: onehot, direction: less, paired: true}}
+  - id: from-csv
+    text: a CSV has no runs to pair
+    paper: "-"
+    source: csv
+    tests:
+      - {{metric: ece_kde_output, method: onehot, baseline: onehot,
+          baseline_metric: ece_hist_output, direction: differ, paired: true}}
+"""
+# One-hot runs over 4 seeds: a large seed-to-seed spread shared by both estimates, a small steady gap.
+KDE_O = [0.020, 0.035, 0.025, 0.041]
+HIST_O = [0.017, 0.031, 0.023, 0.037]
+HIST_P = [0.090, 0.110, 0.095, 0.120]
+TS_HIST_P = [0.012, 0.016, 0.011, 0.019]
+
+
+def test_paired_tests_pair_by_seed_against_scipy_ttest_rel(tmp_path):
+    """``paired: true``: the paired t-test over per-seed differences (scipy's ttest_rel), Holm over the
+    file, a post-hoc row's prefixed metric; the same comparison unpaired is Welch's; a CSV source (no
+    runs) falls back to Welch."""
+    from simlab.stats import min_detectable_difference_paired, summarise
+    from sweeps.claims_tables import claims_csv, claims_markdown
+
+    uri, client, exp, parent = sweep_store(tmp_path, "a")
+    for seed in (2, 0, 3, 1):  # logged out of order: pairs are matched by seed, not by position
+        metrics = {
+            "ece_kde_output": KDE_O[seed],
+            "ece_hist_output": HIST_O[seed],
+            "ece_hist_prediction": HIST_P[seed],
+            "ts_ece_hist_prediction": TS_HIST_P[seed],
+            "ts_accuracy": 0.6,
+            "val_nll": 1.0,
+        }
+        log_run(client, exp, parent, "onehot", {"label": "onehot", "model": "m", "seed": str(seed)}, metrics)
+    out = tmp_path / "r"
+    assert cli.main(["--tracking-uri", uri, "--experiment", "a", "--out", str(out), "--no-diagrams"]) == 0
+    path = tmp_path / "claims.yaml"
+    path.write_text(PAIRED.format(uri=uri, csv=out / "report.csv"))
+    claims = cl.load_claims(path)
+    rows = {name: cl.load_source_rows(s)[0] for name, s in claims.sources.items()}
+    results = cl.evaluate_claims(claims, rows)
+    res = {r.claim.id: r for r in results}
+    paired, welch = res["kde-vs-hist"].tests
+    assert paired.kind == "paired" and paired.pairs.n == 4
+    assert paired.p == pytest.approx(scipy.stats.ttest_rel(KDE_O, HIST_O).pvalue, rel=1e-9)
+    diffs = summarise(a - b for a, b in zip(KDE_O, HIST_O, strict=True))
+    assert paired.detectable == pytest.approx(min_detectable_difference_paired(diffs), rel=1e-9)
+    assert welch.kind == "welch"
+    assert welch.p == pytest.approx(scipy.stats.ttest_ind(KDE_O, HIST_O, equal_var=False).pvalue, rel=1e-9)
+    assert paired.p < 0.01 < 0.3 < welch.p  # the pairing removes the spread both estimates share
+    (ts,) = res["ts-below"].tests
+    assert ts.kind == "paired"
+    assert ts.p == pytest.approx(scipy.stats.ttest_rel(TS_HIST_P, HIST_P).pvalue, rel=1e-9)
+    (from_csv,) = res["from-csv"].tests
+    assert from_csv.kind == "welch" and from_csv.p == pytest.approx(welch.p, rel=1e-6)
+    raw = [paired.p, welch.p, ts.p, from_csv.p]
+    for outcome, want in zip((paired, welch, ts, from_csv), _holm_by_hand(raw), strict=True):
+        assert outcome.p_holm == pytest.approx(want, rel=1e-9)
+    assert paired.verdict == "supported" and welch.verdict == "cannot tell"
+    assert "paired, Δ" in claims_markdown(claims, results)
+    lines = claims_csv(results).splitlines()
+    assert lines[0].endswith(",verdict,test,pairs_mean,pairs_std,pairs_n")
+    assert lines[1].split(",")[-4] == "paired" and lines[1].endswith(",4")
+
+
+@pytest.mark.parametrize(
+    ("test", "message"),
+    [
+        (
+            "{metric: accuracy, method: uniform, baseline: onehot, direction: equal, margin: 0.1, "
+            "paired: true}",
+            "pairs runs of one source",
+        ),
+        (
+            "{metric: accuracy, method: uniform, baseline: onehot, direction: less, paired: yes please}",
+            "expected true or false",
+        ),
+        (
+            "{metric: accuracy, method: uniform, baseline: onehot, direction: less, paired: true, "
+            "baseline_source: other}",
+            "pairs runs of one source",
+        ),
+    ],
+)
+def test_paired_needs_one_source_and_a_direction_it_can_test(tmp_path, test, message):
+    text = (
+        "paper: A\nsources:\n  main: {csv: a.csv}\n  other: {csv: b.csv}\nclaims:\n"
+        f"  - id: x\n    text: t\n    paper: p\n    source: main\n    tests:\n      - {test}\n"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"claims\[0\]\.tests\[0\]\.paired: .*" + message):
+        cl.load_claims(path)

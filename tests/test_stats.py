@@ -19,6 +19,8 @@ from simlab.stats import (
     Summary,
     holm,
     min_detectable_difference,
+    min_detectable_difference_paired,
+    paired_test,
     summarise,
     t_interval,
     welch_test,
@@ -133,6 +135,31 @@ def test_min_detectable_difference_has_80_percent_power_in_simulation():
     p = scipy.stats.ttest_ind(x, y, axis=1, equal_var=False).pvalue
     rate = float((p < 0.05).mean())
     assert rate == pytest.approx(0.8, abs=0.015)  # binomial sd at 20k sims is 0.003
+
+
+@pytest.mark.parametrize(("a", "b"), [(x, y[: len(x)]) for x, y in SAMPLES if len(y) >= len(x)])
+def test_paired_test_matches_scipy_ttest_rel(a, b):
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    got = paired_test(summarise(d))
+    ref = scipy.stats.ttest_rel(a, b)
+    assert got.t == pytest.approx(ref.statistic, rel=1e-12)
+    assert got.p == pytest.approx(ref.pvalue, rel=1e-10)
+    assert got.df == len(a) - 1
+    assert math.isnan(paired_test(summarise([0.2])).p)
+    assert math.isnan(paired_test(Summary(0.2, 0.0, 3)).p)  # all differences equal
+
+
+def test_paired_detectable_difference_has_80_percent_power_in_simulation():
+    # The paired test on pairs whose differences are normal with the computed MDD as mean rejects ~80 %.
+    d = Summary(0.0, 0.5, 5)
+    mdd = min_detectable_difference_paired(d)
+    rng = np.random.default_rng(1)
+    sims = 20000
+    base = rng.normal(0.0, 3.0, size=(sims, 5))  # a shared per-seed effect the pairing removes
+    x = base + rng.normal(mdd, 0.5, size=(sims, 5))
+    p = scipy.stats.ttest_rel(x, base, axis=1).pvalue
+    assert float((p < 0.05).mean()) == pytest.approx(0.8, abs=0.015)
+    assert math.isnan(min_detectable_difference_paired(Summary(0.3, 0.1, 1)))
 
 
 # --- bootstrap --------------------------------------------------------------------------------------
