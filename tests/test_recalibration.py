@@ -16,6 +16,7 @@ import pytest
 import scipy.optimize
 import scipy.special
 import torch
+import torch.nn.functional as F
 
 from simlab.calibration import hist_ece, kde_ece, nll, recalibration
 from simlab.calibration.recalibration import (
@@ -203,6 +204,33 @@ def test_dirichlet_cross_validation_picks_the_best_pair():
         assert d.cv_scores[key] == pytest.approx(value, abs=1e-5)
 
 
+def test_dirichlet_grid_grows_while_the_best_lambda_is_its_largest():
+    """Many classes, few samples each (100 classes x 10): at every default lambda the K^2 weights
+    overfit (held-out NLL far above the raw logits'). The grid then grows x10 until the optimum is
+    inside it, and the calibrator stays near the raw logits instead of wrecking them."""
+    k, per = 100, 10
+    g = torch.Generator().manual_seed(3)
+
+    def make(n):
+        y = torch.randint(0, k, (n,), generator=g)
+        z = 1.5 * torch.randn(n, k, generator=g, dtype=torch.float64)
+        z[torch.arange(n), y] += 2.5
+        return z, y
+
+    z, y = make(k * per)
+    zt, yt = make(5000)
+    d = DirichletCalibration(max_lambda=1e4).fit(z, y)
+    assert d.lam > 1.0 and (10.0, 1e-3) in d.cv_scores  # grown past the default grid
+    assert (d.lam, d.mu) == min(sorted(d.cv_scores, reverse=True), key=d.cv_scores.get)
+    assert d.lam == 1e4 or max(lam for lam, _ in d.cv_scores) == d.lam * 10  # inside, or at the cap
+    raw_nll = F.cross_entropy(zt, yt).item()
+    nll = F.nll_loss(d(zt).log(), yt).item()
+    assert nll < 1.05 * raw_nll
+    old = DirichletCalibration(max_lambda=1.0).fit(z, y)  # the default grid alone
+    assert old.lam == 1.0 and set(old.cv_scores) == {(lam, mu) for lam in old.lambdas for mu in old.mus}
+    assert F.nll_loss(old(zt).log(), yt).item() > 1.3 * raw_nll  # what the grid's growth prevents
+
+
 def test_dirichlet_beats_temperature_scaling_on_matrix_miscalibration():
     z, labels, true_logits = _matrix_miscalibrated(8000, seed=8)
     fit_z, fit_y, test_z, test_y = z[:4000], labels[:4000], z[4000:], labels[4000:]
@@ -289,6 +317,8 @@ def test_contract_bad_input(name):
         ({"n_folds": 1}, "n_folds: expected an integer >= 2"),
         ({"max_iter": 0}, "max_iter: expected an integer >= 1"),
         ({"cv_max_iter": 2.5}, "cv_max_iter: expected an integer >= 1"),
+        ({"max_lambda": 0.0}, "max_lambda must be a finite number > 0"),
+        ({"max_lambda": math.inf}, "max_lambda must be a finite number > 0"),
     ],
 )
 def test_dirichlet_bad_options(kwargs, match):

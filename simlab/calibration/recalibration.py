@@ -308,6 +308,9 @@ class DirichletCalibration(_Recalibrator):
     on the whole set. The default grid is small on purpose: 8 pairs x 3 folds = 24 warm-started fits
     of ``K^2 + K`` parameters (at most ``cv_max_iter`` L-BFGS iterations each, ``max_iter`` for the
     final refit); pass one-element grids to fix ``lam`` and ``mu`` and skip the cross-validation.
+    When the best pair has the grid's largest ``lam``, the grid grows by x10 steps (up to
+    ``max_lambda``) until it does not: with many classes and few samples per class (Tiny-ImageNet's
+    200 classes, 20 validation images each) the ``K^2`` weights overfit at every default ``lam``.
     Chosen values: ``lam``, ``mu``; mean held-out NLL per pair: ``cv_scores``.
     """
 
@@ -320,7 +323,10 @@ class DirichletCalibration(_Recalibrator):
         seed: int = 0,
         max_iter: int = 200,
         cv_max_iter: int = 100,
+        max_lambda: float = 1e6,
     ) -> None:
+        if not (isinstance(max_lambda, (int, float)) and math.isfinite(max_lambda) and max_lambda > 0):
+            raise ValueError(f"max_lambda must be a finite number > 0, got {max_lambda!r}")
         for name, grid in (("lambdas", lambdas), ("mus", mus)):
             if len(grid) == 0 or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
                 raise ValueError(f"{name} must be a non-empty sequence of numbers >= 0, got {grid!r}")
@@ -331,6 +337,7 @@ class DirichletCalibration(_Recalibrator):
         self.mus = tuple(float(v) for v in mus)
         self.n_folds, self.seed = n_folds, int(seed)
         self.max_iter, self.cv_max_iter = max_iter, cv_max_iter
+        self.max_lambda = float(max_lambda)
         self.lam: float | None = None
         self.mu: float | None = None
         self.weight: torch.Tensor | None = None
@@ -350,32 +357,40 @@ class DirichletCalibration(_Recalibrator):
                     f"got {z.shape[0]}"
                 )
             folds = _fold_ids(z.shape[0], self.n_folds, self.seed, z.device)
-            scores = dict.fromkeys(grid, 0.0)
-            for f in range(self.n_folds):
-                train, held = folds != f, folds == f
-                init = None
-                # Strongest regularisation first; each fit warm-starts the next (same convex problems).
-                for lam, mu in sorted(grid, reverse=True):
-                    # Ranking the pairs needs less precision than the final fit: looser gradient tolerance.
-                    init = fit_dirichlet_odir(
-                        log_p[train],
-                        y[train],
-                        lam,
-                        mu,
-                        init=init,
-                        max_iter=self.cv_max_iter,
-                        tolerance_grad=1e-5,
-                    )
-                    w, b = init
-                    scores[(lam, mu)] += F.cross_entropy(
-                        log_p[held] @ w.T + b, y[held], reduction="sum"
-                    ).item()
-            self.cv_scores = {key: s / z.shape[0] for key, s in scores.items()}
-            self.lam, self.mu = min(sorted(grid, reverse=True), key=lambda key: self.cv_scores[key])
+            self.cv_scores = self._cv_scores(log_p, y, folds, grid)
+            best = min(sorted(grid, reverse=True), key=lambda key: self.cv_scores[key])
+            # An optimum at the grid's largest lambda means the grid stopped too early (many classes,
+            # few samples each: K^2 weights overfit): extend it x10 at a time while that holds.
+            top = max(self.lambdas)
+            while len(self.lambdas) > 1 and best[0] == top > 0 and top * 10 <= self.max_lambda:
+                top *= 10
+                more = [(top, mu) for mu in self.mus]
+                self.cv_scores.update(self._cv_scores(log_p, y, folds, more))
+                grid += more
+                best = min(sorted(grid, reverse=True), key=lambda key: self.cv_scores[key])
+            self.lam, self.mu = best
         self.weight, self.bias = fit_dirichlet_odir(log_p, y, self.lam, self.mu, max_iter=self.max_iter)
         self.num_classes = z.shape[1]
         logger.info("Dirichlet ODIR: lambda=%g mu=%g (cv NLL %s)", self.lam, self.mu, self.cv_scores)
         return self
+
+    def _cv_scores(
+        self, log_p: torch.Tensor, y: torch.Tensor, folds: torch.Tensor, grid: Sequence[tuple[float, float]]
+    ) -> dict[tuple[float, float], float]:
+        """Mean held-out NLL of each ``(lam, mu)`` over the folds."""
+        scores = dict.fromkeys(grid, 0.0)
+        for f in range(self.n_folds):
+            train, held = folds != f, folds == f
+            init = None
+            # Strongest regularisation first; each fit warm-starts the next (same convex problems).
+            for lam, mu in sorted(grid, reverse=True):
+                # Ranking the pairs needs less precision than the final fit: looser gradient tolerance.
+                init = fit_dirichlet_odir(
+                    log_p[train], y[train], lam, mu, init=init, max_iter=self.cv_max_iter, tolerance_grad=1e-5
+                )
+                w, b = init
+                scores[(lam, mu)] += F.cross_entropy(log_p[held] @ w.T + b, y[held], reduction="sum").item()
+        return {key: total / log_p.shape[0] for key, total in scores.items()}
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         logits = self._check_call(logits)
