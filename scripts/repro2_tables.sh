@@ -42,7 +42,10 @@ report() {  # preset out args...
   local rc=$?
   if [ $rc -eq 0 ]; then echo "  $out: written"; else echo "  $out: skipped (rc $rc: $(tail -1 "$out.log"))"; fi
   rm -f "$out.log"
-  if [ ! -f "$out/report.md" ] || grep -q ': no results yet$' "$out/report.md"; then
+  # report.py failed (no finished trial yet): the folder's tables are not this store's (a store set
+  # aside and begun again leaves the old ones): a placeholder, and no stale CSVs
+  if [ $rc -ne 0 ] || [ ! -f "$out/report.md" ] || grep -q ': no results yet$' "$out/report.md"; then
+    rm -f "$out/report.csv" "$out/comparisons.csv"
     placeholder "$out" "$preset" "no finished trials in the store yet"
   fi
 }
