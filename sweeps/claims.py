@@ -53,7 +53,7 @@ from simlab.stats import (
     paired_test,
     welch_test,
 )
-from sweeps.claims_rows import find_summary, load_source_rows, seed_differences
+from sweeps.claims_rows import find_row, load_source_rows, row_summary, seed_differences
 from sweeps.results import Method, Row
 
 logger = logging.getLogger(__name__)
@@ -321,9 +321,12 @@ def evaluate_claims(
     for claim in claims.claims:
         for t in claim.tests:
             ra, rb = rows_by_source.get(t.a.source), rows_by_source.get(t.b.source)
-            a = find_summary(ra, t.a) if ra is not None else None
-            b = find_summary(rb, t.b) if rb is not None else None
-            pairs = seed_differences(ra, rb, t) if t.paired and a is not None and b is not None else None
+            row_a = find_row(ra, t.a) if ra is not None else None
+            row_b = find_row(rb, t.b) if rb is not None else None
+            a, b = row_summary(row_a, t.a.metric), row_summary(row_b, t.b.metric)
+            pairs = (
+                seed_differences(row_a, row_b, t) if t.paired and a is not None and b is not None else None
+            )
             if pairs is not None and pairs.n > 0:
                 w = paired_test(pairs)
             else:  # unpaired, or paired without per-seed values (a CSV): Welch, the conservative test

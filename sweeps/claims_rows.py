@@ -15,7 +15,7 @@ from sweeps.results import Row, build_rows, load_runs, read_csv
 # `sweeps.claims` imports this module, so its types (Source, Side, ClaimTest) are annotated Any here.
 logger = logging.getLogger("sweeps.claims")
 
-__all__ = ["find_row", "find_summary", "load_source_rows", "norm_value", "seed_differences", "seed_values"]
+__all__ = ["find_row", "load_source_rows", "norm_value", "row_summary", "seed_differences", "seed_values"]
 
 
 def norm_value(value: Any) -> str:
@@ -59,12 +59,11 @@ def _relative(path: str) -> str:
         return path
 
 
-def find_summary(rows: Sequence[Row], side: Any) -> Summary | None:
-    """The summary over seeds of ``side``'s metric in its row; None when no row or no value."""
-    row = find_row(rows, side)
+def row_summary(row: Row | None, metric: str) -> Summary | None:
+    """The summary over seeds of ``metric`` in ``row``; None when no row or no value."""
     if row is None:
         return None
-    s = row.cells.get(side.metric)
+    s = row.cells.get(metric)
     return s if s is not None and s.n > 0 else None
 
 
@@ -79,10 +78,9 @@ def seed_values(row: Row, metric: str) -> dict[str, float]:
     return out
 
 
-def seed_differences(ra: Sequence[Row], rb: Sequence[Row], t: Any) -> Summary | None:
-    """The per-seed differences of a paired test; None when a side's rows carry no runs (a CSV)."""
-    row_a, row_b = find_row(ra, t.a), find_row(rb, t.b)
-    if row_a is None or row_b is None or not row_a.runs or not row_b.runs:
+def seed_differences(row_a: Row, row_b: Row, t: Any) -> Summary | None:
+    """The per-seed differences of a paired test; None when a row carries no runs (read from a CSV)."""
+    if not row_a.runs or not row_b.runs:
         return None
     va, vb = seed_values(row_a, t.a.metric), seed_values(row_b, t.b.metric)
     return summarise(va[seed] - vb[seed] for seed in sorted(set(va) & set(vb)))

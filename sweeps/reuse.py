@@ -168,12 +168,10 @@ def trial_environment(cfg: TrainConfig, spec: SweepSpec) -> dict[str, str]:
     import torch
 
     from simlab.precision import resolve_precision
+    from simlab.train.distributed import resolve_device
 
-    if spec.in_process:
-        world = 1
-        device = (
-            "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-        )
+    if spec.in_process:  # where fit itself will put it
+        world, device = 1, resolve_device(cfg.device, None).type
     else:  # the TorchTrainer's workers get GPUs only when the sweep asks for them
         world = int(spec.workers_per_trial)
         device = "cuda" if spec.gpus_per_trial > 0 and cfg.device != "cpu" else "cpu"
