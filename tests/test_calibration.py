@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from reference_kde import published_kde_ece, reference_kde_ece
 
-from simlab.calibration import accuracy, brier, hist_ece, kde_ece, metrics, nll, reliability_diagram
+from simlab.calibration import (
+    accuracy,
+    brier,
+    confidence_gap,
+    hist_ece,
+    kde_ece,
+    metrics,
+    nll,
+    reliability_diagram,
+)
 
 SCOPES = ("prediction", "output")
 
@@ -234,6 +243,26 @@ def test_simple_metrics_match_torch_builtins():
     assert brier(probs, labels) == pytest.approx(expected_brier, rel=1e-10)
 
 
+def test_confidence_gap_matches_brute_force_and_the_unsigned_hist_ece():
+    logits, probs, labels = _data(700, 8, 2.0, seed=6)
+    p, y = probs.numpy(), labels.numpy()
+    want = float(np.mean(p.max(axis=1)) - np.mean(p.argmax(axis=1) == y))
+    gap = confidence_gap(probs, labels)
+    assert gap == pytest.approx(want, abs=1e-15)
+    # the prediction ECE is the binned |gap|: equal with one bin, never smaller with more
+    assert abs(gap) == pytest.approx(hist_ece(probs, labels, n_bins=1), abs=1e-15)
+    for n_bins in (5, 15, 40):
+        assert abs(gap) <= hist_ece(probs, labels, n_bins=n_bins) + 1e-15
+
+
+def test_confidence_gap_sign_on_known_truth():
+    # every prediction at 0.9 confidence, half of them right: over-confident by 0.4
+    probs = torch.tensor([[0.9, 0.1]] * 4, dtype=torch.float64)
+    assert confidence_gap(probs, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.4)
+    # at 0.6 confidence and always right: under-confident by 0.4
+    assert confidence_gap(torch.tensor([[0.6, 0.4]] * 3), torch.tensor([0, 0, 0])) == pytest.approx(-0.4)
+
+
 def test_nll_of_zero_probability_is_clamped_not_infinite():
     probs = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
     assert nll(probs, torch.tensor([1, 0])) == pytest.approx((-math.log(1e-12) - math.log(0.5)) / 2)
@@ -245,6 +274,7 @@ def test_metrics_return_python_floats():
         accuracy(probs, labels),
         nll(probs, labels),
         brier(probs, labels),
+        confidence_gap(probs, labels),
         hist_ece(probs, labels),
         kde_ece(probs, labels, scope="output"),
     ):
@@ -286,6 +316,7 @@ _FUNCS = [
     pytest.param(lambda p, y, **kw: accuracy(p, y), id="accuracy"),
     pytest.param(lambda p, y, **kw: nll(p, y), id="nll"),
     pytest.param(lambda p, y, **kw: brier(p, y), id="brier"),
+    pytest.param(lambda p, y, **kw: confidence_gap(p, y), id="confidence_gap"),
     pytest.param(lambda p, y, **kw: reliability_diagram(p, y, **kw), id="reliability_diagram"),
 ]
 

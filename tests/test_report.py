@@ -420,11 +420,12 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
     exp = client.create_experiment("hist", artifact_location=str(tmp_path / "art"))
     parent = client.create_run(exp, tags={"simlab.role": "sweep"}).info.run_id
     rng = np.random.default_rng(0)
-    histories = {}
+    histories, saved = {}, []
     for seed in range(2):
         curve = rng.uniform(0.2, 0.6, size=6)
         probs = rng.dirichlet(np.ones(3), size=60)
         labels = rng.integers(0, 3, size=60)
+        saved.append((probs, labels))
         rid = log_run(
             client,
             exp,
@@ -459,10 +460,19 @@ def test_best_epoch_from_metric_history_and_bootstrap(tmp_path):
     assert cli.main([*argv, "--bootstrap", "20"]) == 0
     md = (out / "report.md").read_text()
     assert "Acc best epoch* (%)" in md and "selected on the test set" in md
-    assert "### Bootstrap over test samples" in md and md.count("| - | m | One-hot |") == 2
+    assert "### Bootstrap over test samples" in md and md.count("| - | m | One-hot |") == 2 + 1  # runs, seeds
     boot = list(csv.DictReader(io.StringIO((out / "bootstrap.csv").read_text())))
-    assert len(boot) == 2 * 5 and {r["n_resamples"] for r in boot} == {"20"}
+    assert len(boot) == 2 * 6 and {r["n_resamples"] for r in boot} == {"20"}
     assert all(float(r["low"]) <= float(r["high"]) for r in boot)
+    # the confidence gap over seeds: brute force on the two runs' saved probabilities
+    gaps = [float(np.mean(p.max(axis=1)) - np.mean(p.argmax(axis=1) == y)) for p, y in saved]
+    gap_rows = [r for r in boot if r["metric"] == "confidence_gap"]
+    assert [float(r["estimate"]) for r in gap_rows] == pytest.approx(gaps, abs=1e-12)
+    mean, std = np.mean(gaps), np.std(gaps, ddof=1)
+    half = scipy.stats.t.ppf(0.975, 1) * std / np.sqrt(2)
+    over = sum(g > 0 for g in gaps)
+    want = f"{100 * mean:.2f} ± {100 * std:.2f} (2) [{100 * (mean - half):.2f}, {100 * (mean + half):.2f}]"
+    assert f"| - | m | One-hot | {want} | {over} of 2 |" in md
 
 
 def test_refresh_generated_blocks(tmp_path):

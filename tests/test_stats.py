@@ -175,6 +175,9 @@ def _data(n: int, k: int, seed: int):
 def _metric(name: str, probs, labels) -> float:
     if name == "accuracy":
         return cal.accuracy(probs, labels)
+    if name == "confidence_gap":  # brute force: mean top confidence - mean correctness
+        p, y = probs.numpy(), labels.numpy()
+        return float(np.mean(p.max(axis=1)) - np.mean(p.argmax(axis=1) == y))
     _, kind, scope = name.split("_")
     return cal.hist_ece(probs, labels, 15, scope) if kind == "hist" else cal.kde_ece(probs, labels, scope)
 

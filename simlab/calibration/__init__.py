@@ -1,6 +1,7 @@
 """The calibration room (SPEC §5): how well probabilities match outcomes, and how to fix them post hoc.
 
-- `metrics`: histogram and KDE ECE (both scopes), accuracy, NLL, Brier; the ``probs``/``labels`` checks.
+- `metrics`: histogram and KDE ECE (both scopes), accuracy, NLL, Brier, the signed confidence gap;
+  the ``probs``/``labels`` checks.
 - `recalibration`: temperature scaling, ensemble temperature scaling, Dirichlet ODIR; `RECALIBRATORS`.
 - `plots`: the reliability diagram (paper A Fig. 1).
 - `bootstrap`: percentile intervals of the metrics over resampled test samples of one run.
@@ -18,6 +19,7 @@ from simlab.calibration.metrics import (
     brier,
     check_labels,
     check_probs,
+    confidence_gap,
     hist_ece,
     kde_ece,
     nll,
@@ -50,6 +52,7 @@ __all__ = [
     "check_labels",
     "check_logits",
     "check_probs",
+    "confidence_gap",
     "fit_dirichlet_odir",
     "fit_temperature",
     "hist_ece",

@@ -1,10 +1,11 @@
 """Bootstrap intervals of the calibration metrics within one run (the finite test set).
 
 `bootstrap_metrics` resamples the test samples of one run's saved probabilities (``test_probs.npz``)
-with replacement, vectorised over resamples, and gives percentile intervals for accuracy and the four
-ECEs (histogram / KDE x prediction / output), computed exactly as `simlab.calibration.metrics` computes
-them on the resampled set: each metric is rewritten as a linear function of per-sample parts (bin sums,
-linear-binning weights on the KDE grid), so it shares that module's grid and kernel constants.
+with replacement, vectorised over resamples, and gives percentile intervals for accuracy, the four
+ECEs (histogram / KDE x prediction / output) and the signed confidence gap, computed exactly as
+`simlab.calibration.metrics` computes them on the resampled set: each metric is rewritten as a linear
+function of per-sample parts (bin sums, linear-binning weights on the KDE grid), so it shares that
+module's grid and kernel constants.
 The between-seeds statistics (summaries, Welch, Holm, power) are `simlab.stats`.
 """
 
@@ -28,6 +29,7 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
     "ece_hist_output",
     "ece_kde_prediction",
     "ece_kde_output",
+    "confidence_gap",
 )
 
 
@@ -51,7 +53,7 @@ def bootstrap_metrics(
     generator: torch.Generator | None = None,
     chunk: int = 50,
 ) -> dict[str, BootstrapInterval]:
-    """Percentile bootstrap intervals over test samples for accuracy and the four ECEs.
+    """Percentile bootstrap intervals over test samples for accuracy, the four ECEs and the confidence gap.
 
     ``probs [N, K]`` (rows sum to 1), ``labels [N]``. Each resample draws N samples with replacement;
     a resample is a weight vector ``w [N]`` (how often each sample was drawn), and every metric is the
@@ -80,6 +82,7 @@ def bootstrap_metrics(
         "ece_hist_output": cal.hist_ece(probs, labels, n_bins, scope="output"),
         "ece_kde_prediction": cal.kde_ece(probs, labels, scope="prediction"),
         "ece_kde_output": cal.kde_ece(probs, labels, scope="output"),
+        "confidence_gap": cal.confidence_gap(probs, labels),
     }
     parts = _per_sample_parts(p, y, n_bins)
     draws: dict[str, list[torch.Tensor]] = {m: [] for m in BOOTSTRAP_METRICS}
@@ -189,6 +192,7 @@ def _weighted_metrics(w: torch.Tensor, parts: _Parts, n: int, k: int) -> dict[st
     out["ece_kde_output"] = _weighted_kde_ece(
         w, w, parts.true_conf, parts.kde_out_all, parts.kde_out_correct, n_pairs=n * k
     )
+    out["confidence_gap"] = w @ (parts.top - parts.correct) / n
     return out
 
 

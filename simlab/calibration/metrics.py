@@ -1,4 +1,5 @@
-"""Calibration metrics of SPEC §5: histogram and KDE expected calibration error, accuracy, NLL, Brier.
+"""Calibration metrics of SPEC §5: histogram and KDE expected calibration error, accuracy, NLL, Brier;
+and, beyond SPEC, the signed confidence gap (mean confidence - accuracy: over- or under-confident).
 
 Every metric takes ``probs [N, K]`` (rows sum to 1) and integer ``labels [N]`` and returns a Python
 ``float`` as a fraction. Two scopes (paper A §3.1):
@@ -116,6 +117,19 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """
     probs, labels = _prepare(probs, labels)
     return (probs.argmax(dim=1) == labels).double().mean().item()
+
+
+def confidence_gap(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean top-label confidence minus accuracy, ``1/N sum_i (max_k p_ik - 1[argmax_k p_ik = y_i])``:
+    the sign the ECE leaves out (> 0 over-confident, < 0 under-confident).
+
+    ``probs [N, K]``, ``labels [N]``. It is the prediction-scope histogram ECE without the absolute
+    value, ``sum_m |B_m|/N (conf(B_m) - acc(B_m))``, for any binning, so ``|gap| <= hist_ece(scope=
+    "prediction")``, with equality for one bin (or when every bin errs the same way).
+    """
+    probs, labels = _prepare(probs, labels)
+    top, pred = probs.double().max(dim=1)
+    return (top - (pred == labels).double()).mean().item()
 
 
 def nll(probs: torch.Tensor, labels: torch.Tensor, *, eps: float = 1e-12) -> float:

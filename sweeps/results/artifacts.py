@@ -18,8 +18,9 @@ from typing import Any
 
 from simlab._io import atomic_path
 from simlab.calibration import BOOTSTRAP_METRICS
+from simlab.stats import summarise
 from sweeps.results.rows import COLUMNS, Row, Run
-from sweeps.results.tables import fmt_pct, markdown_table
+from sweeps.results.tables import fmt_pct, format_cell, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,14 @@ def bootstrap_rows(
     return out
 
 
+# The bootstrap's one metric that is not a report column: mean top-label confidence - accuracy.
+GAP_LABEL = "Conf − Acc"
+
+
 def bootstrap_markdown(results: Sequence[tuple[Row, Run, dict]], confidence: float = 0.95) -> str:
-    labels = dict(COLUMNS)
+    """The per-run intervals, then per row the confidence gap over seeds (is the method over- or
+    under-confident, and does that hold across seeds: mean ± std (n) [t interval])."""
+    labels = {**dict(COLUMNS), "confidence_gap": GAP_LABEL}
     head = ["Setting", "Model", "Method", "Seed", *(f"{labels[m]} (%)" for m in BOOTSTRAP_METRICS)]
     lines = [f"### Bootstrap over test samples ({confidence:.0%} percentile intervals, per run)", ""]
     lines += markdown_table(
@@ -84,7 +91,30 @@ def bootstrap_markdown(results: Sequence[tuple[Row, Run, dict]], confidence: flo
         ),
     )
     n = results[0][2][BOOTSTRAP_METRICS[0]].n_resamples if results else 0
-    lines += ["", f"{n} resamples of the test set per run: the uncertainty from the finite test set alone."]
+    lines += [
+        "",
+        f"{n} resamples of the test set per run: the uncertainty from the finite test set alone. "
+        f"{GAP_LABEL}: mean top-label confidence minus accuracy on the test set (> 0: over-confident, "
+        "< 0: under-confident; its absolute value is at most Hist P).",
+    ]
+    by_row: dict[int, tuple[Row, list[float]]] = {}
+    for row, _, b in results:
+        by_row.setdefault(id(row), (row, []))[1].append(b["confidence_gap"].estimate)
+    lines += ["", f"#### {GAP_LABEL} over seeds", ""]
+    lines += markdown_table(
+        ["Setting", "Model", "Method", f"{GAP_LABEL} (%)", "Seeds over-confident"],
+        (
+            [
+                row.setting_text or "-",
+                row.model,
+                row.method.display,
+                format_cell(summarise(gaps), interval=True, confidence=confidence),
+                f"{sum(g > 0 for g in gaps)} of {len(gaps)}",
+            ]
+            for row, gaps in by_row.values()
+        ),
+    )
+    lines += ["", f"mean ± sample std (seeds) [{confidence:.0%} Student-t interval of the mean over seeds]."]
     return "\n".join(lines) + "\n"
 
 
