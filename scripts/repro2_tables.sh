@@ -148,7 +148,8 @@ def finished(preset):
 def wall(preset):
     """(seconds, state, sessions) from the log: each "=== T start" opens an interval, closed by the next
     "=== T done" line, else by the driver's own "sweep <name>: ... trials in N s" (a session started by
-    hand has no done line), else by the last MLflow log timestamp before the next start; an interval
+    hand has no done line), else by the last MLflow log or Tune status time before the next start (a
+    session killed outright: the end of a machine session SIGKILLs it); an interval
     still open at the end of the log is the running session (counted up to now)."""
     log = runs / f"{preset}.log"
     if not log.exists():
@@ -178,6 +179,10 @@ def wall(preset):
         ts = re.match(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) ", line)
         if ts:
             cur["last"] = dt.datetime.strptime(ts.group(1), "%Y/%m/%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+        # Tune's status table, every 30 s, in local time: what bounds a session killed without a trace
+        tune = re.match(r"^Current time: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.", line)
+        if tune:
+            cur["last"] = max(cur["last"], dt.datetime.strptime(tune.group(1), "%Y-%m-%d %H:%M:%S").astimezone())
     if cur:
         intervals.append(cur)
     total = 0.0
