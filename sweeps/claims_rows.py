@@ -4,18 +4,17 @@ report CSV), the row and summary of one side of a test, and a paired test's per-
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from simlab.stats import Summary, summarise
-from sweeps.results import Row, build_rows, load_runs, read_csv
+from simlab.stats import Summary
+from sweeps.results import Row, build_rows, load_runs, paired_differences, read_csv
 
 # `sweeps.claims` imports this module, so its types (Source, Side, ClaimTest) are annotated Any here.
 logger = logging.getLogger("sweeps.claims")
 
-__all__ = ["find_row", "load_source_rows", "norm_value", "row_summary", "seed_differences", "seed_values"]
+__all__ = ["find_row", "load_source_rows", "norm_value", "row_summary", "seed_differences"]
 
 
 def norm_value(value: Any) -> str:
@@ -67,23 +66,9 @@ def row_summary(row: Row | None, metric: str) -> Summary | None:
     return s if s is not None and s.n > 0 else None
 
 
-def seed_values(row: Row, metric: str) -> dict[str, float]:
-    """``seed -> value`` of a row's runs (a post-hoc row reads its prefixed metric)."""
-    prefix = f"{row.method.posthoc}_" if row.method.posthoc else ""
-    out = {}
-    for run in row.runs:
-        value = run.metrics.get(prefix + metric)
-        if value is not None and math.isfinite(value):
-            out[run.params.get("seed", run.run_id)] = float(value)
-    return out
-
-
 def seed_differences(row_a: Row, row_b: Row, t: Any) -> Summary | None:
     """The per-seed differences of a paired test; None when a row carries no runs (read from a CSV)."""
-    if not row_a.runs or not row_b.runs:
-        return None
-    va, vb = seed_values(row_a, t.a.metric), seed_values(row_b, t.b.metric)
-    return summarise(va[seed] - vb[seed] for seed in sorted(set(va) & set(vb)))
+    return paired_differences(row_a, t.a.metric, row_b, t.b.metric)
 
 
 def find_row(rows: Sequence[Row], side: Any) -> Row | None:

@@ -374,6 +374,51 @@ def test_comparisons_match_scipy_welch_and_holm(noisy_store):
             assert c.verdict == "cannot tell"
 
 
+def test_post_hoc_rows_are_paired_with_the_runs_they_recalibrate(tmp_path):
+    """TS against one-hot is the same runs: the paired t-test over seeds (scipy's ttest_rel), pairs
+    matched by seed; uniform against one-hot stays Welch's; TS's accuracy (equal on every seed) has no
+    test and leaves Holm's family; a CSV (no per-seed values) falls back to Welch."""
+    from simlab.stats import min_detectable_difference_paired, summarise
+
+    onehot, ts = [0.10, 0.07, 0.12, 0.08], [0.02, 0.015, 0.03, 0.012]  # by seed
+    uniform = [0.03, 0.05, 0.02]
+    uri, client, exp, parent = sweep_store(tmp_path, "a")
+    for seed in (2, 0, 3, 1):  # logged out of order
+        metrics = {"ece_hist_prediction": onehot[seed], "accuracy": 0.6 + seed / 100, "val_nll": 1.0}
+        metrics.update(ts_ece_hist_prediction=ts[seed], ts_accuracy=0.6 + seed / 100)
+        log_run(client, exp, parent, "onehot", {"label": "onehot", "model": "m", "seed": str(seed)}, metrics)
+    for seed, value in enumerate(uniform):
+        metrics = {"ece_hist_prediction": value, "accuracy": 0.6, "val_nll": 1.0}
+        log_run(
+            client, exp, parent, "uniform", {"label": "uniform", "model": "m", "seed": str(seed)}, metrics
+        )
+    _, runs = report.load_runs(uri, "a")
+    rows = report.build_rows(runs)
+    metrics = ("ece_hist_prediction", "accuracy")
+    got = {
+        (c.row.method.display, c.metric): c for c in report.compare(rows, Method("onehot"), metrics=metrics)
+    }
+    c = got["TS", "ece_hist_prediction"]
+    assert c.test == "paired"
+    assert c.p == pytest.approx(scipy.stats.ttest_rel(ts, onehot).pvalue, rel=1e-9)
+    diffs = summarise(a - b for a, b in zip(ts, onehot, strict=True))
+    assert c.detectable == pytest.approx(min_detectable_difference_paired(diffs), rel=1e-9)
+    u = got["Uniform", "ece_hist_prediction"]
+    assert u.test == "welch"
+    assert u.p == pytest.approx(scipy.stats.ttest_ind(uniform, onehot, equal_var=False).pvalue, rel=1e-9)
+    same = got["TS", "accuracy"]
+    assert same.test == "paired" and same.verdict == "n/a" and np.isnan(same.p_holm)
+    tested = [c for c in got.values() if np.isfinite(c.p)]  # Holm over the comparisons with a test
+    for c, want in zip(tested, _holm_by_hand([c.p for c in tested]), strict=True):
+        assert c.p_holm == pytest.approx(want, rel=1e-9)
+    out = tmp_path / "out"
+    assert cli.main(["--tracking-uri", uri, "--experiment", "a", "--out", str(out), "--no-diagrams"]) == 0
+    delta = 100 * (np.mean(ts) - np.mean(onehot))
+    assert f"| m | TS | Hist P | {delta:+.2f} | paired |" in (out / "report.md").read_text()
+    back = report.compare(report.read_csv(out / "report.csv"), Method("onehot"), metrics=metrics)
+    assert {c.test for c in back} == {"welch"}
+
+
 def test_verdicts_on_clear_differences(tmp_path):
     """Known truth: a method 30 points better / worse with 1-point seed spread is better / worse."""
     from simlab.stats import Summary

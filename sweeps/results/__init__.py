@@ -24,7 +24,14 @@ from sweeps.results.artifacts import (
     ood_figure,
     reliability_grid,
 )
-from sweeps.results.compare import HIGHER_IS_BETTER, Comparison, Verdict, compare, comparisons_csv
+from sweeps.results.compare import (
+    HIGHER_IS_BETTER,
+    Comparison,
+    Verdict,
+    compare,
+    comparisons_csv,
+    paired_differences,
+)
 from sweeps.results.method import (
     LABEL_NAMES,
     LOSS_NAMES,
@@ -49,6 +56,7 @@ from sweeps.results.rows import (
     ood_dataset_columns,
     ood_rows,
     read_csv,
+    seed_values,
     selection_score,
     to_csv,
     warm_start_points,
@@ -90,8 +98,10 @@ __all__ = [
     "ood_columns",
     "ood_dataset_columns",
     "ood_rows",
+    "paired_differences",
     "read_csv",
     "reliability_grid",
+    "seed_values",
     "selection_score",
     "to_csv",
     "to_markdown",

@@ -84,6 +84,18 @@ class Row:
         return " ".join(f"{k}={v}" for k, v in self.setting)
 
 
+def seed_values(row: Row, metric: str) -> dict[str, float]:
+    """``seed -> value`` of a row's runs (a post-hoc row reads its prefixed metric); empty for a row
+    read from a CSV (no runs)."""
+    prefix = f"{row.method.posthoc}_" if row.method.posthoc else ""
+    out = {}
+    for run in row.runs:
+        value = run.metrics.get(prefix + metric)
+        if value is not None and math.isfinite(value):
+            out[run.params.get("seed", run.run_id)] = float(value)
+    return out
+
+
 def selection_score(runs: Sequence[Run], select: str, mode: str) -> float:
     """The mean of validation metric ``select`` over ``runs``, signed so that lower is better
     (inf when no run has it): what picks a method's configuration and the best similarity row."""

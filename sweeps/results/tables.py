@@ -125,7 +125,8 @@ def to_markdown(
                 "Method",
                 "Metric",
                 "Δ (points)",
-                "p (Welch)",
+                "Test",
+                "p",
                 "p (Holm)",
                 f"Verdict at {alpha:g}",
                 "Detectable Δ (80 % power)",
@@ -137,6 +138,7 @@ def to_markdown(
                     c.row.method.display,
                     labels.get(c.metric, c.metric),
                     fmt_points(c.diff),
+                    "paired" if c.test == "paired" else "Welch",
                     fmt_p(c.p),
                     fmt_p(c.p_holm),
                     c.verdict,
@@ -147,12 +149,13 @@ def to_markdown(
         )
         lines += [
             "",
-            "Δ = method - baseline (mean over seeds, in points). Welch's t-test over seeds; p (Holm) is "
-            "corrected over every comparison in this table. better / worse: Holm p < "
-            f"{alpha:g} in the metric's better / worse direction (lower ECE, higher accuracy); cannot tell: "
-            "not significant. Detectable Δ: the difference Welch's test would find with 80 % power given "
-            "these seeds' spread; a true difference smaller than it is likely to read 'cannot tell'. "
-            "See docs/statistics.md.",
+            "Δ = method - baseline (mean over seeds, in points). Test: the paired t-test over seeds "
+            "where both rows are the same runs (TS, ETS, Dir-ODIR recalibrate the one-hot runs), else "
+            "Welch's t-test; p (Holm) is corrected over every comparison in this table. better / worse: "
+            f"Holm p < {alpha:g} in the metric's better / worse direction (lower ECE, higher accuracy); "
+            "cannot tell: not significant. Detectable Δ: the difference the test would find with 80 % "
+            "power given these seeds' spread; a true difference smaller than it is likely to read "
+            "'cannot tell'. See docs/statistics.md.",
         ]
     plain = [r for r in rows if not r.method.posthoc]
     ood_cols = ood_columns(plain)
