@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from simlab._validate import did_you_mean
 from simlab.config import FIELD_METHODS, INT32_MAX, Bound, TrainConfig
-from simlab.metric_names import METRIC_NAMES
+from simlab.metric_names import METRIC_NAMES, SIGNED_METRICS
 
-# SPEC §6 metric names; the objective must be one of them on the validation split.
-VALID_OBJECTIVES: tuple[str, ...] = tuple(f"val_{m}" for m in METRIC_NAMES)
+# SPEC §6 metric names; the objective must be one of them on the validation split (not a signed one).
+VALID_OBJECTIVES: tuple[str, ...] = tuple(f"val_{m}" for m in METRIC_NAMES if m not in SIGNED_METRICS)
 DIMENSION_KINDS: tuple[str, ...] = ("choice", "uniform", "loguniform", "int")
 SCHEDULER_CHOICES: tuple[str, ...] = ("asha", "none")
 # similarity_args values under these keys are files that must exist before anything starts.
@@ -240,6 +240,12 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
         metric, _, mode = part.strip().partition(":")
         metric = metric.strip()
         mode = (mode.strip() or ("max" if metric.endswith("accuracy") else "min")).lower()
+        if metric.removeprefix("val_") in SIGNED_METRICS:
+            raise SpecError(
+                "objective",
+                f"{metric!r} is signed (> 0 over-confident, < 0 under-confident): minimising it rewards "
+                "under-confidence; optimise a calibration error instead, e.g. val_ece_hist_prediction",
+            )
         if metric not in VALID_OBJECTIVES:
             hint = did_you_mean(metric, VALID_OBJECTIVES)
             why = (

@@ -224,6 +224,14 @@ def test_objectives_infer_directions_and_reject_unknown():
     assert err.value.field == "objective"
 
 
+@pytest.mark.parametrize("text", ["val_confidence_gap", "val_confidence_gap:min", "val_nll,confidence_gap"])
+def test_the_signed_confidence_gap_is_never_an_objective(text):
+    # minimising mean confidence - accuracy would reward under-confidence: refused, with the reason
+    with pytest.raises(SpecError, match="signed .* rewards under-confidence") as err:
+        parse_objectives(text)
+    assert err.value.field == "objective"
+
+
 def test_in_process_needs_one_worker():
     with pytest.raises(SpecError) as err:
         spec_of("quickstart", workers_per_trial=2, in_process=True)

@@ -121,6 +121,8 @@ def test_smoke_metrics_match_independent_reference(smoke, digits):
         assert m[prefix + "brier"] == pytest.approx(((p - onehot) ** 2).sum(1).mean().item(), abs=1e-5)
         ece = multiclass_calibration_error(p.float(), y, num_classes=10, n_bins=15, norm="l1").item()
         assert m[prefix + "ece_hist_prediction"] == pytest.approx(ece, abs=1e-5)
+        gap = p.max(1).values.mean().item() - (p.argmax(1) == y).double().mean().item()
+        assert m[prefix + "confidence_gap"] == pytest.approx(gap, abs=1e-6)
     assert torch.equal(result.test_labels, digits.test_y)
     assert torch.equal(result.val_labels, digits.val_y)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from simlab.calibration import accuracy, brier, hist_ece, kde_ece, nll
+from simlab.calibration import accuracy, brier, confidence_gap, hist_ece, kde_ece, nll
 from simlab.data import (
     DATASETS,
     check_dataset_args,
@@ -76,6 +76,7 @@ _METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], Any]] = {
     "ece_hist_output": lambda p, y, n_bins: hist_ece(p, y, n_bins=n_bins, scope="output"),
     "ece_kde_prediction": lambda p, y, n_bins: kde_ece(p, y, scope="prediction"),
     "ece_kde_output": lambda p, y, n_bins: kde_ece(p, y, scope="output"),
+    "confidence_gap": lambda p, y, n_bins: confidence_gap(p, y),
 }
 if tuple(_METRICS) != METRIC_NAMES:  # the sweep spec checks objectives against the torch-free list
     raise ImportError(
