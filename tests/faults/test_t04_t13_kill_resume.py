@@ -93,7 +93,8 @@ def test_sigkill_whole_sweep_then_resume(tmp_path: Path) -> None:
 
 def _copy_state_group(sweep_dir: Path, to: Path) -> list[str] | None:
     """Copy Tune's state files (experiment, search generator, searcher) of one moment into ``to``; the
-    trial statuses of that experiment state, or None when Tune wrote a newer one while copying."""
+    trial statuses of that experiment state, or None when Tune wrote a newer one while copying or the
+    copy caught it mid-write (under load the mtime can read the same before and after)."""
     import json
     import shutil
 
@@ -110,7 +111,10 @@ def _copy_state_group(sweep_dir: Path, to: Path) -> list[str] | None:
             return None
     except OSError:
         return None
-    data = json.loads((to / states[-1].name).read_text())
+    try:  # Tune writes this folder's state in place: a copy taken mid-write is empty or cut short
+        data = json.loads((to / states[-1].name).read_text())
+    except json.JSONDecodeError:
+        return None
     return [json.loads(meta)["status"] for meta, _ in data["trial_data"]]
 
 
