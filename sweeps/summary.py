@@ -25,6 +25,7 @@ from sweeps.trainable import FAILED_FLAG, FAILED_REASON, FINAL_FLAG
 TABLE_METRICS: tuple[str, ...] = (
     "accuracy",
     "ece_hist_prediction",
+    "confidence_gap",  # its sign: > 0 over-confident, < 0 under-confident (|gap| <= Hist P)
     "ece_hist_output",
     "ece_kde_prediction",
     "ece_kde_output",

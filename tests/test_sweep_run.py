@@ -122,6 +122,9 @@ def test_child_runs_hold_spec_section_6_params_metrics_artifacts(tiny_sweep, tmp
         assert np.allclose(probs.sum(1), 1, atol=1e-4)
         assert metrics["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()), abs=1e-6)
         assert metrics["accuracy"] == pytest.approx(row["accuracy"])  # Tune and MLflow agree
+        gap = float(probs.max(1).mean() - (probs.argmax(1) == labels).mean())
+        assert metrics["confidence_gap"] == pytest.approx(gap, abs=1e-5)
+        assert metrics["confidence_gap"] == pytest.approx(row["confidence_gap"])  # the summary's column
 
 
 def test_existing_sweep_needs_resume(tiny_sweep):
