@@ -53,8 +53,8 @@ from simlab.stats import (
     paired_test,
     welch_test,
 )
-from sweeps.claims_rows import find_row, load_source_rows, row_summary, seed_differences
-from sweeps.results import Method, Row
+from sweeps.claims_rows import find_row, load_source_rows, row_summary
+from sweeps.results import Method, Row, paired_differences
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +325,9 @@ def evaluate_claims(
             row_b = find_row(rb, t.b) if rb is not None else None
             a, b = row_summary(row_a, t.a.metric), row_summary(row_b, t.b.metric)
             pairs = (
-                seed_differences(row_a, row_b, t) if t.paired and a is not None and b is not None else None
+                paired_differences(row_a, t.a.metric, row_b, t.b.metric)
+                if t.paired and a is not None and b is not None
+                else None
             )
             if pairs is not None and pairs.n > 0:
                 w = paired_test(pairs)

@@ -1,5 +1,6 @@
 """Where a claim's numbers come from (`sweeps.claims`): a source's rows (its MLflow store, else its
-report CSV), the row and summary of one side of a test, and a paired test's per-seed differences."""
+report CSV), the row and summary of one side of a test (a paired test's per-seed differences:
+`sweeps.results.paired_differences`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from simlab.stats import Summary
-from sweeps.results import Row, build_rows, load_runs, paired_differences, read_csv
+from sweeps.results import Row, build_rows, load_runs, read_csv
 
 # `sweeps.claims` imports this module, so its types (Source, Side, ClaimTest) are annotated Any here.
 logger = logging.getLogger("sweeps.claims")
 
-__all__ = ["find_row", "load_source_rows", "norm_value", "row_summary", "seed_differences"]
+__all__ = ["find_row", "load_source_rows", "norm_value", "row_summary"]
 
 
 def norm_value(value: Any) -> str:
@@ -64,11 +65,6 @@ def row_summary(row: Row | None, metric: str) -> Summary | None:
         return None
     s = row.cells.get(metric)
     return s if s is not None and s.n > 0 else None
-
-
-def seed_differences(row_a: Row, row_b: Row, t: Any) -> Summary | None:
-    """The per-seed differences of a paired test; None when a row carries no runs (read from a CSV)."""
-    return paired_differences(row_a, t.a.metric, row_b, t.b.metric)
 
 
 def find_row(rows: Sequence[Row], side: Any) -> Row | None:
