@@ -3,12 +3,12 @@
 Data: seeded synthetic ``probs = softmax(2 * randn(N, K))`` (float32) with labels that agree with
 the argmax 60 % of the time; the values do not change the cost.
 
-- ours: ``bootstrap_metrics(probs, labels, n_resamples=R)``: accuracy and the four ECEs (histogram
-  / KDE x prediction / output) of R resamples, computed as weighted sums, sparse products and
+- ours: ``bootstrap_metrics(probs, labels, n_resamples=R)``: accuracy, the confidence gap and the four
+  ECEs (histogram / KDE x prediction / output) of R resamples, computed as weighted sums, sparse products and
   batched FFTs, ``--chunk`` resamples at a time.
 - baseline (same run): the loop a reader would write: for each resample, index the test set and call
-  `simlab.calibration`'s ``accuracy``, ``hist_ece`` and ``kde_ece`` (both scopes). Timed on
-  ``--baseline-resamples`` resamples and extrapolated linearly to R (each resample costs the same).
+  `simlab.calibration`'s ``accuracy``, ``confidence_gap``, ``hist_ece`` and ``kde_ece`` (both scopes).
+  Timed on ``--baseline-resamples`` resamples and extrapolated linearly to R (each resample costs the same).
 
 Usage: python scripts/bench/bench_bootstrap.py [--n 10000] [--k 10] [--resamples 1000]
        [--baseline-resamples 50] [--chunk 50]
@@ -42,6 +42,7 @@ def loop(probs: torch.Tensor, labels: torch.Tensor, resamples: int) -> None:
         idx = torch.randint(0, n, (n,), generator=g)
         p, y = probs[idx], labels[idx]
         cal.accuracy(p, y)
+        cal.confidence_gap(p, y)
         for scope in ("prediction", "output"):
             cal.hist_ece(p, y, 15, scope)
             cal.kde_ece(p, y, scope)
@@ -57,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     probs, labels = data(args.n, args.k)
     print(f"machine: {machine()}")
-    measured = ("simlab/stats.py", "simlab/calibration.py", "scripts/bench/bench_bootstrap.py")
+    measured = ("simlab/calibration", "scripts/bench/bench_bootstrap.py")
     print(f"commit:  {git_commit(*measured)}")
     t0 = time.perf_counter()
     bootstrap_metrics(
