@@ -1,5 +1,7 @@
 """The report CLI (``scripts/report.py``): a sweep's table with statistics from its MLflow experiment
-or a report CSV, its comparisons with a baseline, per-run bootstrap intervals, and claims tables.
+or a report CSV, its comparisons with a baseline, per-run bootstrap intervals, figures (reliability
+grid, OOD histograms, and for a report grouped by one numeric param its ablation figure), and claims
+tables.
 The library parts are `sweeps.results`, `sweeps.claims` and `sweeps.claims_tables`."""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from sweeps.results import (
     BEST_EPOCH_COLUMN,
     COLUMNS,
     Method,
+    ablation_figure,
+    ablation_param,
     bootstrap_csv,
     bootstrap_markdown,
     bootstrap_rows,
@@ -124,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="table title (default: the experiment or CSV name)")
     p.add_argument("--select", default="val_nll", help="validation metric that picks a method's config")
     p.add_argument("--mode", choices=["min", "max"], help="direction of --select (default: max for accuracy)")
-    p.add_argument("--no-diagrams", action="store_true", help="skip the reliability-diagram grid")
+    p.add_argument(
+        "--no-diagrams",
+        action="store_true",
+        help="skip the figures (reliability grid, OOD histograms, the ablation figure)",
+    )
     p.add_argument(
         "--group-by", default="", help="params that split rows into settings (paper B: noise_kind,noise_rate)"
     )
@@ -284,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     if comparisons:
         write_text_atomic(out / "comparisons.csv", comparisons_csv(comparisons))
     print(md)
+    param = None if args.no_diagrams else ablation_param(rows)
+    if param:  # grouped by one numeric param: paper A Fig. 2's view of it
+        fig = ablation_figure(rows, param, out / f"ablation_{re.sub(r'[^0-9A-Za-z_]+', '_', param)}.png")
+        print(f"ablation figure over {param}: {fig}" if fig else f"no ablation figure over {param} (no data)")
     if client is not None and not args.no_diagrams:
         grid = reliability_grid(client, rows, out / "reliability.png")
         print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")

@@ -12,11 +12,14 @@
 - `tables`: cells, p-values and the markdown tables.
 - `artifacts`: bootstrap intervals, reliability grid and noise-confidence figure from the runs'
   saved test outputs.
+- `ablation`: a report grouped by one numeric param (``--group-by alpha``): each metric against it,
+  one line per method (paper A §6.3, Fig. 2).
 
 Claims checked by code are `sweeps.claims`; the CLI is `sweeps.report` (``scripts/report.py``).
 MLflow, torch and matplotlib are imported when a function needs them.
 """
 
+from sweeps.results.ablation import ablation_figure, ablation_param, ablation_series, build_ablation_figure
 from sweeps.results.artifacts import (
     bootstrap_csv,
     bootstrap_markdown,
@@ -81,9 +84,13 @@ __all__ = [
     "Row",
     "Run",
     "Verdict",
+    "ablation_figure",
+    "ablation_param",
+    "ablation_series",
     "bootstrap_csv",
     "bootstrap_markdown",
     "bootstrap_rows",
+    "build_ablation_figure",
     "build_rows",
     "compare",
     "comparisons_csv",
