@@ -163,3 +163,38 @@ def test_cli_writes_the_ablation_figure_from_the_store_and_the_csv(raw, tmp_path
     skip = tmp_path / "skip"
     assert cli.main([*args[:-3], str(skip), "--group-by", "alpha", "--no-diagrams"]) == 0
     assert not list(skip.glob("ablation_*"))
+
+
+def _constant_rows(onehot: float) -> list:
+    """Uniform at 2, 4, 6 % over alpha (3 seeds each, spread ±0.5), one-hot at ``onehot`` % on every seed."""
+    runs = []
+    for seed, d in zip(SEEDS, (-0.005, 0.0, 0.005), strict=True):
+        runs.append(
+            Run(
+                f"o{seed}",
+                Method.parse("onehot"),
+                "m",
+                _params("onehot", None, seed),
+                {"accuracy": onehot / 100},
+            )
+        )
+        for alpha, v in zip(ALPHAS, (0.02, 0.04, 0.06), strict=True):
+            runs.append(
+                Run(
+                    f"u{alpha}{seed}",
+                    Method.parse("uniform"),
+                    "m",
+                    _params("uniform", alpha, seed),
+                    {"accuracy": v + d},
+                )
+            )
+    return report.build_rows(runs, group_by=("alpha",))
+
+
+def test_an_off_scale_reference_is_named_not_drawn_into_the_axis():
+    (ax,) = report.build_ablation_figure(_constant_rows(50.0), "alpha", metrics=[("accuracy", "Acc")]).axes
+    lo, hi = ax.get_ylim()
+    assert lo < 1.5 and 6.5 < hi < 50  # the series' range (means ± intervals, seeds), not one-hot's 50 %
+    assert [t.get_text() for t in ax.texts] == ["One-hot: 50.00 ↑ (off scale)"]
+    (ax,) = report.build_ablation_figure(_constant_rows(8.0), "alpha", metrics=[("accuracy", "Acc")]).axes
+    assert ax.get_ylim()[1] > 8.0 and not ax.texts  # near the series: the axis takes it in

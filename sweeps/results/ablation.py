@@ -126,23 +126,14 @@ def build_ablation_figure(
     colors = {}
     for i, (_, label, series) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
+        refs, values = [], []  # values: every mean, bound and seed drawn for the series
         for s in series:
             name = s.method.display + (f" ({s.model})" if len(models) > 1 else "")
             color = colors.setdefault(name, f"C{len(colors) % 10}")
             if s.reference:
                 p = s.points[0]
-                if not p.cell.n:
-                    continue
-                ax.axhline(
-                    100 * p.cell.mean,
-                    color=color,
-                    linestyle="--",
-                    linewidth=1.2,
-                    label=f"{name} (no {symbol})",
-                )
-                lo, hi = t_interval(p.cell, confidence)
-                if math.isfinite(lo):
-                    ax.axhspan(100 * lo, 100 * hi, color=color, alpha=0.12, linewidth=0)
+                if p.cell.n:
+                    refs.append((name, color, p.cell))
                 continue
             shown = [p for p in s.points if p.cell.n]
             if not shown:
@@ -155,11 +146,14 @@ def build_ablation_figure(
                 low.append(100 * (p.cell.mean - lo) if math.isfinite(lo) else 0.0)
                 high.append(100 * (hi - p.cell.mean) if math.isfinite(hi) else 0.0)
             err = [low, high]
+            values += [v + d for v, lo_, hi_ in zip(y, low, high, strict=True) for d in (-lo_, 0.0, hi_)]
             ax.errorbar(x, y, yerr=err, color=color, marker="o", capsize=3, linewidth=1.5, label=name)
             dots_x = [p.x for p in shown for _ in p.seeds]
             if dots_x:
                 dots_y = [100 * v for p in shown for v in p.seeds]
                 ax.scatter(dots_x, dots_y, color=color, s=10, alpha=0.45, linewidths=0)
+                values += dots_y
+        _draw_references(ax, refs, values, symbol, confidence)
         if log_x:
             ax.set_xscale("log")
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
@@ -167,11 +161,45 @@ def build_ablation_figure(
         ax.set_xlabel(symbol)
         ax.set_title(f"{label} (%)")
         ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=8)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)  # off the panels' own notes
     fig.suptitle(
         f"Over {symbol}: mean over seeds, {100 * confidence:g} % t interval; dots: seeds", fontsize=10
     )
     return fig
+
+
+def _draw_references(ax, refs, values: list[float], symbol: str, confidence: float) -> None:
+    """Each reference (name, color, cell) as a dashed line with its interval as a band. The y axis
+    fits the series; a reference more than half the series' range beyond it would flatten them, so it
+    is named at the panel's edge with its value instead of widening the axis."""
+    low, high = (min(values), max(values)) if values else (math.nan, math.nan)
+    width = max(high - low, 1e-6) if values else math.nan
+    shown_lo, shown_hi = low, high
+    edge = {True: 0.97, False: 0.03}  # above / below: where an off-scale reference is named
+    for name, color, cell in refs:
+        mean = 100 * cell.mean
+        ax.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=f"{name} (no {symbol})")
+        lo, hi = t_interval(cell, confidence)
+        if math.isfinite(lo):
+            ax.axhspan(100 * lo, 100 * hi, color=color, alpha=0.12, linewidth=0)
+        if values and not low - width / 2 <= mean <= high + width / 2:
+            above = mean > high
+            ax.text(
+                0.02,
+                edge[above],
+                f"{name}: {mean:.2f} {'↑' if above else '↓'} (off scale)",
+                transform=ax.transAxes,
+                color=color,
+                fontsize=7,
+                va="top" if above else "bottom",
+            )
+            edge[above] += -0.06 if above else 0.06
+        elif values:
+            shown_lo, shown_hi = min(shown_lo, mean), max(shown_hi, mean)
+    if values:
+        pad = 0.12 * max(shown_hi - shown_lo, 1e-6)
+        ax.set_ylim(shown_lo - pad, shown_hi + pad)
 
 
 def ablation_figure(rows: Sequence[Row], param: str, path: Path, **kwargs) -> Path | None:
