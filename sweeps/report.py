@@ -295,8 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     param = None if args.no_diagrams else ablation_param(rows)
     if param:  # grouped by one numeric param: paper A Fig. 2's view of it
-        fig = ablation_figure(rows, param, out / f"ablation_{re.sub(r'[^0-9A-Za-z_]+', '_', param)}.png")
-        print(f"ablation figure over {param}: {fig}" if fig else f"no ablation figure over {param} (no data)")
+        try:
+            fig = ablation_figure(rows, param, out / f"ablation_{re.sub(r'[^0-9A-Za-z_]+', '_', param)}.png")
+        except ValueError as err:  # a method both with and without the param: the tables stand
+            print(f"no ablation figure: {err}", file=sys.stderr)
+        else:
+            print(
+                f"ablation figure over {param}: {fig}"
+                if fig
+                else f"no ablation figure over {param} (no data)"
+            )
     if client is not None and not args.no_diagrams:
         grid = reliability_grid(client, rows, out / "reliability.png")
         print(f"reliability diagrams: {grid}" if grid else "no reliability diagrams (no test_probs.npz)")

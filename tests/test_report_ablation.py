@@ -198,3 +198,27 @@ def test_an_off_scale_reference_is_named_not_drawn_into_the_axis():
     assert [t.get_text() for t in ax.texts] == ["One-hot: 50.00 ↑ (off scale)"]
     (ax,) = report.build_ablation_figure(_constant_rows(8.0), "alpha", metrics=[("accuracy", "Acc")]).axes
     assert ax.get_ylim()[1] > 8.0 and not ax.texts  # near the series: the axis takes it in
+
+
+def test_cli_keeps_its_tables_when_the_rows_cannot_make_a_figure(raw, tmp_path, capsys):
+    uri, client, exp_id, parent = sweep_store(tmp_path, "mixed")
+    for run in _runs(raw):
+        log_run(client, exp_id, parent, str(run.method), run.params, run.metrics)
+    log_run(
+        client,
+        exp_id,
+        parent,
+        "similarity:we",
+        _params("similarity:we", None, 0),
+        raw["similarity:we"][0.1][0],
+    )
+    out = tmp_path / "out"
+    assert (
+        cli.main(["--tracking-uri", uri, "--experiment", "mixed", "--out", str(out), "--group-by", "alpha"])
+        == 0
+    )
+    assert (
+        "no ablation figure: ablation over 'alpha': WE has rows both with and without"
+        in capsys.readouterr().err
+    )
+    assert (out / "report.md").exists() and not list(out.glob("ablation_*"))
