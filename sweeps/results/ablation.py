@@ -5,8 +5,9 @@ beta``) is an ablation: `ablation_param` finds that param, `ablation_series` tur
 series per (model, method) over its values, and `ablation_figure` draws one panel per metric: each
 series' mean over seeds with its 95 % Student-t interval (`simlab.stats.t_interval`) and the seeds
 themselves as dots. A method that does not use the param (one-hot against α, uniform LS against β:
-its setting reads ``-``) is drawn as a dashed reference line with its interval as a band. Post-hoc
-rows (TS, ETS, Dir-ODIR) are left out: they recalibrate the one-hot runs, which have no value of it.
+its setting reads ``-``) is drawn as a dashed reference line with its interval as a band, or named
+at the panel's edge when it lies far outside the lines. Post-hoc rows (TS, ETS, Dir-ODIR) are left
+out: they recalibrate the one-hot runs, and are not points of what the ablation varies.
 """
 
 from __future__ import annotations
