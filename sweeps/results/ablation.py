@@ -20,7 +20,7 @@ from pathlib import Path
 from simlab._io import atomic_path
 from simlab.stats import Summary, t_interval
 from sweeps.results.method import Method
-from sweeps.results.rows import COLUMNS, Row
+from sweeps.results.rows import COLUMNS, Row, seed_values
 
 __all__ = ["Point", "Series", "ablation_figure", "ablation_param", "ablation_series", "build_ablation_figure"]
 
@@ -83,11 +83,7 @@ def ablation_series(rows: Sequence[Row], param: str, metric: str) -> list[Series
         if x is None:
             raise ValueError(f"ablation over {param!r}: {row.method.display} has a non-numeric {value!r}")
         cell = row.cells.get(metric, Summary(math.nan, math.nan, 0))
-        seeds = tuple(
-            float(r.metrics[metric])
-            for r in row.runs
-            if metric in r.metrics and math.isfinite(float(r.metrics[metric]))
-        )
+        seeds = tuple(seed_values(row, metric).values())
         grouped.setdefault((row.model, row.method), []).append(Point(x, cell, seeds))
     out = []
     for (model, method), points in grouped.items():
