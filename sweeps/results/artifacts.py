@@ -94,6 +94,8 @@ def bootstrap_markdown(results: Sequence[tuple[Row, Run, dict]], confidence: flo
     lines += [
         "",
         f"{n} resamples of the test set per run: the uncertainty from the finite test set alone. "
+        "ECE is biased upward, so for a well-calibrated run its interval can sit just above the "
+        "estimate (docs/statistics.md). "
         f"{GAP_LABEL}: mean top-label confidence minus accuracy on the test set (> 0: over-confident, "
         "< 0: under-confident; its absolute value is at most Hist P).",
     ]
