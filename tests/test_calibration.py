@@ -231,6 +231,23 @@ def test_ece_goes_to_zero_for_self_sampled_labels(scope):
     assert np.mean([k for _, k in large]) < np.mean([k for _, k in small])
 
 
+@pytest.mark.parametrize("k", [2, 10, 200])
+@pytest.mark.parametrize("scale", [0.5, 3.0, 20.0])
+def test_output_hist_ece_is_bounded_by_two_over_k(k, scale):
+    # Weights |B_m| / (N*K) (SPEC): each bin's |sum of (1[y=k] - p)| is at most the sum of the absolute
+    # residuals, and over a row those add to 2 (1 - p_y). So Hist O <= 2 mean(1 - p_y) / K <= 2 / K,
+    # which is why it reads ~0.01 % at K = 200 (RESULTS.md). Worst cases: confidently wrong labels.
+    for calibrated in (True, False):
+        _, p, y = _data(3000, k, scale, seed=k, calibrated=calibrated)
+        bound = 2 * float((1 - p[torch.arange(len(y)), y]).mean()) / k
+        ece = hist_ece(p, y, scope="output")
+        assert ece <= bound + 1e-12 <= 2 / k + 1e-12
+    # the bound is attained: one-hot predictions, all wrong (every pair sits at 0 or 1 with the wrong outcome)
+    y = torch.arange(3000) % k
+    wrong = F.one_hot((y + 1) % k, k).double()
+    assert hist_ece(wrong, y, scope="output") == pytest.approx(2 / k, rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # accuracy, NLL, Brier
 # ------------------------------------------------------------------------------------------------

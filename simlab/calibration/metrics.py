@@ -238,6 +238,8 @@ def hist_ece(
 
     ``probs [N, K]``, ``labels [N]``; ``n = N`` pairs for ``scope="prediction"`` (top label),
     ``n = N*K`` for ``scope="output"``. Bins ``((m-1)/M, m/M]``, the first also takes 0.
+    With these weights the output scope is at most ``2 mean_i(1 - p_{i,y_i}) / K <= 2 / K`` (each row's
+    absolute residuals add to ``2 (1 - p_y)``): small for many classes, whatever the model.
     """
     probs, labels = _prepare(probs, labels)
     n_bins = _validate.check_num_classes("n_bins", n_bins)
