@@ -388,18 +388,20 @@ def tune_trials(sweep_dir: Path) -> list[dict]:
     # Newest by the timestamp in the name, as Tune picks it (after a restore Tune may touch old ones too).
     # Tune rewrites the file in place (open "w", then json.dump), so a read while a sweep runs can land
     # between the truncation and the write and see an empty or partial file: read again until it parses.
-    deadline = time.monotonic() + 30
-    while True:
+    read: list[dict | None] = []
+
+    def parsed() -> bool:
         states = sorted(Path(sweep_dir).glob("experiment_state-*.json"))
-        if not states:
-            return []
         try:
-            data = json.loads(states[-1].read_text())
-            break
+            read.append(json.loads(states[-1].read_text()) if states else None)
         except (json.JSONDecodeError, FileNotFoundError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return False
+        return True
+
+    wait_for(parsed, timeout=30, what=f"a complete Tune experiment state in {sweep_dir}")
+    data = read[-1]
+    if data is None:
+        return []
     out = []
     for meta_json, runtime_json in data["trial_data"]:
         meta, runtime = json.loads(meta_json), json.loads(runtime_json)
