@@ -122,3 +122,62 @@ def test_runs_without_a_real_ood_dataset_report_as_before(tmp_path):
         "best_epoch_accuracy_n",
     ]
     assert report.ood_figure(client, report.ood_rows(rows), tmp_path / "ood.png") is not None
+
+
+def test_an_ablation_keeps_one_histogram_and_one_table_row_per_setting(tmp_path, monkeypatch):
+    """Grouped by α (the §6.3 sweeps), uniform LS and WE exist once per α: each (setting, method) keeps
+    its own histogram and its own OOD table row, named by its setting; the best similarity row is chosen
+    within each setting. Before, every α's "Uniform" drew under one name and only the last survived."""
+    uri, client, exp_id, parent = sweep_store(tmp_path / "store", "abl")
+    rng = np.random.default_rng(5)
+    pooled: dict = {}
+    for alpha in ("0.05", "0.4"):
+        for method, label, extra, nll in (
+            ("uniform", "uniform", {}, 1.0),
+            ("similarity:we", "similarity", {"similarity": "we", "beta": "2.0"}, 0.9),
+            ("similarity:l2", "similarity", {"similarity": "l2", "beta": "2.0"}, 1.1),
+        ):
+            for seed in range(2):
+                noise = rng.uniform(0.1, 1.0, size=25)
+                metrics = {m: float(rng.uniform(0.05, 0.3)) for m in METRICS}
+                metrics.update(val_nll=nll, ood_noise_confidence_mean=float(noise.mean()))
+                params = {"label": label, "model": "m", "seed": str(seed), "alpha": alpha, **extra}
+                rid = log_run(client, exp_id, parent, method, params, metrics)
+                path = tmp_path / rid / "ood_noise_confidences.npz"
+                path.parent.mkdir(parents=True)
+                np.savez(path, confidences=noise)
+                client.log_artifact(rid, str(path))
+                pooled.setdefault((alpha, method), []).append(noise)
+    _, runs = report.load_runs(uri, "abl")
+    rows = report.build_rows(runs, group_by=["alpha"])
+    names = [name for name, _ in report.ood_rows(rows)]
+    assert names == [
+        "Uniform [alpha=0.05]",
+        "WE (best similarity) [alpha=0.05]",
+        "Uniform [alpha=0.4]",
+        "WE (best similarity) [alpha=0.4]",
+    ]
+
+    md = report.to_markdown(rows)
+    ood_part = md[md.index("### Confidence on") :]
+    assert "| Setting | Model | Method | Noise conf mean (%) |" in ood_part
+    for alpha in ("0.05", "0.4"):
+        means = np.array([a.mean() for a in pooled[(alpha, "uniform")]])
+        cell = f"{100 * means.mean():.2f} ± {100 * means.std(ddof=1):.2f} (2)"
+        assert f"| alpha={alpha} | m | Uniform | {cell} |" in ood_part
+
+    import simlab.train
+
+    seen = {}
+    draw = simlab.train.ood_confidence_figure
+
+    def capture(panel, *, bins, title):
+        seen.update(panel)
+        return draw(panel, bins=bins, title=title)
+
+    monkeypatch.setattr(simlab.train, "ood_confidence_figure", capture)
+    assert report.ood_figure(client, report.ood_rows(rows), tmp_path / "ood.png") is not None
+    assert len(seen) == 4
+    for alpha in ("0.05", "0.4"):
+        got = seen[f"Uniform [alpha={alpha}] (n=2)"]
+        np.testing.assert_array_equal(np.sort(got), np.sort(np.concatenate(pooled[(alpha, "uniform")])))

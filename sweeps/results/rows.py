@@ -317,13 +317,24 @@ def load_runs(
 
 def ood_rows(rows: Sequence[Row], *, select: str = "val_nll", mode: str = "min") -> list[tuple[str, Row]]:
     """Paper A Fig. 3's methods: one-hot, uniform LS, mixup and the best similarity row (best mean
-    ``select`` on validation over its seeds), each with the name its histogram is drawn under."""
+    ``select`` on validation over its seeds), each with the name its histogram is drawn under. Rows
+    split by ``--group-by`` settings (an ablation over α or β) or by model give each (setting, model)
+    its own set, named with the setting and model so that no histogram replaces another's."""
     plain = [r for r in rows if not r.method.posthoc]
-    chosen = [(r.method.display, r) for r in plain if r.method.display in PAPER_OOD_METHODS]
-    sims = [r for r in plain if r.method.display in SIMILARITY_METHODS]
-    if sims:
-        best = min(sims, key=lambda row: selection_score(row.runs, select, mode))
-        chosen.append((f"{best.method.display} (best similarity)", best))
+    models = {r.model for r in plain}
+    groups: dict[tuple, list[Row]] = {}
+    for r in plain:
+        groups.setdefault((r.setting, r.model), []).append(r)
+    chosen = []
+    for (setting, model), group in groups.items():
+        tags = [" ".join(f"{k}={v}" for k, v in setting)] if setting else []
+        tags += [model] if len(models) > 1 else []
+        suffix = f" [{', '.join(tags)}]" if tags else ""
+        chosen += [(r.method.display + suffix, r) for r in group if r.method.display in PAPER_OOD_METHODS]
+        sims = [r for r in group if r.method.display in SIMILARITY_METHODS]
+        if sims:
+            best = min(sims, key=lambda row: selection_score(row.runs, select, mode))
+            chosen.append((f"{best.method.display} (best similarity){suffix}", best))
     return chosen
 
 

@@ -167,9 +167,15 @@ def to_markdown(
         lines += ["", f"### Confidence on {what} (paper A §6.4)", ""]
         empty = Summary(math.nan, math.nan, 0)
         lines += markdown_table(
-            ["Model", "Method", *(f"{label} (%)" for _, label in ood_cols)],
+            [
+                *(["Setting"] if settings else []),
+                "Model",
+                "Method",
+                *(f"{label} (%)" for _, label in ood_cols),
+            ],
             (
                 [
+                    *([r.setting_text] if settings else []),
                     r.model,
                     r.method.display,
                     *(format_cell(r.cells.get(m, empty), interval=interval) for m, _ in ood_cols),
