@@ -327,7 +327,7 @@ def ood_rows(rows: Sequence[Row], *, select: str = "val_nll", mode: str = "min")
         groups.setdefault((r.setting, r.model), []).append(r)
     chosen = []
     for (setting, model), group in groups.items():
-        tags = [" ".join(f"{k}={v}" for k, v in setting)] if setting else []
+        tags = [group[0].setting_text] if setting else []
         tags += [model] if len(models) > 1 else []
         suffix = f" [{', '.join(tags)}]" if tags else ""
         chosen += [(r.method.display + suffix, r) for r in group if r.method.display in PAPER_OOD_METHODS]
