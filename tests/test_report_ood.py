@@ -17,6 +17,14 @@ from tests.support import log_run, sweep_store
 METRICS = ("accuracy", "ece_hist_prediction", "ece_hist_output", "ece_kde_prediction", "ece_kde_output")
 
 
+def _log_ood_arrays(client, tmp, rid, arrays) -> None:
+    """Attach ``arrays`` to run ``rid`` as its ``ood_noise_confidences.npz``, as a trial logs them."""
+    path = tmp / rid / "ood_noise_confidences.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, **arrays)
+    client.log_artifact(rid, str(path))
+
+
 def _fill(tmp, experiment: str, *, real: bool):
     uri, client, exp_id, parent = sweep_store(tmp, experiment)
     rng = np.random.default_rng(3)
@@ -49,10 +57,7 @@ def _fill(tmp, experiment: str, *, real: bool):
                 {"label": label, "model": "m", "seed": str(seed), **extra},
                 metrics,
             )
-            path = tmp / rid / "ood_noise_confidences.npz"
-            path.parent.mkdir(parents=True)
-            np.savez(path, **arrays)
-            client.log_artifact(rid, str(path))
+            _log_ood_arrays(client, tmp, rid, arrays)
     return uri, truth
 
 
@@ -143,10 +148,7 @@ def test_an_ablation_keeps_one_histogram_and_one_table_row_per_setting(tmp_path,
                 metrics.update(val_nll=nll, ood_noise_confidence_mean=float(noise.mean()))
                 params = {"label": label, "model": "m", "seed": str(seed), "alpha": alpha, **extra}
                 rid = log_run(client, exp_id, parent, method, params, metrics)
-                path = tmp_path / rid / "ood_noise_confidences.npz"
-                path.parent.mkdir(parents=True)
-                np.savez(path, confidences=noise)
-                client.log_artifact(rid, str(path))
+                _log_ood_arrays(client, tmp_path, rid, {"confidences": noise})
                 pooled.setdefault((alpha, method), []).append(noise)
     _, runs = report.load_runs(uri, "abl")
     rows = report.build_rows(runs, group_by=["alpha"])
